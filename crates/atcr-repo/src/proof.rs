@@ -85,6 +85,7 @@ pub fn build_record_proof(
         blocks.insert(cid, bytes);
     }
     let (commit_cid, commit_bytes) = commit.to_block();
+    // Commit first, then the rest in a deterministic order.
     let mut ordered: Vec<(Cid, std::sync::Arc<[u8]>)> = vec![(commit_cid, commit_bytes.into())];
     ordered.extend(blocks.sorted().into_values());
     Ok(write_car(&[commit_cid], ordered.iter().map(|(c, b)| (c, &b[..]))))
@@ -95,8 +96,10 @@ pub fn build_record_proof(
 ///
 /// Checks, failing closed at each step: every block hashes to its CID; one
 /// root, which is a well-formed v3 commit for `did`; the commit signature
-/// (64-byte low-S) under `key`; the MST path from the commit's data root to the
-/// path, with every node present and well-formed; and the record block, which
+/// (64-byte low-S) under `key`; the MST paths from the commit's data root to
+/// the record and to its two neighbours (the covering proof the reference PDS
+/// serves), with every node present, well-formed and inside its parent's key
+/// range; and the record block, which
 /// must decode as a `collection` record. Absence is returned as
 /// `record: None`, proven by the same path.
 pub fn verify_record_proof(
@@ -130,6 +133,13 @@ pub fn verify_record_blocks(
     }
     commit.verify(key)?;
     let path = record_path(collection, rkey);
+    // The covering proof must be complete too: the paths to the record's
+    // neighbours. A proof cut short at a block boundary is then detected.
+    let tree = Mst::load(&commit.data, blocks)?;
+    let (before, after) = tree.neighbours(&path, blocks)?;
+    for k in before.iter().chain(after.iter()) {
+        lookup_verified(&commit.data, k, blocks)?;
+    }
     let record = match lookup_verified(&commit.data, &path, blocks)? {
         None => None,
         Some(cid) => {
