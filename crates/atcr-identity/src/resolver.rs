@@ -1,0 +1,345 @@
+use crate::{DidDocument, IdentityError, TtlCache, install_crypto_provider};
+use atcr_crypto::PublicKey;
+use atcr_syntax::{AtIdentifier, Did, Handle};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig as DnsConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Where and how identities are resolved.
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    /// PLC directory base URL (default `https://plc.directory`).
+    pub plc_url: Url,
+    /// Use `http://` for did:web and handle well-known lookups of non-loopback
+    /// hosts, and accept an `http://` PLC URL on any host. Off by default;
+    /// loopback hosts always use plain http.
+    pub allow_plain_http: bool,
+    /// DNS servers for handle TXT lookups (empty: the system's resolv.conf).
+    pub dns_nameservers: Vec<SocketAddr>,
+    /// Static host → address mappings for HTTP lookups (like `curl --resolve`).
+    pub host_overrides: Vec<(String, SocketAddr)>,
+    /// Timeout of each HTTP request and DNS query.
+    pub timeout: Duration,
+    /// How long resolved documents and handles are cached (zero disables).
+    pub cache_ttl: Duration,
+    /// Most cached entries of each kind.
+    pub cache_capacity: usize,
+    /// Largest DID document or well-known response accepted.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            plc_url: Url::parse("https://plc.directory").expect("static URL"),
+            allow_plain_http: false,
+            dns_nameservers: vec![],
+            host_overrides: vec![],
+            timeout: Duration::from_secs(10),
+            cache_ttl: Duration::from_secs(300),
+            cache_capacity: 10_000,
+            max_response_bytes: 128 * 1024,
+        }
+    }
+}
+
+/// A fully resolved identity.
+#[derive(Debug, Clone)]
+pub struct ResolvedIdentity {
+    /// The DID.
+    pub did: Did,
+    /// The handle, only when it and the DID document point at each other.
+    pub handle: Option<Handle>,
+    /// The DID document.
+    pub document: Arc<DidDocument>,
+    /// The current `#atproto` signing key.
+    pub signing_key: PublicKey,
+    /// The PDS endpoint.
+    pub pds: Url,
+}
+
+/// Resolves DIDs and handles, with TTL caching of successes only.
+pub struct IdentityResolver {
+    config: ResolverConfig,
+    http: reqwest::Client,
+    dns: Option<TokioResolver>,
+    docs: TtlCache<Did, Arc<DidDocument>>,
+    handles: TtlCache<String, Did>,
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn unavailable(subject: &str, reason: impl std::fmt::Display) -> IdentityError {
+    IdentityError::Unavailable { subject: subject.to_owned(), reason: reason.to_string() }
+}
+
+impl IdentityResolver {
+    /// Builds a resolver.
+    pub fn new(config: ResolverConfig) -> Result<Self, IdentityError> {
+        install_crypto_provider();
+        let plc_host = config.plc_url.host_str().unwrap_or_default().to_owned();
+        match config.plc_url.scheme() {
+            "https" => {}
+            "http" if config.allow_plain_http || is_loopback_host(&plc_host) => {}
+            other => {
+                return Err(IdentityError::Unsupported(format!(
+                    "PLC URL scheme {other}:// on {plc_host} (plain http only for loopback or when allowed)"
+                )));
+            }
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("atcr-identity/", env!("CARGO_PKG_VERSION")));
+        for (host, addr) in &config.host_overrides {
+            builder = builder.resolve(host, *addr);
+        }
+        let http = builder.build().map_err(|e| IdentityError::Unsupported(format!("HTTP client: {e}")))?;
+        let dns = Self::build_dns(&config);
+        let docs = TtlCache::new(config.cache_ttl, config.cache_capacity);
+        let handles = TtlCache::new(config.cache_ttl, config.cache_capacity);
+        Ok(Self { config, http, dns, docs, handles })
+    }
+
+    fn build_dns(config: &ResolverConfig) -> Option<TokioResolver> {
+        let builder = if config.dns_nameservers.is_empty() {
+            match TokioResolver::builder_tokio() {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("no system DNS configuration ({e}); handles resolve over HTTPS only");
+                    return None;
+                }
+            }
+        } else {
+            let servers = config
+                .dns_nameservers
+                .iter()
+                .map(|a| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = a.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = a.port();
+                    NameServerConfig::new(a.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(DnsConfig::from_name_servers(servers), TokioRuntimeProvider::default())
+        };
+        let mut builder = builder;
+        builder.options_mut().timeout = config.timeout;
+        builder.options_mut().attempts = 2;
+        match builder.build() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("DNS resolver unavailable ({e}); handles resolve over HTTPS only");
+                None
+            }
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ResolverConfig {
+        &self.config
+    }
+
+    /// GETs `url`, returning the status and at most `max_response_bytes` of body.
+    async fn fetch(&self, url: &Url, subject: &str) -> Result<(u16, Vec<u8>), IdentityError> {
+        let mut resp = self.http.get(url.clone()).send().await.map_err(|e| unavailable(subject, e))?;
+        let status = resp.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| unavailable(subject, e))? {
+            if body.len() + chunk.len() > self.config.max_response_bytes {
+                return Err(IdentityError::Invalid {
+                    subject: subject.to_owned(),
+                    reason: format!("response from {url} exceeds {} bytes", self.config.max_response_bytes),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+
+    fn scheme_for(&self, host: &str) -> &'static str {
+        if is_loopback_host(host) || self.config.allow_plain_http { "http" } else { "https" }
+    }
+
+    /// The DID document URL for a DID.
+    pub fn document_url(&self, did: &Did) -> Result<Url, IdentityError> {
+        match did.method() {
+            "plc" => {
+                let id = did.method_specific_id();
+                if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)) {
+                    return Err(IdentityError::Invalid { subject: did.to_string(), reason: "malformed did:plc identifier".into() });
+                }
+                // Concatenate: `Url::join` would read "did:plc:…" as a URL with scheme "did".
+                let base = self.config.plc_url.as_str().trim_end_matches('/');
+                Url::parse(&format!("{base}/{did}")).map_err(|e| IdentityError::Unsupported(format!("PLC URL: {e}")))
+            }
+            "web" => {
+                let id = did.method_specific_id();
+                if id.contains(':') {
+                    return Err(IdentityError::Unsupported(format!("{did}: did:web with a path (atproto allows hostname-level only)")));
+                }
+                let host = id.replace("%3A", ":").replace("%3a", ":");
+                if host.contains('%') {
+                    return Err(IdentityError::Invalid { subject: did.to_string(), reason: "unexpected percent-encoding".into() });
+                }
+                let hostname = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+                let url = format!("{}://{host}/.well-known/did.json", self.scheme_for(hostname));
+                Url::parse(&url).map_err(|e| IdentityError::Invalid { subject: did.to_string(), reason: e.to_string() })
+            }
+            m => Err(IdentityError::Unsupported(format!("DID method {m:?} (atproto supports plc and web)"))),
+        }
+    }
+
+    /// Resolves a DID document (cached).
+    pub async fn resolve_did(&self, did: &Did) -> Result<Arc<DidDocument>, IdentityError> {
+        if let Some(doc) = self.docs.get(did) {
+            return Ok(doc);
+        }
+        self.refresh_did(did).await
+    }
+
+    /// Resolves a DID document, bypassing and then refreshing the cache.
+    pub async fn refresh_did(&self, did: &Did) -> Result<Arc<DidDocument>, IdentityError> {
+        let url = self.document_url(did)?;
+        let (status, body) = self.fetch(&url, did.as_str()).await?;
+        let doc = match status {
+            200 => Arc::new(DidDocument::parse(did, &body)?),
+            404 => return Err(IdentityError::NotFound(did.to_string())),
+            410 => return Err(IdentityError::Deactivated(did.to_string())),
+            s => return Err(unavailable(did.as_str(), format!("{url} answered HTTP {s}"))),
+        };
+        self.docs.insert(did.clone(), doc.clone());
+        Ok(doc)
+    }
+
+    /// Drops cached data for a DID (after a verification failure that a key
+    /// rotation could explain).
+    pub fn forget(&self, did: &Did) {
+        self.docs.remove(did);
+    }
+
+    async fn handle_via_dns(&self, handle: &str) -> Result<Option<Did>, IdentityError> {
+        let Some(dns) = &self.dns else { return Ok(None) };
+        let name = format!("_atproto.{handle}.");
+        let lookup = match dns.lookup(name.as_str(), RecordType::TXT).await {
+            Ok(l) => l,
+            Err(e) if e.is_no_records_found() || e.is_nx_domain() => return Ok(None),
+            Err(e) => return Err(unavailable(handle, format!("DNS: {e}"))),
+        };
+        let mut found: Option<String> = None;
+        for record in lookup.answers() {
+            let RData::TXT(txt) = &record.data else { continue };
+            let text: String = txt.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect();
+            if let Some(d) = text.strip_prefix("did=") {
+                if found.as_deref().is_some_and(|f| f != d) {
+                    return Err(IdentityError::Invalid { subject: handle.into(), reason: "several different did= TXT records".into() });
+                }
+                found = Some(d.to_owned());
+            }
+        }
+        found
+            .map(|d| Did::new(d).map_err(|e| IdentityError::Invalid { subject: handle.into(), reason: format!("TXT record: {e}") }))
+            .transpose()
+    }
+
+    async fn handle_via_https(&self, handle: &str) -> Result<Option<Did>, IdentityError> {
+        let url = Url::parse(&format!("{}://{handle}/.well-known/atproto-did", self.scheme_for(handle)))
+            .map_err(|e| IdentityError::Invalid { subject: handle.into(), reason: e.to_string() })?;
+        let (status, body) = self.fetch(&url, handle).await?;
+        match status {
+            200 => {
+                let text = String::from_utf8_lossy(&body);
+                let line = text.lines().next().unwrap_or_default().trim();
+                Did::new(line)
+                    .map(Some)
+                    .map_err(|e| IdentityError::Invalid { subject: handle.into(), reason: format!("{url}: {e}") })
+            }
+            404 | 410 => Ok(None),
+            s => Err(unavailable(handle, format!("{url} answered HTTP {s}"))),
+        }
+    }
+
+    /// Resolves a handle to a DID (one direction only; see [`Self::resolve`]).
+    /// DNS TXT first, then HTTPS well-known.
+    pub async fn resolve_handle(&self, handle: &Handle) -> Result<Did, IdentityError> {
+        let h = handle.normalized();
+        if let Some(did) = self.handles.get(&h) {
+            return Ok(did);
+        }
+        let mut transient = None;
+        let found = match self.handle_via_dns(&h).await {
+            Ok(Some(did)) => Some(did),
+            Ok(None) => None,
+            Err(e) if e.is_transient() => {
+                transient = Some(e);
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let found = match found {
+            Some(d) => Some(d),
+            None => match self.handle_via_https(&h).await {
+                Ok(d) => d,
+                Err(e) if e.is_transient() => {
+                    transient = Some(e);
+                    None
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        match (found, transient) {
+            (Some(did), _) => {
+                self.handles.insert(h, did.clone());
+                Ok(did)
+            }
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(IdentityError::NotFound(h)),
+        }
+    }
+
+    /// Resolves a handle or DID to a full identity with the bidirectional
+    /// handle check. A handle input whose DID document does not claim it is
+    /// an error; a DID input whose claimed handle does not resolve back simply
+    /// has no verified handle.
+    pub async fn resolve(&self, ident: &AtIdentifier) -> Result<ResolvedIdentity, IdentityError> {
+        let (did, handle) = match ident {
+            AtIdentifier::Handle(h) => {
+                let did = self.resolve_handle(h).await?;
+                let doc = self.resolve_did(&did).await?;
+                if !doc.claims_handle(h) {
+                    return Err(IdentityError::HandleMismatch {
+                        handle: h.to_string(),
+                        did: did.to_string(),
+                        reason: "the DID document's alsoKnownAs does not list the handle".into(),
+                    });
+                }
+                (did, Some(h.clone()))
+            }
+            AtIdentifier::Did(d) => {
+                let doc = self.resolve_did(d).await?;
+                let handle = match doc.claimed_handle() {
+                    Some(h) => match self.resolve_handle(&h).await {
+                        Ok(back) if back == *d => Some(h),
+                        Ok(_) | Err(_) => None,
+                    },
+                    None => None,
+                };
+                (d.clone(), handle)
+            }
+        };
+        let document = self.resolve_did(&did).await?;
+        let signing_key = document.signing_key()?;
+        let pds = document.pds_endpoint()?;
+        Ok(ResolvedIdentity { did, handle, document, signing_key, pds })
+    }
+}
