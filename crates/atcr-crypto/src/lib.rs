@@ -184,8 +184,12 @@ impl PublicKey {
     pub fn from_sec1(alg: Algorithm, bytes: &[u8]) -> Result<Self, CryptoError> {
         let bad = |_| CryptoError::MalformedKey("not a valid curve point".into());
         Ok(match alg {
-            Algorithm::K256 => Self::K256(k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(bad)?),
-            Algorithm::P256 => Self::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(bad)?),
+            Algorithm::K256 => {
+                Self::K256(k256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(bad)?)
+            }
+            Algorithm::P256 => {
+                Self::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(bad)?)
+            }
         })
     }
 
@@ -206,14 +210,20 @@ impl PublicKey {
 
     /// Parses a Multikey `publicKeyMultibase` value.
     pub fn from_multikey(s: &str) -> Result<Self, CryptoError> {
-        let b58 = s.strip_prefix('z').ok_or_else(|| CryptoError::MalformedKey("multibase must be base58btc ('z')".into()))?;
-        let bytes = bs58::decode(b58).into_vec().map_err(|e| CryptoError::MalformedKey(format!("base58: {e}")))?;
+        let b58 = s
+            .strip_prefix('z')
+            .ok_or_else(|| CryptoError::MalformedKey("multibase must be base58btc ('z')".into()))?;
+        let bytes = bs58::decode(b58)
+            .into_vec()
+            .map_err(|e| CryptoError::MalformedKey(format!("base58: {e}")))?;
         for alg in [Algorithm::K256, Algorithm::P256] {
             if let Some(point) = bytes.strip_prefix(&alg.multicodec()) {
                 return Self::from_sec1(alg, point);
             }
         }
-        Err(CryptoError::MalformedKey("unsupported multicodec (want secp256k1-pub or p256-pub)".into()))
+        Err(CryptoError::MalformedKey(
+            "unsupported multicodec (want secp256k1-pub or p256-pub)".into(),
+        ))
     }
 
     /// The `did:key:` form.
@@ -223,15 +233,21 @@ impl PublicKey {
 
     /// Parses a `did:key:` string.
     pub fn from_did_key(s: &str) -> Result<Self, CryptoError> {
-        let mb = s.strip_prefix("did:key:").ok_or_else(|| CryptoError::MalformedKey("must start with did:key:".into()))?;
+        let mb = s
+            .strip_prefix("did:key:")
+            .ok_or_else(|| CryptoError::MalformedKey("must start with did:key:".into()))?;
         Self::from_multikey(mb)
     }
 
     /// Parses a legacy DID-document `publicKeyMultibase` (bare point, no multicodec)
     /// for the given suite's curve.
     pub fn from_legacy_multibase(alg: Algorithm, s: &str) -> Result<Self, CryptoError> {
-        let b58 = s.strip_prefix('z').ok_or_else(|| CryptoError::MalformedKey("multibase must be base58btc ('z')".into()))?;
-        let bytes = bs58::decode(b58).into_vec().map_err(|e| CryptoError::MalformedKey(format!("base58: {e}")))?;
+        let b58 = s
+            .strip_prefix('z')
+            .ok_or_else(|| CryptoError::MalformedKey("multibase must be base58btc ('z')".into()))?;
+        let bytes = bs58::decode(b58)
+            .into_vec()
+            .map_err(|e| CryptoError::MalformedKey(format!("base58: {e}")))?;
         Self::from_sec1(alg, &bytes)
     }
 
@@ -248,18 +264,22 @@ impl PublicKey {
         }
         match self {
             Self::K256(k) => {
-                let s = k256::ecdsa::Signature::from_slice(sig).map_err(|_| CryptoError::BadSignature)?;
+                let s = k256::ecdsa::Signature::from_slice(sig)
+                    .map_err(|_| CryptoError::BadSignature)?;
                 if s.normalize_s().is_some() {
                     return Err(CryptoError::HighS);
                 }
-                k.verify_prehash(digest, &s).map_err(|_| CryptoError::BadSignature)
+                k.verify_prehash(digest, &s)
+                    .map_err(|_| CryptoError::BadSignature)
             }
             Self::P256(k) => {
-                let s = p256::ecdsa::Signature::from_slice(sig).map_err(|_| CryptoError::BadSignature)?;
+                let s = p256::ecdsa::Signature::from_slice(sig)
+                    .map_err(|_| CryptoError::BadSignature)?;
                 if s.normalize_s().is_some() {
                     return Err(CryptoError::HighS);
                 }
-                k.verify_prehash(digest, &s).map_err(|_| CryptoError::BadSignature)
+                k.verify_prehash(digest, &s)
+                    .map_err(|_| CryptoError::BadSignature)
             }
         }
     }

@@ -10,7 +10,9 @@ const TAG_CID: u64 = 42;
 
 /// DAG-CBOR map-key order: shorter keys first, then bytewise.
 pub fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
-    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 fn write_head(out: &mut Vec<u8>, major: u8, arg: u64) {
@@ -123,7 +125,10 @@ struct Decoder<'a> {
 
 impl Decoder<'_> {
     fn err(&self, reason: &'static str) -> DataError {
-        DataError::Cbor { offset: self.pos, reason }
+        DataError::Cbor {
+            offset: self.pos,
+            reason,
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&[u8], DataError> {
@@ -157,14 +162,18 @@ impl Decoder<'_> {
                 v
             }
             25 => {
-                let v = u64::from(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")));
+                let v = u64::from(u16::from_be_bytes(
+                    self.take(2)?.try_into().expect("2 bytes"),
+                ));
                 if v <= 0xff {
                     return Err(self.err("non-minimal integer encoding"));
                 }
                 v
             }
             26 => {
-                let v = u64::from(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")));
+                let v = u64::from(u32::from_be_bytes(
+                    self.take(4)?.try_into().expect("4 bytes"),
+                ));
                 if v <= 0xffff {
                     return Err(self.err("non-minimal integer encoding"));
                 }
@@ -197,7 +206,10 @@ impl Decoder<'_> {
         let raw = self.take(n)?;
         match std::str::from_utf8(raw) {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(DataError::Cbor { offset: start, reason: "invalid UTF-8 in text string" }),
+            Err(_) => Err(DataError::Cbor {
+                offset: start,
+                reason: "invalid UTF-8 in text string",
+            }),
         }
     }
 
@@ -207,8 +219,12 @@ impl Decoder<'_> {
         }
         let (major, ai, arg) = self.head()?;
         match major {
-            0 => i64::try_from(arg).map(Value::Integer).map_err(|_| self.err("integer out of 64-bit signed range")),
-            1 => i64::try_from(arg).map(|n| Value::Integer(-1 - n)).map_err(|_| self.err("integer out of 64-bit signed range")),
+            0 => i64::try_from(arg)
+                .map(Value::Integer)
+                .map_err(|_| self.err("integer out of 64-bit signed range")),
+            1 => i64::try_from(arg)
+                .map(|n| Value::Integer(-1 - n))
+                .map_err(|_| self.err("integer out of 64-bit signed range")),
             2 => {
                 let n = self.len(arg, 1)?;
                 Ok(Value::Bytes(self.take(n)?.to_vec()))
@@ -230,17 +246,26 @@ impl Decoder<'_> {
                     let key_at = self.pos;
                     let (kmajor, _, karg) = self.head()?;
                     if kmajor != 3 {
-                        return Err(DataError::Cbor { offset: key_at, reason: "map key is not a text string" });
+                        return Err(DataError::Cbor {
+                            offset: key_at,
+                            reason: "map key is not a text string",
+                        });
                     }
                     let key = self.text(karg)?;
                     if let Some(p) = &prev {
                         match key_order(p, &key) {
                             std::cmp::Ordering::Less => {}
                             std::cmp::Ordering::Equal => {
-                                return Err(DataError::Cbor { offset: key_at, reason: "duplicate map key" });
+                                return Err(DataError::Cbor {
+                                    offset: key_at,
+                                    reason: "duplicate map key",
+                                });
                             }
                             std::cmp::Ordering::Greater => {
-                                return Err(DataError::Cbor { offset: key_at, reason: "map keys not in canonical order" });
+                                return Err(DataError::Cbor {
+                                    offset: key_at,
+                                    reason: "map keys not in canonical order",
+                                });
                             }
                         }
                     }
@@ -257,11 +282,16 @@ impl Decoder<'_> {
                 let at = self.pos;
                 let (bmajor, _, barg) = self.head()?;
                 if bmajor != 2 {
-                    return Err(DataError::Cbor { offset: at, reason: "tag 42 must wrap a byte string" });
+                    return Err(DataError::Cbor {
+                        offset: at,
+                        reason: "tag 42 must wrap a byte string",
+                    });
                 }
                 let n = self.len(barg, 1)?;
                 let raw = self.take(n)?;
-                decode_cid_bytes(raw).map(Value::Link).map_err(|reason| DataError::Cbor { offset: at, reason })
+                decode_cid_bytes(raw)
+                    .map(Value::Link)
+                    .map_err(|reason| DataError::Cbor { offset: at, reason })
             }
             7 => match ai {
                 20 => Ok(Value::Bool(false)),
@@ -290,4 +320,101 @@ fn decode_cid_bytes(raw: &[u8]) -> Result<Cid, &'static str> {
         return Err("CID is not v1 dag-cbor/raw sha2-256");
     }
     Ok(cid)
+}
+
+/// A low-level strict reader for fixed-shape DAG-CBOR (MST nodes, commits):
+/// the same shortest-form and bounds rules as [`decode`], without building a
+/// [`Value`]. Callers expect exact keys in canonical order, which makes the
+/// accepted encodings exactly the canonical ones.
+pub struct Reader<'a> {
+    d: Decoder<'a>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            d: Decoder { buf: bytes, pos: 0 },
+        }
+    }
+
+    fn expect_major(&mut self, want: u8, what: &'static str) -> Result<u64, DataError> {
+        let at = self.d.pos;
+        let (major, _, arg) = self.d.head()?;
+        if major != want {
+            return Err(DataError::Cbor {
+                offset: at,
+                reason: what,
+            });
+        }
+        Ok(arg)
+    }
+
+    /// A map header; returns the entry count.
+    pub fn map_header(&mut self) -> Result<usize, DataError> {
+        let arg = self.expect_major(5, "expected a map")?;
+        self.d.len(arg, 2)
+    }
+
+    /// An array header; returns the item count.
+    pub fn array_header(&mut self) -> Result<usize, DataError> {
+        let arg = self.expect_major(4, "expected an array")?;
+        self.d.len(arg, 1)
+    }
+
+    /// A text string that must equal `key` (a map key in canonical position).
+    pub fn key(&mut self, key: &'static str) -> Result<(), DataError> {
+        let at = self.d.pos;
+        let arg = self.expect_major(3, "expected a text key")?;
+        let n = self.d.len(arg, 1)?;
+        if self.d.take(n)? != key.as_bytes() {
+            return Err(DataError::Cbor {
+                offset: at,
+                reason: "unexpected or out-of-order map key",
+            });
+        }
+        Ok(())
+    }
+
+    /// A byte string.
+    pub fn bytes(&mut self) -> Result<&'a [u8], DataError> {
+        let arg = self.expect_major(2, "expected a byte string")?;
+        let n = self.d.len(arg, 1)?;
+        let start = self.d.pos;
+        self.d.take(n)?;
+        Ok(&self.d.buf[start..start + n])
+    }
+
+    /// An unsigned integer.
+    pub fn uint(&mut self) -> Result<u64, DataError> {
+        self.expect_major(0, "expected an unsigned integer")
+    }
+
+    /// A CID link, or `None` for null.
+    pub fn link_or_null(&mut self) -> Result<Option<Cid>, DataError> {
+        if self.d.buf.get(self.d.pos) == Some(&0xf6) {
+            self.d.pos += 1;
+            return Ok(None);
+        }
+        self.link().map(Some)
+    }
+
+    /// A CID link.
+    pub fn link(&mut self) -> Result<Cid, DataError> {
+        let tag = self.expect_major(6, "expected a CID link")?;
+        if tag != TAG_CID {
+            return Err(self.d.err("only tag 42 (CID) is allowed"));
+        }
+        let at = self.d.pos;
+        let raw = self.bytes()?;
+        decode_cid_bytes(raw).map_err(|reason| DataError::Cbor { offset: at, reason })
+    }
+
+    /// Checks that the whole input was consumed.
+    pub fn finish(self) -> Result<(), DataError> {
+        if self.d.pos != self.d.buf.len() {
+            return Err(self.d.err("trailing bytes after the value"));
+        }
+        Ok(())
+    }
 }

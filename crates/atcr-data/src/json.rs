@@ -19,7 +19,14 @@ const B64_DECODE: GeneralPurpose = GeneralPurpose::new(
 );
 
 fn err(path: &str, reason: impl Into<String>) -> DataError {
-    DataError::Json { path: if path.is_empty() { "/".into() } else { path.into() }, reason: reason.into() }
+    DataError::Json {
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            path.into()
+        },
+        reason: reason.into(),
+    }
 }
 
 /// Converts top-level atproto JSON data, which must be an object.
@@ -45,10 +52,16 @@ fn convert(json: &Json, path: &mut String, depth: usize) -> Result<Value, DataEr
         Json::Number(n) => {
             if let Some(i) = n.as_i64() {
                 Value::Integer(i)
-            } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0) {
+            } else if let Some(f) = n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0)
+            {
                 Value::Integer(f as i64)
             } else {
-                return Err(err(path, format!("{n} is not a 64-bit integer (floats are not allowed)")));
+                return Err(err(
+                    path,
+                    format!("{n} is not a 64-bit integer (floats are not allowed)"),
+                ));
             }
         }
         Json::String(s) => Value::String(s.clone()),
@@ -67,15 +80,23 @@ fn convert(json: &Json, path: &mut String, depth: usize) -> Result<Value, DataEr
                 if obj.len() != 1 {
                     return Err(err(path, "$link object must have no other fields"));
                 }
-                let s = link.as_str().ok_or_else(|| err(path, "$link must be a string"))?;
-                return Ok(Value::Link(parse_cid(s).map_err(|e| err(path, e.to_string()))?));
+                let s = link
+                    .as_str()
+                    .ok_or_else(|| err(path, "$link must be a string"))?;
+                return Ok(Value::Link(
+                    parse_cid(s).map_err(|e| err(path, e.to_string()))?,
+                ));
             }
             if let Some(bytes) = obj.get("$bytes") {
                 if obj.len() != 1 {
                     return Err(err(path, "$bytes object must have no other fields"));
                 }
-                let s = bytes.as_str().ok_or_else(|| err(path, "$bytes must be a string"))?;
-                let b = B64_DECODE.decode(s).map_err(|e| err(path, format!("$bytes is not base64: {e}")))?;
+                let s = bytes
+                    .as_str()
+                    .ok_or_else(|| err(path, "$bytes must be a string"))?;
+                let b = B64_DECODE
+                    .decode(s)
+                    .map_err(|e| err(path, format!("$bytes is not base64: {e}")))?;
                 return Ok(Value::Bytes(b));
             }
             let mut map = BTreeMap::new();
@@ -121,7 +142,9 @@ pub fn to_json(value: &Value) -> Json {
         Value::Bool(b) => Json::Bool(*b),
         Value::Integer(i) => Json::Number((*i).into()),
         Value::String(s) => Json::String(s.clone()),
-        Value::Bytes(b) => serde_json::json!({ "$bytes": general_purpose::STANDARD_NO_PAD.encode(b) }),
+        Value::Bytes(b) => {
+            serde_json::json!({ "$bytes": general_purpose::STANDARD_NO_PAD.encode(b) })
+        }
         Value::Link(c) => serde_json::json!({ "$link": c.to_string() }),
         Value::List(items) => Json::Array(items.iter().map(to_json).collect()),
         Value::Map(m) => Json::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),

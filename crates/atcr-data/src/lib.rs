@@ -94,9 +94,13 @@ pub fn verify_block(cid: &Cid, bytes: &[u8]) -> bool {
 
 /// Parses a CID string, requiring a blessed atproto CID.
 pub fn parse_cid(s: &str) -> Result<Cid, DataError> {
-    let cid: Cid = s.parse().map_err(|e| DataError::Cid(format!("{s:?}: {e}")))?;
+    let cid: Cid = s
+        .parse()
+        .map_err(|e| DataError::Cid(format!("{s:?}: {e}")))?;
     if !is_blessed_cid(&cid) {
-        return Err(DataError::Cid(format!("{s:?}: not CIDv1 dag-cbor/raw with sha2-256")));
+        return Err(DataError::Cid(format!(
+            "{s:?}: not CIDv1 dag-cbor/raw with sha2-256"
+        )));
     }
     Ok(cid)
 }

@@ -69,14 +69,19 @@ impl Value {
     /// Converts a serde-serializable type to atproto data (through JSON, so
     /// `{"$link"}` / `{"$bytes"}` objects become links and bytes).
     pub fn from_serialize<T: serde::Serialize>(v: &T) -> Result<Self, DataError> {
-        let json = serde_json::to_value(v).map_err(|e| DataError::Json { path: String::new(), reason: e.to_string() })?;
+        let json = serde_json::to_value(v).map_err(|e| DataError::Json {
+            path: String::new(),
+            reason: e.to_string(),
+        })?;
         crate::json::from_json(&json)
     }
 
     /// Converts atproto data into a deserializable type (through atproto JSON).
     pub fn to_deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, DataError> {
-        serde_json::from_value(crate::json::to_json(self))
-            .map_err(|e| DataError::Json { path: String::new(), reason: e.to_string() })
+        serde_json::from_value(crate::json::to_json(self)).map_err(|e| DataError::Json {
+            path: String::new(),
+            reason: e.to_string(),
+        })
     }
 }
 

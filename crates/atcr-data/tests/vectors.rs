@@ -5,7 +5,9 @@ use atcr_testkit::read_json;
 use base64::Engine;
 
 fn b64(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD_NO_PAD.decode(s.trim_end_matches('=')).unwrap()
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .unwrap()
 }
 
 #[test]
@@ -16,7 +18,12 @@ fn fixtures_round_trip_byte_exact() {
     for f in fixtures {
         let value = json::from_json_object(&f["json"]).unwrap();
         let cbor = to_cbor(&value);
-        assert_eq!(cbor, b64(f["cbor_base64"].as_str().unwrap()), "CBOR bytes for {}", f["json"]);
+        assert_eq!(
+            cbor,
+            b64(f["cbor_base64"].as_str().unwrap()),
+            "CBOR bytes for {}",
+            f["json"]
+        );
         assert_eq!(cid_for_cbor(&cbor).to_string(), f["cid"].as_str().unwrap());
         // And back: strict decode, then JSON equal to the input.
         let decoded = from_cbor(&cbor).unwrap();
@@ -43,6 +50,10 @@ fn invalid_data_is_rejected() {
     let cases = cases.as_array().unwrap();
     assert!(!cases.is_empty());
     for c in cases {
-        assert!(json::from_json_object(&c["json"]).is_err(), "accepted invalid: {}", c["note"]);
+        assert!(
+            json::from_json_object(&c["json"]).is_err(),
+            "accepted invalid: {}",
+            c["note"]
+        );
     }
 }

@@ -18,7 +18,11 @@ pub struct TtlCache<K, V> {
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// A cache of at most `capacity` entries living `ttl` each.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self { ttl, capacity: capacity.max(1), entries: Mutex::new(HashMap::new()) }
+        Self {
+            ttl,
+            capacity: capacity.max(1),
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The live value for `key`.
@@ -44,7 +48,10 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         if map.len() >= self.capacity && !map.contains_key(&key) {
             map.retain(|_, (exp, _)| *exp > now);
             while map.len() >= self.capacity {
-                let oldest = map.iter().min_by_key(|(_, (exp, _))| *exp).map(|(k, _)| k.clone());
+                let oldest = map
+                    .iter()
+                    .min_by_key(|(_, (exp, _))| *exp)
+                    .map(|(k, _)| k.clone());
                 match oldest {
                     Some(k) => map.remove(&k),
                     None => break,
@@ -56,7 +63,10 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// Drops `key` (for example after a failed verification, to refetch a rotated key).
     pub fn remove(&self, key: &K) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Number of stored entries (live or not yet swept).

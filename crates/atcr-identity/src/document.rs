@@ -72,46 +72,77 @@ impl DidDocument {
 
     /// The DID.
     pub fn did(&self) -> Result<Did, IdentityError> {
-        Did::new(&self.id).map_err(|e| IdentityError::Invalid { subject: self.id.clone(), reason: e.to_string() })
+        Did::new(&self.id).map_err(|e| IdentityError::Invalid {
+            subject: self.id.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// The atproto signing key (`#atproto`).
     pub fn signing_key(&self) -> Result<PublicKey, IdentityError> {
-        let invalid = |reason: String| IdentityError::Invalid { subject: self.id.clone(), reason };
+        let invalid = |reason: String| IdentityError::Invalid {
+            subject: self.id.clone(),
+            reason,
+        };
         let vm = self
             .verification_method
             .iter()
             .find(|m| fragment_matches(&m.id, &self.id, "atproto"))
             .ok_or_else(|| invalid("no #atproto verification method".into()))?;
-        let mb = vm.public_key_multibase.as_deref().ok_or_else(|| invalid("#atproto has no publicKeyMultibase".into()))?;
+        let mb = vm
+            .public_key_multibase
+            .as_deref()
+            .ok_or_else(|| invalid("#atproto has no publicKeyMultibase".into()))?;
         let key = match vm.kind.as_str() {
             "Multikey" => PublicKey::from_multikey(mb),
-            "EcdsaSecp256k1VerificationKey2019" => PublicKey::from_legacy_multibase(Algorithm::K256, mb),
-            "EcdsaSecp256r1VerificationKey2019" => PublicKey::from_legacy_multibase(Algorithm::P256, mb),
-            other => return Err(invalid(format!("unsupported verification method type {other:?}"))),
+            "EcdsaSecp256k1VerificationKey2019" => {
+                PublicKey::from_legacy_multibase(Algorithm::K256, mb)
+            }
+            "EcdsaSecp256r1VerificationKey2019" => {
+                PublicKey::from_legacy_multibase(Algorithm::P256, mb)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unsupported verification method type {other:?}"
+                )));
+            }
         };
         key.map_err(|e| invalid(format!("#atproto key: {e}")))
     }
 
     /// The PDS endpoint (`#atproto_pds` of type `AtprotoPersonalDataServer`).
     pub fn pds_endpoint(&self) -> Result<url::Url, IdentityError> {
-        let invalid = |reason: String| IdentityError::Invalid { subject: self.id.clone(), reason };
+        let invalid = |reason: String| IdentityError::Invalid {
+            subject: self.id.clone(),
+            reason,
+        };
         let svc = self
             .service
             .iter()
-            .find(|s| fragment_matches(&s.id, &self.id, "atproto_pds") && s.kind == "AtprotoPersonalDataServer")
+            .find(|s| {
+                fragment_matches(&s.id, &self.id, "atproto_pds")
+                    && s.kind == "AtprotoPersonalDataServer"
+            })
             .ok_or_else(|| invalid("no #atproto_pds service".into()))?;
-        let s = svc.service_endpoint.as_str().ok_or_else(|| invalid("#atproto_pds endpoint is not a string".into()))?;
+        let s = svc
+            .service_endpoint
+            .as_str()
+            .ok_or_else(|| invalid("#atproto_pds endpoint is not a string".into()))?;
         let url = url::Url::parse(s).map_err(|e| invalid(format!("#atproto_pds endpoint: {e}")))?;
         if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-            return Err(invalid("#atproto_pds endpoint must be an http(s) URL with a host".into()));
+            return Err(invalid(
+                "#atproto_pds endpoint must be an http(s) URL with a host".into(),
+            ));
         }
         Ok(url)
     }
 
     /// The handle the document claims (first valid `at://` entry), unverified.
     pub fn claimed_handle(&self) -> Option<Handle> {
-        self.also_known_as.iter().filter_map(|a| a.strip_prefix("at://")).find_map(|h| Handle::new(h).ok())
+        self.also_known_as
+            .iter()
+            .filter_map(|a| a.strip_prefix("at://"))
+            .find_map(|h| Handle::new(h).ok())
     }
 
     /// Whether the document claims `handle` (case-insensitive).

@@ -74,11 +74,16 @@ pub struct IdentityResolver {
 
 fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn unavailable(subject: &str, reason: impl std::fmt::Display) -> IdentityError {
-    IdentityError::Unavailable { subject: subject.to_owned(), reason: reason.to_string() }
+    IdentityError::Unavailable {
+        subject: subject.to_owned(),
+        reason: reason.to_string(),
+    }
 }
 
 impl IdentityResolver {
@@ -103,11 +108,19 @@ impl IdentityResolver {
         for (host, addr) in &config.host_overrides {
             builder = builder.resolve(host, *addr);
         }
-        let http = builder.build().map_err(|e| IdentityError::Unsupported(format!("HTTP client: {e}")))?;
+        let http = builder
+            .build()
+            .map_err(|e| IdentityError::Unsupported(format!("HTTP client: {e}")))?;
         let dns = Self::build_dns(&config);
         let docs = TtlCache::new(config.cache_ttl, config.cache_capacity);
         let handles = TtlCache::new(config.cache_ttl, config.cache_capacity);
-        Ok(Self { config, http, dns, docs, handles })
+        Ok(Self {
+            config,
+            http,
+            dns,
+            docs,
+            handles,
+        })
     }
 
     fn build_dns(config: &ResolverConfig) -> Option<TokioResolver> {
@@ -115,7 +128,9 @@ impl IdentityResolver {
             match TokioResolver::builder_tokio() {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!("no system DNS configuration ({e}); handles resolve over HTTPS only");
+                    tracing::warn!(
+                        "no system DNS configuration ({e}); handles resolve over HTTPS only"
+                    );
                     return None;
                 }
             }
@@ -131,7 +146,10 @@ impl IdentityResolver {
                     NameServerConfig::new(a.ip(), true, vec![udp, tcp])
                 })
                 .collect();
-            TokioResolver::builder_with_config(DnsConfig::from_name_servers(servers), TokioRuntimeProvider::default())
+            TokioResolver::builder_with_config(
+                DnsConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            )
         };
         let mut builder = builder;
         builder.options_mut().timeout = config.timeout;
@@ -152,14 +170,22 @@ impl IdentityResolver {
 
     /// GETs `url`, returning the status and at most `max_response_bytes` of body.
     async fn fetch(&self, url: &Url, subject: &str) -> Result<(u16, Vec<u8>), IdentityError> {
-        let mut resp = self.http.get(url.clone()).send().await.map_err(|e| unavailable(subject, e))?;
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| unavailable(subject, e))?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| unavailable(subject, e))? {
             if body.len() + chunk.len() > self.config.max_response_bytes {
                 return Err(IdentityError::Invalid {
                     subject: subject.to_owned(),
-                    reason: format!("response from {url} exceeds {} bytes", self.config.max_response_bytes),
+                    reason: format!(
+                        "response from {url} exceeds {} bytes",
+                        self.config.max_response_bytes
+                    ),
                 });
             }
             body.extend_from_slice(&chunk);
@@ -168,7 +194,11 @@ impl IdentityResolver {
     }
 
     fn scheme_for(&self, host: &str) -> &'static str {
-        if is_loopback_host(host) || self.config.allow_plain_http { "http" } else { "https" }
+        if is_loopback_host(host) || self.config.allow_plain_http {
+            "http"
+        } else {
+            "https"
+        }
     }
 
     /// The DID document URL for a DID.
@@ -176,27 +206,48 @@ impl IdentityResolver {
         match did.method() {
             "plc" => {
                 let id = did.method_specific_id();
-                if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)) {
-                    return Err(IdentityError::Invalid { subject: did.to_string(), reason: "malformed did:plc identifier".into() });
+                if id.len() != 24
+                    || !id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+                {
+                    return Err(IdentityError::Invalid {
+                        subject: did.to_string(),
+                        reason: "malformed did:plc identifier".into(),
+                    });
                 }
                 // Concatenate: `Url::join` would read "did:plc:…" as a URL with scheme "did".
                 let base = self.config.plc_url.as_str().trim_end_matches('/');
-                Url::parse(&format!("{base}/{did}")).map_err(|e| IdentityError::Unsupported(format!("PLC URL: {e}")))
+                Url::parse(&format!("{base}/{did}"))
+                    .map_err(|e| IdentityError::Unsupported(format!("PLC URL: {e}")))
             }
             "web" => {
                 let id = did.method_specific_id();
                 if id.contains(':') {
-                    return Err(IdentityError::Unsupported(format!("{did}: did:web with a path (atproto allows hostname-level only)")));
+                    return Err(IdentityError::Unsupported(format!(
+                        "{did}: did:web with a path (atproto allows hostname-level only)"
+                    )));
                 }
                 let host = id.replace("%3A", ":").replace("%3a", ":");
                 if host.contains('%') {
-                    return Err(IdentityError::Invalid { subject: did.to_string(), reason: "unexpected percent-encoding".into() });
+                    return Err(IdentityError::Invalid {
+                        subject: did.to_string(),
+                        reason: "unexpected percent-encoding".into(),
+                    });
                 }
                 let hostname = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
-                let url = format!("{}://{host}/.well-known/did.json", self.scheme_for(hostname));
-                Url::parse(&url).map_err(|e| IdentityError::Invalid { subject: did.to_string(), reason: e.to_string() })
+                let url = format!(
+                    "{}://{host}/.well-known/did.json",
+                    self.scheme_for(hostname)
+                );
+                Url::parse(&url).map_err(|e| IdentityError::Invalid {
+                    subject: did.to_string(),
+                    reason: e.to_string(),
+                })
             }
-            m => Err(IdentityError::Unsupported(format!("DID method {m:?} (atproto supports plc and web)"))),
+            m => Err(IdentityError::Unsupported(format!(
+                "DID method {m:?} (atproto supports plc and web)"
+            ))),
         }
     }
 
@@ -216,7 +267,12 @@ impl IdentityResolver {
             200 => Arc::new(DidDocument::parse(did, &body)?),
             404 => return Err(IdentityError::NotFound(did.to_string())),
             410 => return Err(IdentityError::Deactivated(did.to_string())),
-            s => return Err(unavailable(did.as_str(), format!("{url} answered HTTP {s}"))),
+            s => {
+                return Err(unavailable(
+                    did.as_str(),
+                    format!("{url} answered HTTP {s}"),
+                ));
+            }
         };
         self.docs.insert(did.clone(), doc.clone());
         Ok(doc)
@@ -229,7 +285,9 @@ impl IdentityResolver {
     }
 
     async fn handle_via_dns(&self, handle: &str) -> Result<Option<Did>, IdentityError> {
-        let Some(dns) = &self.dns else { return Ok(None) };
+        let Some(dns) = &self.dns else {
+            return Ok(None);
+        };
         let name = format!("_atproto.{handle}.");
         let lookup = match dns.lookup(name.as_str(), RecordType::TXT).await {
             Ok(l) => l,
@@ -238,23 +296,43 @@ impl IdentityResolver {
         };
         let mut found: Option<String> = None;
         for record in lookup.answers() {
-            let RData::TXT(txt) = &record.data else { continue };
-            let text: String = txt.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect();
+            let RData::TXT(txt) = &record.data else {
+                continue;
+            };
+            let text: String = txt
+                .txt_data
+                .iter()
+                .map(|s| String::from_utf8_lossy(s))
+                .collect();
             if let Some(d) = text.strip_prefix("did=") {
                 if found.as_deref().is_some_and(|f| f != d) {
-                    return Err(IdentityError::Invalid { subject: handle.into(), reason: "several different did= TXT records".into() });
+                    return Err(IdentityError::Invalid {
+                        subject: handle.into(),
+                        reason: "several different did= TXT records".into(),
+                    });
                 }
                 found = Some(d.to_owned());
             }
         }
         found
-            .map(|d| Did::new(d).map_err(|e| IdentityError::Invalid { subject: handle.into(), reason: format!("TXT record: {e}") }))
+            .map(|d| {
+                Did::new(d).map_err(|e| IdentityError::Invalid {
+                    subject: handle.into(),
+                    reason: format!("TXT record: {e}"),
+                })
+            })
             .transpose()
     }
 
     async fn handle_via_https(&self, handle: &str) -> Result<Option<Did>, IdentityError> {
-        let url = Url::parse(&format!("{}://{handle}/.well-known/atproto-did", self.scheme_for(handle)))
-            .map_err(|e| IdentityError::Invalid { subject: handle.into(), reason: e.to_string() })?;
+        let url = Url::parse(&format!(
+            "{}://{handle}/.well-known/atproto-did",
+            self.scheme_for(handle)
+        ))
+        .map_err(|e| IdentityError::Invalid {
+            subject: handle.into(),
+            reason: e.to_string(),
+        })?;
         let (status, body) = self.fetch(&url, handle).await?;
         match status {
             200 => {
@@ -262,7 +340,10 @@ impl IdentityResolver {
                 let line = text.lines().next().unwrap_or_default().trim();
                 Did::new(line)
                     .map(Some)
-                    .map_err(|e| IdentityError::Invalid { subject: handle.into(), reason: format!("{url}: {e}") })
+                    .map_err(|e| IdentityError::Invalid {
+                        subject: handle.into(),
+                        reason: format!("{url}: {e}"),
+                    })
             }
             404 | 410 => Ok(None),
             s => Err(unavailable(handle, format!("{url} answered HTTP {s}"))),
@@ -340,6 +421,12 @@ impl IdentityResolver {
         let document = self.resolve_did(&did).await?;
         let signing_key = document.signing_key()?;
         let pds = document.pds_endpoint()?;
-        Ok(ResolvedIdentity { did, handle, document, signing_key, pds })
+        Ok(ResolvedIdentity {
+            did,
+            handle,
+            document,
+            signing_key,
+            pds,
+        })
     }
 }

@@ -42,22 +42,40 @@ async fn plc(State(w): State<Arc<World>>, Path(did): Path<String>) -> (StatusCod
     w.requests.fetch_add(1, Ordering::SeqCst);
     match w.docs.lock().unwrap().get(&did) {
         Some((s, b)) => (StatusCode::from_u16(*s).unwrap(), b.clone()),
-        None => (StatusCode::NOT_FOUND, "{\"message\":\"DID not registered\"}".into()),
+        None => (
+            StatusCode::NOT_FOUND,
+            "{\"message\":\"DID not registered\"}".into(),
+        ),
     }
 }
 
 async fn well_known_did(State(w): State<Arc<World>>, headers: HeaderMap) -> (StatusCode, String) {
     w.requests.fetch_add(1, Ordering::SeqCst);
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
-    match w.docs.lock().unwrap().get(&format!("did:web:{}", host.replace(':', "%3A"))) {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    match w
+        .docs
+        .lock()
+        .unwrap()
+        .get(&format!("did:web:{}", host.replace(':', "%3A")))
+    {
         Some((s, b)) => (StatusCode::from_u16(*s).unwrap(), b.clone()),
         None => (StatusCode::NOT_FOUND, String::new()),
     }
 }
 
-async fn well_known_handle(State(w): State<Arc<World>>, headers: HeaderMap) -> (StatusCode, String) {
+async fn well_known_handle(
+    State(w): State<Arc<World>>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
     w.requests.fetch_add(1, Ordering::SeqCst);
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
     let host = host.split(':').next().unwrap_or_default().to_owned();
     match w.well_known.lock().unwrap().get(&host) {
         Some(b) => (StatusCode::OK, b.clone()),
@@ -86,7 +104,9 @@ async fn start_dns(records: HashMap<String, Vec<String>>) -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else { return };
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
             let q = &buf[..n];
             // Question name: labels from byte 12.
             let mut i = 12;
@@ -99,7 +119,14 @@ async fn start_dns(records: HashMap<String, Vec<String>>) -> SocketAddr {
             let qend = i + 5; // zero byte + qtype + qclass
             let name = labels.join(".");
             let answers = records.get(&name).cloned().unwrap_or_default();
-            let mut r = vec![q[0], q[1], 0x81, if answers.is_empty() { 0x83 } else { 0x80 }, 0, 1];
+            let mut r = vec![
+                q[0],
+                q[1],
+                0x81,
+                if answers.is_empty() { 0x83 } else { 0x80 },
+                0,
+                1,
+            ];
             r.extend_from_slice(&(answers.len() as u16).to_be_bytes());
             r.extend_from_slice(&[0, 0, 0, 0]);
             r.extend_from_slice(&q[12..qend]);
@@ -133,18 +160,42 @@ async fn fixture() -> Fixture {
     let pds = format!("http://{http}");
     {
         let mut docs = world.docs.lock().unwrap();
-        docs.insert(ALICE.into(), (200, doc(ALICE, "alice.dns.test", &key, &pds)));
+        docs.insert(
+            ALICE.into(),
+            (200, doc(ALICE, "alice.dns.test", &key, &pds)),
+        );
         docs.insert(BOB.into(), (200, doc(BOB, "bob.web.test", &key, &pds)));
         // Mallory claims alice's handle, but the handle points at alice.
-        docs.insert(MALLORY.into(), (200, doc(MALLORY, "alice.dns.test", &key, &pds)));
-        docs.insert("did:plc:goneeeeeeeeeeeeeeeeeeeee".into(), (410, "{}".into()));
-        docs.insert("did:plc:wrongidddddddddddddddddd".into(), (200, doc(ALICE, "x.test", &key, &pds)));
+        docs.insert(
+            MALLORY.into(),
+            (200, doc(MALLORY, "alice.dns.test", &key, &pds)),
+        );
+        docs.insert(
+            "did:plc:goneeeeeeeeeeeeeeeeeeeee".into(),
+            (410, "{}".into()),
+        );
+        docs.insert(
+            "did:plc:wrongidddddddddddddddddd".into(),
+            (200, doc(ALICE, "x.test", &key, &pds)),
+        );
         let web = format!("did:web:localhost%3A{}", http.port());
         docs.insert(web.clone(), (200, doc(&web, "web.host.test", &key, &pds)));
     }
-    world.well_known.lock().unwrap().insert("bob.web.test".into(), BOB.into());
-    world.well_known.lock().unwrap().insert("liar.web.test".into(), BOB.into());
-    let dns = start_dns(HashMap::from([("_atproto.alice.dns.test".to_owned(), vec![format!("did={ALICE}")])])).await;
+    world
+        .well_known
+        .lock()
+        .unwrap()
+        .insert("bob.web.test".into(), BOB.into());
+    world
+        .well_known
+        .lock()
+        .unwrap()
+        .insert("liar.web.test".into(), BOB.into());
+    let dns = start_dns(HashMap::from([(
+        "_atproto.alice.dns.test".to_owned(),
+        vec![format!("did={ALICE}")],
+    )]))
+    .await;
     let config = ResolverConfig {
         plc_url: format!("http://{http}").parse().unwrap(),
         allow_plain_http: true,
@@ -159,7 +210,12 @@ async fn fixture() -> Fixture {
         ..ResolverConfig::default()
     };
     let resolver = IdentityResolver::new(config).unwrap();
-    Fixture { world, http, resolver, key }
+    Fixture {
+        world,
+        http,
+        resolver,
+        key,
+    }
 }
 
 fn handle(s: &str) -> AtIdentifier {
@@ -191,8 +247,15 @@ async fn handle_via_https_well_known() {
 async fn handle_whose_did_document_does_not_point_back_is_rejected() {
     let f = fixture().await;
     // liar.web.test says it is bob, but bob's document claims bob.web.test.
-    let err = f.resolver.resolve(&handle("liar.web.test")).await.unwrap_err();
-    assert!(matches!(err, IdentityError::HandleMismatch { .. }), "{err:?}");
+    let err = f
+        .resolver
+        .resolve(&handle("liar.web.test"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, IdentityError::HandleMismatch { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -211,21 +274,52 @@ async fn did_web_with_port_over_loopback() {
     let id = f.resolver.resolve(&did(&web)).await.unwrap();
     assert_eq!(id.did.as_str(), web);
     // Path-style did:web is refused without a request.
-    let err = f.resolver.resolve(&did("did:web:example.com:user:alice")).await.unwrap_err();
+    let err = f
+        .resolver
+        .resolve(&did("did:web:example.com:user:alice"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, IdentityError::Unsupported(_)));
 }
 
 #[tokio::test]
 async fn definitive_failures_are_typed() {
     let f = fixture().await;
-    assert!(matches!(f.resolver.resolve(&did("did:plc:unknownuuuuuuuuuuuuuuuuu")).await, Err(IdentityError::NotFound(_))));
-    assert!(matches!(f.resolver.resolve(&did("did:plc:goneeeeeeeeeeeeeeeeeeeee")).await, Err(IdentityError::Deactivated(_))));
+    assert!(matches!(
+        f.resolver
+            .resolve(&did("did:plc:unknownuuuuuuuuuuuuuuuuu"))
+            .await,
+        Err(IdentityError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.resolver
+            .resolve(&did("did:plc:goneeeeeeeeeeeeeeeeeeeee"))
+            .await,
+        Err(IdentityError::Deactivated(_))
+    ));
     // A document for another DID is refused.
-    let err = f.resolver.resolve(&did("did:plc:wrongidddddddddddddddddd")).await.unwrap_err();
+    let err = f
+        .resolver
+        .resolve(&did("did:plc:wrongidddddddddddddddddd"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, IdentityError::Invalid { .. }), "{err:?}");
-    assert!(matches!(f.resolver.resolve(&handle("nobody.test")).await, Err(IdentityError::NotFound(_))));
-    assert!(matches!(f.resolver.resolve(&did("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme")).await, Err(IdentityError::Unsupported(_))));
-    assert!(matches!(f.resolver.resolve(&did("did:plc:short")).await, Err(IdentityError::Invalid { .. })));
+    assert!(matches!(
+        f.resolver.resolve(&handle("nobody.test")).await,
+        Err(IdentityError::NotFound(_))
+    ));
+    assert!(matches!(
+        f.resolver
+            .resolve(&did(
+                "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"
+            ))
+            .await,
+        Err(IdentityError::Unsupported(_))
+    ));
+    assert!(matches!(
+        f.resolver.resolve(&did("did:plc:short")).await,
+        Err(IdentityError::Invalid { .. })
+    ));
 }
 
 #[tokio::test]
@@ -236,23 +330,45 @@ async fn successes_are_cached_and_failures_are_not() {
     for _ in 0..10 {
         f.resolver.resolve(&did(BOB)).await.unwrap();
     }
-    assert_eq!(f.world.requests.load(Ordering::SeqCst), n, "cached resolutions must not hit the network");
+    assert_eq!(
+        f.world.requests.load(Ordering::SeqCst),
+        n,
+        "cached resolutions must not hit the network"
+    );
 
     // A server error is transient and not cached: once fixed, the next call succeeds.
     let d = "did:plc:flakyfffffffffffffffffff";
-    f.world.docs.lock().unwrap().insert(d.into(), (503, String::new()));
+    f.world
+        .docs
+        .lock()
+        .unwrap()
+        .insert(d.into(), (503, String::new()));
     let err = f.resolver.resolve(&did(d)).await.unwrap_err();
     assert!(err.is_transient(), "{err:?}");
     let pds = format!("http://{}", f.http);
-    f.world.docs.lock().unwrap().insert(d.into(), (200, doc(d, "flaky.test", &f.key, &pds)));
+    f.world
+        .docs
+        .lock()
+        .unwrap()
+        .insert(d.into(), (200, doc(d, "flaky.test", &f.key, &pds)));
     assert!(f.resolver.resolve(&did(d)).await.is_ok());
 
     // A rotated key is seen after forget().
     let rotated = Keypair::generate(Algorithm::P256);
-    f.world.docs.lock().unwrap().insert(BOB.into(), (200, doc(BOB, "bob.web.test", &rotated, &pds)));
-    assert_eq!(f.resolver.resolve(&did(BOB)).await.unwrap().signing_key, f.key.public_key());
+    f.world
+        .docs
+        .lock()
+        .unwrap()
+        .insert(BOB.into(), (200, doc(BOB, "bob.web.test", &rotated, &pds)));
+    assert_eq!(
+        f.resolver.resolve(&did(BOB)).await.unwrap().signing_key,
+        f.key.public_key()
+    );
     f.resolver.forget(&Did::new(BOB).unwrap());
-    assert_eq!(f.resolver.resolve(&did(BOB)).await.unwrap().signing_key, rotated.public_key());
+    assert_eq!(
+        f.resolver.resolve(&did(BOB)).await.unwrap().signing_key,
+        rotated.public_key()
+    );
 }
 
 #[tokio::test]
@@ -269,8 +385,14 @@ async fn unreachable_servers_are_transient() {
 
 #[test]
 fn plain_http_plc_on_a_public_host_is_refused() {
-    let config = ResolverConfig { plc_url: "http://plc.example.com".parse().unwrap(), ..ResolverConfig::default() };
-    assert!(matches!(IdentityResolver::new(config), Err(IdentityError::Unsupported(_))));
+    let config = ResolverConfig {
+        plc_url: "http://plc.example.com".parse().unwrap(),
+        ..ResolverConfig::default()
+    };
+    assert!(matches!(
+        IdentityResolver::new(config),
+        Err(IdentityError::Unsupported(_))
+    ));
 }
 
 #[test]
@@ -279,7 +401,10 @@ fn legacy_key_forms_and_malformed_documents() {
     let d = Did::new("did:plc:legacyllllllllllllllllll").unwrap();
     // Legacy EcdsaSecp256r1VerificationKey2019 with a bare compressed point.
     let kp = Keypair::generate(Algorithm::P256);
-    let bare = format!("z{}", bs58::encode(kp.public_key().compressed()).into_string());
+    let bare = format!(
+        "z{}",
+        bs58::encode(kp.public_key().compressed()).into_string()
+    );
     let legacy = json!({"id": d.as_str(), "verificationMethod": [{"id": "#atproto", "type": "EcdsaSecp256r1VerificationKey2019", "controller": d.as_str(), "publicKeyMultibase": bare}]});
     let parsed = DidDocument::parse(&d, legacy.to_string().as_bytes()).unwrap();
     assert_eq!(parsed.signing_key().unwrap(), kp.public_key());
@@ -288,6 +413,10 @@ fn legacy_key_forms_and_malformed_documents() {
         assert!(DidDocument::parse(&d, bad.as_bytes()).is_err(), "{bad}");
     }
     let no_key = json!({"id": d.as_str()});
-    assert!(DidDocument::parse(&d, no_key.to_string().as_bytes()).unwrap().signing_key().is_err());
+    assert!(
+        DidDocument::parse(&d, no_key.to_string().as_bytes())
+            .unwrap()
+            .signing_key()
+            .is_err()
+    );
 }
-

@@ -65,7 +65,10 @@ impl BlockMap {
     }
     /// The blocks sorted by CID string (a deterministic CAR order).
     pub fn sorted(&self) -> BTreeMap<String, (Cid, Arc<[u8]>)> {
-        self.blocks.iter().map(|(c, b)| (c.to_string(), (*c, b.clone()))).collect()
+        self.blocks
+            .iter()
+            .map(|(c, b)| (c.to_string(), (*c, b.clone())))
+            .collect()
     }
 }
 

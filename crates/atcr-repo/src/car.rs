@@ -61,7 +61,10 @@ impl<W: Write> CarWriter<W> {
     /// Writes the header `{roots, version: 1}`.
     pub fn new(mut out: W, roots: &[Cid]) -> std::io::Result<Self> {
         let header: Value = [
-            ("roots", Value::List(roots.iter().map(|c| Value::Link(*c)).collect())),
+            (
+                "roots",
+                Value::List(roots.iter().map(|c| Value::Link(*c)).collect()),
+            ),
             ("version", Value::Integer(1)),
         ]
         .into_iter()
@@ -88,10 +91,14 @@ impl<W: Write> CarWriter<W> {
 }
 
 /// Writes a whole CAR into memory.
-pub fn write_car<'a>(roots: &[Cid], blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>) -> Vec<u8> {
+pub fn write_car<'a>(
+    roots: &[Cid],
+    blocks: impl IntoIterator<Item = (&'a Cid, &'a [u8])>,
+) -> Vec<u8> {
     let mut w = CarWriter::new(Vec::new(), roots).expect("writing to a Vec cannot fail");
     for (cid, data) in blocks {
-        w.write_block(cid, data).expect("writing to a Vec cannot fail");
+        w.write_block(cid, data)
+            .expect("writing to a Vec cannot fail");
     }
     w.finish().expect("writing to a Vec cannot fail")
 }
@@ -111,7 +118,11 @@ fn read_varint(input: &mut impl Read) -> Result<Option<u64>, CarError> {
         let mut b = [0u8; 1];
         let n = input.read(&mut b)?;
         if n == 0 {
-            return if i == 0 { Ok(None) } else { Err(CarError::Truncated("inside a varint")) };
+            return if i == 0 {
+                Ok(None)
+            } else {
+                Err(CarError::Truncated("inside a varint"))
+            };
         }
         v |= u64::from(b[0] & 0x7f) << (7 * i);
         if b[0] & 0x80 == 0 {
@@ -155,9 +166,18 @@ impl<R: Read> CarReader<R> {
         };
         let roots = roots
             .iter()
-            .map(|r| r.as_link().copied().ok_or_else(|| CarError::Malformed("root is not a CID".into())))
+            .map(|r| {
+                r.as_link()
+                    .copied()
+                    .ok_or_else(|| CarError::Malformed("root is not a CID".into()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { input, roots, max_block, done: false })
+        Ok(Self {
+            input,
+            roots,
+            max_block,
+            done: false,
+        })
     }
 
     /// The header's roots.
@@ -179,7 +199,8 @@ impl<R: Read> CarReader<R> {
         }
         let section = read_exact(&mut self.input, len as usize, "inside a block")?;
         let mut cursor = std::io::Cursor::new(&section[..]);
-        let cid = Cid::read_bytes(&mut cursor).map_err(|e| CarError::Malformed(format!("block CID: {e}")))?;
+        let cid = Cid::read_bytes(&mut cursor)
+            .map_err(|e| CarError::Malformed(format!("block CID: {e}")))?;
         let data = section[cursor.position() as usize..].to_vec();
         if !verify_block(&cid, &data) {
             return Err(CarError::HashMismatch(cid));

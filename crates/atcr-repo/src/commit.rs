@@ -34,13 +34,21 @@ pub struct Commit {
     fields: BTreeMap<String, Value>,
 }
 
-fn unsigned_fields(did: &Did, data: &Cid, rev: &Tid, prev: Option<&Cid>) -> BTreeMap<String, Value> {
+fn unsigned_fields(
+    did: &Did,
+    data: &Cid,
+    rev: &Tid,
+    prev: Option<&Cid>,
+) -> BTreeMap<String, Value> {
     let mut m = BTreeMap::new();
     m.insert("did".to_owned(), Value::String(did.to_string()));
     m.insert("version".to_owned(), Value::Integer(3));
     m.insert("data".to_owned(), Value::Link(*data));
     m.insert("rev".to_owned(), Value::String(rev.to_string()));
-    m.insert("prev".to_owned(), prev.map_or(Value::Null, |c| Value::Link(*c)));
+    m.insert(
+        "prev".to_owned(),
+        prev.map_or(Value::Null, |c| Value::Link(*c)),
+    );
     m
 }
 
@@ -51,12 +59,25 @@ impl Commit {
         let sig = key.sign(&to_cbor(&Value::Map(fields.clone()))).to_vec();
         let mut fields = fields;
         fields.insert("sig".to_owned(), Value::Bytes(sig.clone()));
-        Self { did, data, rev, prev, sig, fields }
+        Self {
+            did,
+            data,
+            rev,
+            prev,
+            sig,
+            fields,
+        }
     }
 
     /// Re-signs the same content (after a key rotation).
     pub fn resign(&self, key: &Keypair) -> Self {
-        Self::sign(self.did.clone(), self.data, self.rev.clone(), self.prev, key)
+        Self::sign(
+            self.did.clone(),
+            self.data,
+            self.rev.clone(),
+            self.prev,
+            key,
+        )
     }
 
     /// The DAG-CBOR bytes that are signed (everything but `sig`).
@@ -81,26 +102,49 @@ impl Commit {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CommitError> {
         let bad = |s: &str| CommitError::Malformed(s.to_owned());
         let v = from_cbor(bytes).map_err(|e| CommitError::Malformed(e.to_string()))?;
-        let Value::Map(fields) = v else { return Err(bad("not a map")) };
+        let Value::Map(fields) = v else {
+            return Err(bad("not a map"));
+        };
         if fields.get("version").and_then(Value::as_i64) != Some(3) {
             return Err(bad("version is not 3"));
         }
-        let did = fields.get("did").and_then(Value::as_str).ok_or_else(|| bad("did missing"))?;
+        let did = fields
+            .get("did")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("did missing"))?;
         let did = Did::new(did).map_err(|e| CommitError::Malformed(e.to_string()))?;
-        let data = *fields.get("data").and_then(Value::as_link).ok_or_else(|| bad("data link missing"))?;
-        let rev = fields.get("rev").and_then(Value::as_str).ok_or_else(|| bad("rev missing"))?;
+        let data = *fields
+            .get("data")
+            .and_then(Value::as_link)
+            .ok_or_else(|| bad("data link missing"))?;
+        let rev = fields
+            .get("rev")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("rev missing"))?;
         let rev = Tid::new(rev).map_err(|e| CommitError::Malformed(e.to_string()))?;
         let prev = match fields.get("prev") {
             None | Some(Value::Null) => None,
             Some(Value::Link(c)) => Some(*c),
             Some(_) => return Err(bad("prev is neither a link nor null")),
         };
-        let sig = fields.get("sig").and_then(Value::as_bytes).ok_or_else(|| bad("sig missing"))?.to_vec();
-        Ok(Self { did, data, rev, prev, sig, fields })
+        let sig = fields
+            .get("sig")
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| bad("sig missing"))?
+            .to_vec();
+        Ok(Self {
+            did,
+            data,
+            rev,
+            prev,
+            sig,
+            fields,
+        })
     }
 
     /// Verifies the signature with `key` (strict: 64 bytes, low-S).
     pub fn verify(&self, key: &PublicKey) -> Result<(), CommitError> {
-        key.verify(&self.unsigned_bytes(), &self.sig).map_err(CommitError::Signature)
+        key.verify(&self.unsigned_bytes(), &self.sig)
+            .map_err(CommitError::Signature)
     }
 }

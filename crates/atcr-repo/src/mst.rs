@@ -17,7 +17,7 @@
 //! CID codecs, and has no bounds-checked (sound) absence proofs.
 
 use crate::blocks::{BlockMap, BlockSource, StoreError};
-use atcr_data::{Cid, Value, cbor, cid_for_cbor, verify_block};
+use atcr_data::{Cid, cbor, cid_for_cbor, verify_block};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -71,10 +71,12 @@ pub fn common_prefix_len(a: &str, b: &str) -> usize {
 /// Longest key accepted (the atproto repository path limit).
 pub const MAX_KEY_LEN: usize = 1024;
 
+/// A subtree pointer. Loaded subtrees are shared copy-on-write, so cloning a
+/// tree (to make a multi-write commit all-or-nothing) costs one root node.
 #[derive(Debug, Clone)]
 enum Link {
     Stored(Cid),
-    Loaded(Box<Node>),
+    Loaded(Arc<Node>),
 }
 
 #[derive(Debug, Clone)]
@@ -95,7 +97,12 @@ struct Node {
 
 impl Node {
     fn empty(layer: u32) -> Self {
-        Self { layer, left: None, entries: vec![], cached: None }
+        Self {
+            layer,
+            left: None,
+            entries: vec![],
+            cached: None,
+        }
     }
     fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.left.is_none()
@@ -105,22 +112,39 @@ impl Node {
         self.entries.partition_point(|e| e.key.as_str() < key)
     }
     fn slot(&self, i: usize) -> &Option<Link> {
-        if i == 0 { &self.left } else { &self.entries[i - 1].right }
+        if i == 0 {
+            &self.left
+        } else {
+            &self.entries[i - 1].right
+        }
     }
     fn slot_mut(&mut self, i: usize) -> &mut Option<Link> {
-        if i == 0 { &mut self.left } else { &mut self.entries[i - 1].right }
+        if i == 0 {
+            &mut self.left
+        } else {
+            &mut self.entries[i - 1].right
+        }
     }
     fn child_layer(&self) -> Result<u32> {
-        self.layer.checked_sub(1).ok_or_else(|| self.malformed("layer-0 node has a subtree"))
+        self.layer
+            .checked_sub(1)
+            .ok_or_else(|| self.malformed("layer-0 node has a subtree"))
     }
     fn malformed(&self, reason: &str) -> MstError {
-        let cid = self.cached.as_ref().map(|c| c.0).unwrap_or_else(|| cid_for_cbor(b""));
-        MstError::Malformed { cid, reason: reason.into() }
+        let cid = self
+            .cached
+            .as_ref()
+            .map(|c| c.0)
+            .unwrap_or_else(|| cid_for_cbor(b""));
+        MstError::Malformed {
+            cid,
+            reason: reason.into(),
+        }
     }
 }
 
 fn loaded(n: Node) -> Link {
-    Link::Loaded(Box::new(n))
+    Link::Loaded(Arc::new(n))
 }
 
 fn nonempty(n: Node) -> Option<Node> {
@@ -132,43 +156,55 @@ fn nonempty(n: Node) -> Option<Node> {
 fn read_node(cid: &Cid, layer: Option<u32>, store: &dyn BlockSource) -> Result<Node> {
     let bytes = store.get_block(cid)?.ok_or(MstError::MissingBlock(*cid))?;
     if !verify_block(cid, &bytes) {
-        return Err(MstError::Malformed { cid: *cid, reason: "block does not hash to its CID".into() });
+        return Err(MstError::Malformed {
+            cid: *cid,
+            reason: "block does not hash to its CID".into(),
+        });
     }
     decode_node(cid, bytes, layer)
 }
 
 fn decode_node(cid: &Cid, bytes: Arc<[u8]>, layer: Option<u32>) -> Result<Node> {
-    let bad = |reason: &str| MstError::Malformed { cid: *cid, reason: reason.into() };
-    let value = atcr_data::from_cbor(&bytes).map_err(|e| bad(&e.to_string()))?;
-    let map = value.as_map().ok_or_else(|| bad("node is not a map"))?;
-    if map.len() != 2 {
+    let bad = |reason: &str| MstError::Malformed {
+        cid: *cid,
+        reason: reason.into(),
+    };
+    let cbor_err = |e: atcr_data::DataError| MstError::Malformed {
+        cid: *cid,
+        reason: e.to_string(),
+    };
+    // Canonical DAG-CBOR gives a node exactly one encoding: {e: [{k, p, t, v}…], l},
+    // keys in this order. Reading that shape directly is as strict as a full
+    // decode and avoids building a generic value per node.
+    let mut r = cbor::Reader::new(&bytes);
+    if r.map_header().map_err(cbor_err)? != 2 {
         return Err(bad("node must have exactly the fields e and l"));
     }
-    let left = match map.get("l") {
-        Some(Value::Null) => None,
-        Some(Value::Link(c)) => Some(Link::Stored(*c)),
-        _ => return Err(bad("l must be a link or null")),
-    };
-    let Some(Value::List(raw_entries)) = map.get("e") else {
-        return Err(bad("e must be a list"));
-    };
-    let mut entries: Vec<Entry> = Vec::with_capacity(raw_entries.len());
+    r.key("e").map_err(cbor_err)?;
+    let count = r.array_header().map_err(cbor_err)?;
+    let mut entries: Vec<Entry> = Vec::with_capacity(count);
     let mut prev_key: Vec<u8> = vec![];
-    for e in raw_entries {
-        let m = e.as_map().filter(|m| m.len() == 4).ok_or_else(|| bad("entry must have exactly k, p, t, v"))?;
-        let p = m.get("p").and_then(Value::as_i64).ok_or_else(|| bad("entry p must be an integer"))?;
-        let suffix = m.get("k").and_then(Value::as_bytes).ok_or_else(|| bad("entry k must be bytes"))?;
-        let value = *m.get("v").and_then(Value::as_link).ok_or_else(|| bad("entry v must be a link"))?;
-        let right = match m.get("t") {
-            Some(Value::Null) => None,
-            Some(Value::Link(c)) => Some(Link::Stored(*c)),
-            _ => return Err(bad("entry t must be a link or null")),
-        };
-        let p = usize::try_from(p).ok().filter(|p| *p <= prev_key.len()).ok_or_else(|| bad("prefix length out of range"))?;
+    for _ in 0..count {
+        if r.map_header().map_err(cbor_err)? != 4 {
+            return Err(bad("entry must have exactly k, p, t, v"));
+        }
+        r.key("k").map_err(cbor_err)?;
+        let suffix = r.bytes().map_err(cbor_err)?;
+        r.key("p").map_err(cbor_err)?;
+        let p = r.uint().map_err(cbor_err)?;
+        r.key("t").map_err(cbor_err)?;
+        let right = r.link_or_null().map_err(cbor_err)?.map(Link::Stored);
+        r.key("v").map_err(cbor_err)?;
+        let value = r.link().map_err(cbor_err)?;
+        let p = usize::try_from(p)
+            .ok()
+            .filter(|p| *p <= prev_key.len())
+            .ok_or_else(|| bad("prefix length out of range"))?;
         if entries.is_empty() && p != 0 {
             return Err(bad("first entry must have prefix length 0"));
         }
-        let mut key = prev_key[..p].to_vec();
+        let mut key = Vec::with_capacity(p + suffix.len());
+        key.extend_from_slice(&prev_key[..p]);
         key.extend_from_slice(suffix);
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(bad("key empty or too long"));
@@ -176,10 +212,19 @@ fn decode_node(cid: &Cid, bytes: Arc<[u8]>, layer: Option<u32>) -> Result<Node> 
         if !entries.is_empty() && key <= prev_key {
             return Err(bad("keys not strictly increasing"));
         }
-        let key_str = String::from_utf8(key.clone()).map_err(|_| bad("key is not UTF-8"))?;
+        let key_str = std::str::from_utf8(&key)
+            .map_err(|_| bad("key is not UTF-8"))?
+            .to_owned();
         prev_key = key;
-        entries.push(Entry { key: key_str, value, right });
+        entries.push(Entry {
+            key: key_str,
+            value,
+            right,
+        });
     }
+    r.key("l").map_err(cbor_err)?;
+    let left = r.link_or_null().map_err(cbor_err)?.map(Link::Stored);
+    r.finish().map_err(cbor_err)?;
     let node_layer = match entries.first() {
         Some(first) => {
             let h = key_height(&first.key);
@@ -194,19 +239,26 @@ fn decode_node(cid: &Cid, bytes: Arc<[u8]>, layer: Option<u32>) -> Result<Node> 
         None => match (layer, &left) {
             (Some(l), Some(_)) => l,
             (None, None) => 0,
-            (None, Some(_)) => return Err(bad("root has no entries but a subtree (untrimmed root)")),
+            (None, Some(_)) => {
+                return Err(bad("root has no entries but a subtree (untrimmed root)"));
+            }
             (Some(_), None) => return Err(bad("empty non-root node")),
         },
     };
     if node_layer == 0 && (left.is_some() || entries.iter().any(|e| e.right.is_some())) {
         return Err(bad("layer-0 node has a subtree"));
     }
-    Ok(Node { layer: node_layer, left, entries, cached: Some((*cid, bytes)) })
+    Ok(Node {
+        layer: node_layer,
+        left,
+        entries,
+        cached: Some((*cid, bytes)),
+    })
 }
 
 fn take_node(link: Link, layer: u32, store: &dyn BlockSource) -> Result<Node> {
     match link {
-        Link::Loaded(n) => Ok(*n),
+        Link::Loaded(n) => Ok(Arc::try_unwrap(n).unwrap_or_else(|shared| (*shared).clone())),
         Link::Stored(cid) => read_node(&cid, Some(layer), store),
     }
 }
@@ -217,7 +269,7 @@ fn load<'a>(link: &'a mut Link, layer: u32, store: &dyn BlockSource) -> Result<&
         *link = loaded(node);
     }
     match link {
-        Link::Loaded(n) => Ok(n),
+        Link::Loaded(n) => Ok(Arc::make_mut(n)),
         Link::Stored(_) => unreachable!("just loaded"),
     }
 }
@@ -237,26 +289,46 @@ impl NodeRef<'_> {
     }
 }
 
-fn child_ref<'a>(parent: &NodeRef<'a>, i: usize, store: &dyn BlockSource) -> Result<Option<NodeRef<'a>>> {
+fn child_ref<'a>(
+    parent: &NodeRef<'a>,
+    i: usize,
+    store: &dyn BlockSource,
+) -> Result<Option<NodeRef<'a>>> {
     let layer = parent.node().layer;
     match parent {
         NodeRef::Borrowed(n) => match n.slot(i) {
             None => Ok(None),
             Some(Link::Loaded(c)) => Ok(Some(NodeRef::Borrowed(c))),
-            Some(Link::Stored(cid)) => Ok(Some(NodeRef::Owned(Box::new(read_node(cid, Some(n.child_layer()?), store)?)))),
+            Some(Link::Stored(cid)) => Ok(Some(NodeRef::Owned(Box::new(read_node(
+                cid,
+                Some(n.child_layer()?),
+                store,
+            )?)))),
         },
         NodeRef::Owned(n) => match n.slot(i) {
             None => Ok(None),
-            Some(Link::Loaded(c)) => Ok(Some(NodeRef::Owned(c.clone()))),
+            Some(Link::Loaded(c)) => Ok(Some(NodeRef::Owned(Box::new((**c).clone())))),
             Some(Link::Stored(cid)) => {
-                let l = layer.checked_sub(1).ok_or_else(|| n.malformed("layer-0 node has a subtree"))?;
-                Ok(Some(NodeRef::Owned(Box::new(read_node(cid, Some(l), store)?))))
+                let l = layer
+                    .checked_sub(1)
+                    .ok_or_else(|| n.malformed("layer-0 node has a subtree"))?;
+                Ok(Some(NodeRef::Owned(Box::new(read_node(
+                    cid,
+                    Some(l),
+                    store,
+                )?))))
             }
         },
     }
 }
 
-fn insert_into(node: &mut Node, key: String, value: Cid, h: u32, store: &dyn BlockSource) -> Result<Option<Cid>> {
+fn insert_into(
+    node: &mut Node,
+    key: String,
+    value: Cid,
+    h: u32,
+    store: &dyn BlockSource,
+) -> Result<Option<Cid>> {
     let i = node.gap_index(&key);
     if i < node.entries.len() && node.entries[i].key == key {
         if node.entries[i].value == value {
@@ -275,7 +347,14 @@ fn insert_into(node: &mut Node, key: String, value: Cid, h: u32, store: &dyn Blo
             None => (None, None),
         };
         *node.slot_mut(i) = lo.map(loaded);
-        node.entries.insert(i, Entry { key, value, right: hi.map(loaded) });
+        node.entries.insert(
+            i,
+            Entry {
+                key,
+                value,
+                right: hi.map(loaded),
+            },
+        );
         return Ok(None);
     }
     let child_layer = node.child_layer()?;
@@ -286,7 +365,11 @@ fn insert_into(node: &mut Node, key: String, value: Cid, h: u32, store: &dyn Blo
 }
 
 /// Splits `node` into the parts below and above `key` (which it must not hold).
-fn split(mut node: Node, key: &str, store: &dyn BlockSource) -> Result<(Option<Node>, Option<Node>)> {
+fn split(
+    mut node: Node,
+    key: &str,
+    store: &dyn BlockSource,
+) -> Result<(Option<Node>, Option<Node>)> {
     let layer = node.layer;
     let i = node.gap_index(key);
     let right_entries = node.entries.split_off(i);
@@ -299,7 +382,12 @@ fn split(mut node: Node, key: &str, store: &dyn BlockSource) -> Result<(Option<N
     };
     *node.slot_mut(i) = sub_lo.map(loaded);
     node.cached = None;
-    let right = Node { layer, left: sub_hi.map(loaded), entries: right_entries, cached: None };
+    let right = Node {
+        layer,
+        left: sub_hi.map(loaded),
+        entries: right_entries,
+        cached: None,
+    };
     Ok((nonempty(node), nonempty(right)))
 }
 
@@ -332,15 +420,22 @@ fn delete_from(node: &mut Node, key: &str, store: &dyn BlockSource) -> Result<Op
 
 /// Joins two adjacent subtrees (every key of `a` below every key of `b`) that
 /// hang below a node of `parent_layer`.
-fn merge(a: Option<Link>, b: Option<Link>, parent_layer: u32, store: &dyn BlockSource) -> Result<Option<Link>> {
+fn merge(
+    a: Option<Link>,
+    b: Option<Link>,
+    parent_layer: u32,
+    store: &dyn BlockSource,
+) -> Result<Option<Link>> {
     let (a, b) = match (a, b) {
         (None, x) | (x, None) => return Ok(x),
         (Some(a), Some(b)) => (a, b),
     };
-    let layer = parent_layer.checked_sub(1).ok_or_else(|| MstError::Malformed {
-        cid: cid_for_cbor(b""),
-        reason: "layer-0 node has a subtree".into(),
-    })?;
+    let layer = parent_layer
+        .checked_sub(1)
+        .ok_or_else(|| MstError::Malformed {
+            cid: cid_for_cbor(b""),
+            reason: "layer-0 node has a subtree".into(),
+        })?;
     let mut a = take_node(a, layer, store)?;
     let mut b = take_node(b, layer, store)?;
     a.cached = None;
@@ -355,7 +450,11 @@ fn merge(a: Option<Link>, b: Option<Link>, parent_layer: u32, store: &dyn BlockS
 fn link_cid(link: &mut Link, out: &mut BlockMap) -> Cid {
     match link {
         Link::Stored(c) => *c,
-        Link::Loaded(n) => commit_node(n, out),
+        // Only clone a shared node if it actually needs encoding.
+        Link::Loaded(n) => match &n.cached {
+            Some((c, _)) => *c,
+            None => commit_node(Arc::make_mut(n), out),
+        },
     }
 }
 
@@ -364,8 +463,11 @@ fn commit_node(node: &mut Node, out: &mut BlockMap) -> Cid {
         return *cid;
     }
     let left = node.left.as_mut().map(|l| link_cid(l, out));
-    let rights: Vec<Option<Cid>> =
-        node.entries.iter_mut().map(|e| e.right.as_mut().map(|l| link_cid(l, out))).collect();
+    let rights: Vec<Option<Cid>> = node
+        .entries
+        .iter_mut()
+        .map(|e| e.right.as_mut().map(|l| link_cid(l, out)))
+        .collect();
     let bytes = encode_node(left.as_ref(), &node.entries, &rights);
     let cid = cid_for_cbor(&bytes);
     let bytes: Arc<[u8]> = bytes.into();
@@ -421,16 +523,25 @@ impl Default for Mst {
 impl Mst {
     /// An empty tree.
     pub fn new() -> Self {
-        Self { root: Node::empty(0) }
+        Self {
+            root: Node::empty(0),
+        }
     }
 
     /// Opens the tree whose root node is `root` (loaded now, children lazily).
     pub fn load(root: &Cid, store: &dyn BlockSource) -> Result<Self> {
-        Ok(Self { root: read_node(root, None, store)? })
+        Ok(Self {
+            root: read_node(root, None, store)?,
+        })
     }
 
     /// Inserts or updates `key`, returning the previous value.
-    pub fn insert(&mut self, key: &str, value: Cid, store: &dyn BlockSource) -> Result<Option<Cid>> {
+    pub fn insert(
+        &mut self,
+        key: &str,
+        value: Cid,
+        store: &dyn BlockSource,
+    ) -> Result<Option<Cid>> {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(MstError::InvalidKey(key.to_owned()));
         }
@@ -440,7 +551,12 @@ impl Mst {
         }
         while self.root.layer < h {
             let old = std::mem::replace(&mut self.root, Node::empty(0));
-            self.root = Node { layer: old.layer + 1, left: Some(loaded(old)), entries: vec![], cached: None };
+            self.root = Node {
+                layer: old.layer + 1,
+                left: Some(loaded(old)),
+                entries: vec![],
+                cached: None,
+            };
         }
         let r = insert_into(&mut self.root, key.to_owned(), value, h, store);
         // An error may leave a raised, entry-less root behind: trim it either way.
@@ -528,7 +644,12 @@ impl Mst {
 
     /// The node blocks on the search path of `key`, root first. Proves the
     /// key's value, or its absence.
-    pub fn proof_for_key(&self, key: &str, store: &dyn BlockSource, out: &mut BlockMap) -> Result<()> {
+    pub fn proof_for_key(
+        &self,
+        key: &str,
+        store: &dyn BlockSource,
+        out: &mut BlockMap,
+    ) -> Result<()> {
         let mut cur = NodeRef::Borrowed(&self.root);
         loop {
             put_node(cur.node(), out)?;
@@ -547,7 +668,12 @@ impl Mst {
     /// The covering proof of `key`: the search paths of the key and of its
     /// nearest neighbours on each side. Enough for a verifier to check the
     /// key's presence or absence and to invert an operation on it.
-    pub fn covering_proof(&self, key: &str, store: &dyn BlockSource, out: &mut BlockMap) -> Result<()> {
+    pub fn covering_proof(
+        &self,
+        key: &str,
+        store: &dyn BlockSource,
+        out: &mut BlockMap,
+    ) -> Result<()> {
         self.proof_for_key(key, store, out)?;
         let (before, after) = self.neighbours(key, store)?;
         for k in before.iter().chain(after.iter()) {
@@ -557,7 +683,11 @@ impl Mst {
     }
 
     /// The greatest key below `key` and the least key above it.
-    pub fn neighbours(&self, key: &str, store: &dyn BlockSource) -> Result<(Option<String>, Option<String>)> {
+    pub fn neighbours(
+        &self,
+        key: &str,
+        store: &dyn BlockSource,
+    ) -> Result<(Option<String>, Option<String>)> {
         let (mut before, mut after) = (None, None);
         let mut cur = NodeRef::Borrowed(&self.root);
         loop {
@@ -597,8 +727,14 @@ fn extreme(mut cur: NodeRef<'_>, last: bool, store: &dyn BlockSource) -> Result<
         match child_ref(&cur, slot, store)? {
             Some(next) => cur = next,
             None => {
-                let e = if last { n.entries.last() } else { n.entries.first() };
-                return e.map(|e| e.key.clone()).ok_or_else(|| n.malformed("empty subtree"));
+                let e = if last {
+                    n.entries.last()
+                } else {
+                    n.entries.first()
+                };
+                return e
+                    .map(|e| e.key.clone())
+                    .ok_or_else(|| n.malformed("empty subtree"));
             }
         }
     }
@@ -610,19 +746,24 @@ fn put_node(n: &Node, out: &mut BlockMap) -> Result<()> {
     Ok(())
 }
 
-fn walk(cur: &NodeRef<'_>, from: &str, store: &dyn BlockSource, f: &mut dyn FnMut(&str, &Cid) -> bool) -> Result<bool> {
+fn walk(
+    cur: &NodeRef<'_>,
+    from: &str,
+    store: &dyn BlockSource,
+    f: &mut dyn FnMut(&str, &Cid) -> bool,
+) -> Result<bool> {
     let n = cur.node();
     let start = n.gap_index(from);
     for i in start..=n.entries.len() {
-        if let Some(child) = child_ref(cur, i, store)? {
-            if !walk(&child, from, store, f)? {
-                return Ok(false);
-            }
+        if let Some(child) = child_ref(cur, i, store)?
+            && !walk(&child, from, store, f)?
+        {
+            return Ok(false);
         }
-        if let Some(e) = n.entries.get(i) {
-            if !f(&e.key, &e.value) {
-                return Ok(false);
-            }
+        if let Some(e) = n.entries.get(i)
+            && !f(&e.key, &e.value)
+        {
+            return Ok(false);
         }
     }
     Ok(true)
@@ -649,10 +790,14 @@ pub fn lookup_verified(root: &Cid, key: &str, store: &dyn BlockSource) -> Result
     let (mut lo, mut hi): (Option<String>, Option<String>) = (None, None);
     loop {
         let out_of_range = node.entries.iter().any(|e| {
-            lo.as_deref().is_some_and(|l| e.key.as_str() <= l) || hi.as_deref().is_some_and(|h| e.key.as_str() >= h)
+            lo.as_deref().is_some_and(|l| e.key.as_str() <= l)
+                || hi.as_deref().is_some_and(|h| e.key.as_str() >= h)
         });
         if out_of_range {
-            return Err(MstError::Malformed { cid, reason: "key outside the range of its parent gap".into() });
+            return Err(MstError::Malformed {
+                cid,
+                reason: "key outside the range of its parent gap".into(),
+            });
         }
         let i = node.gap_index(key);
         if i < node.entries.len() && node.entries[i].key == key {

@@ -81,14 +81,20 @@ pub fn build_record_proof(
     let mut blocks = BlockMap::new();
     mst.covering_proof(&path, store, &mut blocks)?;
     if let Some(cid) = mst.get(&path, store)? {
-        let bytes = store.get_block(&cid).map_err(MstError::from)?.ok_or(ProofError::MissingBlock(cid))?;
+        let bytes = store
+            .get_block(&cid)
+            .map_err(MstError::from)?
+            .ok_or(ProofError::MissingBlock(cid))?;
         blocks.insert(cid, bytes);
     }
     let (commit_cid, commit_bytes) = commit.to_block();
     // Commit first, then the rest in a deterministic order.
     let mut ordered: Vec<(Cid, std::sync::Arc<[u8]>)> = vec![(commit_cid, commit_bytes.into())];
     ordered.extend(blocks.sorted().into_values());
-    Ok(write_car(&[commit_cid], ordered.iter().map(|(c, b)| (c, &b[..]))))
+    Ok(write_car(
+        &[commit_cid],
+        ordered.iter().map(|(c, b)| (c, &b[..])),
+    ))
 }
 
 /// Verifies a `getRecord` proof CAR for `collection/rkey` in `did`'s
@@ -122,14 +128,21 @@ pub fn verify_record_blocks(
     collection: &Nsid,
     rkey: &RecordKey,
 ) -> Result<VerifiedRecord, ProofError> {
-    let [commit_cid] = roots else { return Err(ProofError::Roots(roots.len())) };
-    let commit_bytes = blocks.get(commit_cid).ok_or(ProofError::MissingBlock(*commit_cid))?;
+    let [commit_cid] = roots else {
+        return Err(ProofError::Roots(roots.len()));
+    };
+    let commit_bytes = blocks
+        .get(commit_cid)
+        .ok_or(ProofError::MissingBlock(*commit_cid))?;
     if !atcr_data::verify_block(commit_cid, commit_bytes) {
         return Err(ProofError::Car(CarError::HashMismatch(*commit_cid)));
     }
     let commit = Commit::from_bytes(commit_bytes)?;
     if commit.did != *did {
-        return Err(ProofError::DidMismatch { expected: did.to_string(), found: commit.did.to_string() });
+        return Err(ProofError::DidMismatch {
+            expected: did.to_string(),
+            found: commit.did.to_string(),
+        });
     }
     commit.verify(key)?;
     let path = record_path(collection, rkey);
@@ -145,16 +158,26 @@ pub fn verify_record_blocks(
         Some(cid) => {
             let bytes = blocks.get(&cid).ok_or(ProofError::MissingBlock(cid))?;
             if !atcr_data::verify_block(&cid, bytes) || cid.codec() != atcr_data::DAG_CBOR {
-                return Err(ProofError::Record(format!("record block {cid} is not a matching DAG-CBOR block")));
+                return Err(ProofError::Record(format!(
+                    "record block {cid} is not a matching DAG-CBOR block"
+                )));
             }
             let value = from_cbor(bytes).map_err(|e| ProofError::Record(e.to_string()))?;
             match value.get("$type").and_then(Value::as_str) {
                 Some(t) if t == collection.as_str() => {}
-                Some(t) => return Err(ProofError::Record(format!("$type is {t:?}, expected {collection:?}"))),
+                Some(t) => {
+                    return Err(ProofError::Record(format!(
+                        "$type is {t:?}, expected {collection:?}"
+                    )));
+                }
                 None => return Err(ProofError::Record("record has no $type".into())),
             }
             Some((cid, value))
         }
     };
-    Ok(VerifiedRecord { commit_cid: *commit_cid, commit, record })
+    Ok(VerifiedRecord {
+        commit_cid: *commit_cid,
+        commit,
+        record,
+    })
 }

@@ -111,7 +111,10 @@ pub struct Repo {
 }
 
 fn check_record(collection: &Nsid, path: &str, record: &Value) -> Result<(), RepoError> {
-    let invalid = |reason: &str| RepoError::InvalidRecord { path: path.to_owned(), reason: reason.to_owned() };
+    let invalid = |reason: &str| RepoError::InvalidRecord {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
     if record.as_map().is_none() {
         return Err(invalid("record must be an object"));
     }
@@ -144,7 +147,11 @@ impl Repo {
             .ok_or_else(|| RepoError::Commit(format!("commit block {commit_cid} missing")))?;
         let commit = Commit::from_bytes(&bytes).map_err(|e| RepoError::Commit(e.to_string()))?;
         let mst = Mst::load(&commit.data, store)?;
-        Ok(Self { commit, commit_cid: *commit_cid, mst })
+        Ok(Self {
+            commit,
+            commit_cid: *commit_cid,
+            mst,
+        })
     }
 
     /// Applies `writes` as one commit signed by `key` with revision `rev`.
@@ -157,11 +164,22 @@ impl Repo {
         store: &dyn BlockSource,
     ) -> Result<CommitData, RepoError> {
         if rev <= self.commit.rev {
-            return Err(RepoError::RevisionOrder { current: self.commit.rev.to_string(), new: rev.to_string() });
+            return Err(RepoError::RevisionOrder {
+                current: self.commit.rev.to_string(),
+                new: rev.to_string(),
+            });
         }
         let mut mst = self.mst.clone();
         let (new_blocks, ops) = apply(&mut mst, writes, store)?;
-        let (repo, data) = finish(self.commit.did.clone(), key, rev, mst, new_blocks, ops, store)?;
+        let (repo, data) = finish(
+            self.commit.did.clone(),
+            key,
+            rev,
+            mst,
+            new_blocks,
+            ops,
+            store,
+        )?;
         *self = repo;
         Ok(data)
     }
@@ -196,12 +214,17 @@ impl Repo {
         store: &dyn BlockSource,
     ) -> Result<Option<(Cid, Value)>, RepoError> {
         let path = record_path(collection, rkey);
-        let Some(cid) = self.mst.get(&path, store)? else { return Ok(None) };
+        let Some(cid) = self.mst.get(&path, store)? else {
+            return Ok(None);
+        };
         let bytes = store
             .get_block(&cid)
             .map_err(MstError::from)?
             .ok_or(MstError::MissingBlock(cid))?;
-        let value = from_cbor(&bytes).map_err(|e| RepoError::InvalidRecord { path, reason: e.to_string() })?;
+        let value = from_cbor(&bytes).map_err(|e| RepoError::InvalidRecord {
+            path,
+            reason: e.to_string(),
+        })?;
         Ok(Some((cid, value)))
     }
 
@@ -217,7 +240,11 @@ impl Repo {
 
     /// Writes the whole repository as a CAR (`getRepo`): commit, every MST
     /// node, every record.
-    pub fn export_car<W: std::io::Write>(&self, store: &dyn BlockSource, out: W) -> Result<W, RepoError> {
+    pub fn export_car<W: std::io::Write>(
+        &self,
+        store: &dyn BlockSource,
+        out: W,
+    ) -> Result<W, RepoError> {
         let mut w = CarWriter::new(out, &[self.commit_cid])?;
         let (_, commit_bytes) = self.commit.to_block();
         w.write_block(&self.commit_cid, &commit_bytes)?;
@@ -227,23 +254,24 @@ impl Repo {
             w.write_block(&cid, &bytes)?;
         }
         let mut err = None;
-        self.mst.walk_from("", store, &mut |_, cid| match store.get_block(cid) {
-            Ok(Some(bytes)) => match w.write_block(cid, &bytes) {
-                Ok(()) => true,
-                Err(e) => {
-                    err = Some(RepoError::Io(e));
+        self.mst
+            .walk_from("", store, &mut |_, cid| match store.get_block(cid) {
+                Ok(Some(bytes)) => match w.write_block(cid, &bytes) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        err = Some(RepoError::Io(e));
+                        false
+                    }
+                },
+                Ok(None) => {
+                    err = Some(RepoError::Mst(MstError::MissingBlock(*cid)));
                     false
                 }
-            },
-            Ok(None) => {
-                err = Some(RepoError::Mst(MstError::MissingBlock(*cid)));
-                false
-            }
-            Err(e) => {
-                err = Some(RepoError::Mst(e.into()));
-                false
-            }
-        })?;
+                Err(e) => {
+                    err = Some(RepoError::Mst(e.into()));
+                    false
+                }
+            })?;
         if let Some(e) = err {
             return Err(e);
         }
@@ -251,12 +279,25 @@ impl Repo {
     }
 }
 
-fn apply(mst: &mut Mst, writes: &[WriteOp], store: &dyn BlockSource) -> Result<(BlockMap, Vec<AppliedOp>), RepoError> {
+fn apply(
+    mst: &mut Mst,
+    writes: &[WriteOp],
+    store: &dyn BlockSource,
+) -> Result<(BlockMap, Vec<AppliedOp>), RepoError> {
     let mut records = BlockMap::new();
     let mut ops = Vec::with_capacity(writes.len());
     for w in writes {
         match w {
-            WriteOp::Create { collection, rkey, record } | WriteOp::Put { collection, rkey, record } => {
+            WriteOp::Create {
+                collection,
+                rkey,
+                record,
+            }
+            | WriteOp::Put {
+                collection,
+                rkey,
+                record,
+            } => {
                 let path = record_path(collection, rkey);
                 check_record(collection, &path, record)?;
                 let bytes = to_cbor(record);
@@ -266,7 +307,11 @@ fn apply(mst: &mut Mst, writes: &[WriteOp], store: &dyn BlockSource) -> Result<(
                 if prev.is_some() && matches!(w, WriteOp::Create { .. }) {
                     return Err(RepoError::AlreadyExists(path));
                 }
-                ops.push(AppliedOp { path, cid: Some(cid), prev });
+                ops.push(AppliedOp {
+                    path,
+                    cid: Some(cid),
+                    prev,
+                });
             }
             WriteOp::Delete { collection, rkey } => {
                 let path = record_path(collection, rkey);
@@ -274,7 +319,11 @@ fn apply(mst: &mut Mst, writes: &[WriteOp], store: &dyn BlockSource) -> Result<(
                 if prev.is_none() {
                     return Err(RepoError::NotFound(path));
                 }
-                ops.push(AppliedOp { path, cid: None, prev });
+                ops.push(AppliedOp {
+                    path,
+                    cid: None,
+                    prev,
+                });
             }
         }
     }
@@ -297,11 +346,11 @@ fn finish(
     // Only records still referenced (a record put then deleted in one batch is not).
     let mut relevant = BlockMap::new();
     for op in &ops {
-        if let Some(cid) = op.cid {
-            if let Some(b) = records.get(&cid) {
-                new_blocks.insert(cid, b.clone());
-                relevant.insert(cid, b.clone());
-            }
+        if let Some(cid) = op.cid
+            && let Some(b) = records.get(&cid)
+        {
+            new_blocks.insert(cid, b.clone());
+            relevant.insert(cid, b.clone());
         }
     }
     let view = Layered(&new_blocks, store);
@@ -310,6 +359,19 @@ fn finish(
     }
     new_blocks.insert(commit_cid, commit_bytes.clone());
     relevant.insert(commit_cid, commit_bytes);
-    let repo = Repo { commit: commit.clone(), commit_cid, mst };
-    Ok((repo, CommitData { commit_cid, commit, new_blocks, relevant_blocks: relevant, ops }))
+    let repo = Repo {
+        commit: commit.clone(),
+        commit_cid,
+        mst,
+    };
+    Ok((
+        repo,
+        CommitData {
+            commit_cid,
+            commit,
+            new_blocks,
+            relevant_blocks: relevant,
+            ops,
+        },
+    ))
 }

@@ -19,9 +19,13 @@ fn rkey(i: usize) -> RecordKey {
     RecordKey::new(format!("r{i:06}")).unwrap()
 }
 fn record(i: usize) -> Value {
-    [("$type", Value::from(COLL)), ("n", Value::Integer(i as i64)), ("digest", Value::from(format!("sha256:{i:064x}")))]
-        .into_iter()
-        .collect()
+    [
+        ("$type", Value::from(COLL)),
+        ("n", Value::Integer(i as i64)),
+        ("digest", Value::from(format!("sha256:{i:064x}"))),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// A repository of `n` records plus its block store.
@@ -29,14 +33,24 @@ fn repo_with(n: usize, alg: Algorithm, did_str: &str) -> (Repo, BlockMap, Keypai
     let key = Keypair::generate(alg);
     let clock = TidClock::with_clock_id(1);
     let mut store = BlockMap::new();
-    let writes: Vec<WriteOp> =
-        (0..n).map(|i| WriteOp::Create { collection: nsid(), rkey: rkey(i), record: record(i) }).collect();
+    let writes: Vec<WriteOp> = (0..n)
+        .map(|i| WriteOp::Create {
+            collection: nsid(),
+            rkey: rkey(i),
+            record: record(i),
+        })
+        .collect();
     let (repo, data) = Repo::create(did(did_str), &key, clock.next(), &writes, &store).unwrap();
     store.extend(&data.new_blocks);
     (repo, store, key, clock)
 }
 
-fn verify(car: &[u8], did_str: &str, key: &Keypair, i: usize) -> Result<Option<(Cid, Value)>, ProofError> {
+fn verify(
+    car: &[u8],
+    did_str: &str,
+    key: &Keypair,
+    i: usize,
+) -> Result<Option<(Cid, Value)>, ProofError> {
     verify_record_proof(car, &did(did_str), &key.public_key(), &nsid(), &rkey(i)).map(|v| v.record)
 }
 
@@ -70,11 +84,19 @@ fn every_single_byte_flip_and_every_truncation_is_detected() {
             for mask in [0x01u8, 0x80] {
                 let mut bad = car.clone();
                 bad[pos] ^= mask;
-                assert!(verify(&bad, d, &key, i).is_err(), "flip {mask:#x} at byte {pos} of {} accepted", car.len());
+                assert!(
+                    verify(&bad, d, &key, i).is_err(),
+                    "flip {mask:#x} at byte {pos} of {} accepted",
+                    car.len()
+                );
             }
         }
         for len in 0..car.len() {
-            assert!(verify(&car[..len], d, &key, i).is_err(), "truncation to {len} of {} accepted", car.len());
+            assert!(
+                verify(&car[..len], d, &key, i).is_err(),
+                "truncation to {len} of {} accepted",
+                car.len()
+            );
         }
     }
 }
@@ -95,7 +117,11 @@ fn forged_bytes_under_a_valid_cid_are_rejected() {
         }
     }
     let bad = write_car(&roots, sections.iter().map(|(c, b)| (c, &b[..])));
-    assert!(matches!(verify(&bad, d, &key, 7), Err(ProofError::Car(_))), "{:?}", verify(&bad, d, &key, 7));
+    assert!(
+        matches!(verify(&bad, d, &key, 7), Err(ProofError::Car(_))),
+        "{:?}",
+        verify(&bad, d, &key, 7)
+    );
 }
 
 #[test]
@@ -109,13 +135,19 @@ fn an_absence_claim_with_mst_blocks_left_out_fails_closed() {
     // present, and must not be reported absent either.
     let mut kept: Vec<(Cid, Vec<u8>)> = vec![];
     for (c, b) in blocks.iter() {
-        let is_node = c.codec() == atcr_data::DAG_CBOR && *c != roots[0] && atcr_data::from_cbor(b).unwrap().get("e").is_some();
+        let is_node = c.codec() == atcr_data::DAG_CBOR
+            && *c != roots[0]
+            && atcr_data::from_cbor(b).unwrap().get("e").is_some();
         if !is_node || *c == commit.data {
             kept.push((*c, b.to_vec()));
         }
     }
     let bad = write_car(&roots, kept.iter().map(|(c, b)| (c, &b[..])));
-    assert!(matches!(verify(&bad, d, &key, 250), Err(ProofError::MissingBlock(_))), "{:?}", verify(&bad, d, &key, 250));
+    assert!(
+        matches!(verify(&bad, d, &key, 250), Err(ProofError::MissingBlock(_))),
+        "{:?}",
+        verify(&bad, d, &key, 250)
+    );
 }
 
 #[test]
@@ -125,12 +157,24 @@ fn wrong_key_wrong_did_and_other_repository_are_rejected() {
     let car = repo.record_proof(&nsid(), &rkey(3), &store).unwrap();
     // A key not in the DID document.
     let other = Keypair::generate(Algorithm::K256);
-    assert!(matches!(verify(&car, d, &other, 3), Err(ProofError::Commit(CommitError::Signature(_)))));
+    assert!(matches!(
+        verify(&car, d, &other, 3),
+        Err(ProofError::Commit(CommitError::Signature(_)))
+    ));
     // Asking about another DID with this repository's proof.
-    let res = verify_record_proof(&car, &did("did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"), &key.public_key(), &nsid(), &rkey(3));
+    let res = verify_record_proof(
+        &car,
+        &did("did:plc:bbbbbbbbbbbbbbbbbbbbbbbb"),
+        &key.public_key(),
+        &nsid(),
+        &rkey(3),
+    );
     assert!(matches!(res, Err(ProofError::DidMismatch { .. })));
     // A proof for a different record than the one asked about proves nothing about it.
-    assert!(matches!(verify(&car, d, &key, 4), Err(ProofError::MissingBlock(_)) | Ok(None)));
+    assert!(matches!(
+        verify(&car, d, &key, 4),
+        Err(ProofError::MissingBlock(_)) | Ok(None)
+    ));
 }
 
 #[test]
@@ -144,19 +188,23 @@ fn a_tampered_mst_node_rehashed_breaks_the_chain() {
     // longer matches the signed commit's data root.
     let root_bytes = blocks.get(&commit.data).unwrap();
     let mut node = atcr_data::from_cbor(root_bytes).unwrap();
-    if let Value::Map(m) = &mut node {
-        if let Some(Value::List(e)) = m.get_mut("e") {
-            if let Some(Value::Map(first)) = e.first_mut() {
-                first.insert("v".into(), Value::Link(cid_for_cbor(b"forged")));
-            }
-        }
+    if let Value::Map(m) = &mut node
+        && let Some(Value::List(e)) = m.get_mut("e")
+        && let Some(Value::Map(first)) = e.first_mut()
+    {
+        first.insert("v".into(), Value::Link(cid_for_cbor(b"forged")));
     }
     let new_bytes = to_cbor(&node);
-    let mut sections: Vec<(Cid, Vec<u8>)> =
-        blocks.iter().filter(|(c, _)| **c != commit.data).map(|(c, b)| (*c, b.to_vec())).collect();
+    let mut sections: Vec<(Cid, Vec<u8>)> = blocks
+        .iter()
+        .filter(|(c, _)| **c != commit.data)
+        .map(|(c, b)| (*c, b.to_vec()))
+        .collect();
     sections.push((cid_for_cbor(&new_bytes), new_bytes));
     let bad = write_car(&roots, sections.iter().map(|(c, b)| (c, &b[..])));
-    assert!(matches!(verify(&bad, d, &key, 42), Err(ProofError::MissingBlock(c)) if c == commit.data));
+    assert!(
+        matches!(verify(&bad, d, &key, 42), Err(ProofError::MissingBlock(c)) if c == commit.data)
+    );
 }
 
 #[test]
@@ -166,23 +214,56 @@ fn writes_are_atomic_and_revisions_increase() {
     let before = repo.commit_cid();
     // The second write fails (already exists): nothing of the first applies.
     let writes = vec![
-        WriteOp::Create { collection: nsid(), rkey: rkey(100), record: record(100) },
-        WriteOp::Create { collection: nsid(), rkey: rkey(1), record: record(1) },
+        WriteOp::Create {
+            collection: nsid(),
+            rkey: rkey(100),
+            record: record(100),
+        },
+        WriteOp::Create {
+            collection: nsid(),
+            rkey: rkey(1),
+            record: record(1),
+        },
     ];
-    assert!(repo.apply_writes(&writes, &key, clock.next(), &store).is_err());
+    assert!(
+        repo.apply_writes(&writes, &key, clock.next(), &store)
+            .is_err()
+    );
     assert_eq!(repo.commit_cid(), before);
-    assert!(repo.get_record(&nsid(), &rkey(100), &store).unwrap().is_none());
+    assert!(
+        repo.get_record(&nsid(), &rkey(100), &store)
+            .unwrap()
+            .is_none()
+    );
     // Wrong $type is refused.
-    let bad = WriteOp::Create { collection: nsid(), rkey: rkey(101), record: [("$type", Value::from("x.y.z"))].into_iter().collect() };
-    assert!(repo.apply_writes(&[bad], &key, clock.next(), &store).is_err());
+    let bad = WriteOp::Create {
+        collection: nsid(),
+        rkey: rkey(101),
+        record: [("$type", Value::from("x.y.z"))].into_iter().collect(),
+    };
+    assert!(
+        repo.apply_writes(&[bad], &key, clock.next(), &store)
+            .is_err()
+    );
     // A valid batch: update, delete, create.
     let rev = clock.next();
     let data = repo
         .apply_writes(
             &[
-                WriteOp::Put { collection: nsid(), rkey: rkey(2), record: record(200) },
-                WriteOp::Delete { collection: nsid(), rkey: rkey(3) },
-                WriteOp::Create { collection: nsid(), rkey: rkey(11), record: record(11) },
+                WriteOp::Put {
+                    collection: nsid(),
+                    rkey: rkey(2),
+                    record: record(200),
+                },
+                WriteOp::Delete {
+                    collection: nsid(),
+                    rkey: rkey(3),
+                },
+                WriteOp::Create {
+                    collection: nsid(),
+                    rkey: rkey(11),
+                    record: record(11),
+                },
             ],
             &key,
             rev.clone(),
@@ -193,16 +274,38 @@ fn writes_are_atomic_and_revisions_increase() {
     assert_eq!(data.commit.rev, rev);
     assert_eq!(data.ops.len(), 3);
     assert!(data.ops[0].prev.is_some() && data.ops[1].cid.is_none() && data.ops[2].prev.is_none());
-    assert_eq!(repo.get_record(&nsid(), &rkey(2), &store).unwrap().unwrap().1, record(200));
-    assert!(repo.get_record(&nsid(), &rkey(3), &store).unwrap().is_none());
+    assert_eq!(
+        repo.get_record(&nsid(), &rkey(2), &store)
+            .unwrap()
+            .unwrap()
+            .1,
+        record(200)
+    );
+    assert!(
+        repo.get_record(&nsid(), &rkey(3), &store)
+            .unwrap()
+            .is_none()
+    );
     // A stale revision is refused.
-    assert!(repo.apply_writes(&[], &key, atcr_syntax::Tid::from_parts(1, 1), &store).is_err());
+    assert!(
+        repo.apply_writes(&[], &key, atcr_syntax::Tid::from_parts(1, 1), &store)
+            .is_err()
+    );
     // The relevant blocks alone prove every op.
     for op in &data.ops {
         let (c, r) = op.path.split_once('/').unwrap();
-        let car = write_car(&[data.commit_cid], data.relevant_blocks.iter().map(|(c, b)| (c, &b[..])));
-        let v = verify_record_proof(&car, &did(d), &key.public_key(), &Nsid::new(c).unwrap(), &RecordKey::new(r).unwrap())
-            .unwrap();
+        let car = write_car(
+            &[data.commit_cid],
+            data.relevant_blocks.iter().map(|(c, b)| (c, &b[..])),
+        );
+        let v = verify_record_proof(
+            &car,
+            &did(d),
+            &key.public_key(),
+            &Nsid::new(c).unwrap(),
+            &RecordKey::new(r).unwrap(),
+        )
+        .unwrap();
         assert_eq!(v.record.map(|r| r.0), op.cid);
     }
 }
@@ -226,5 +329,8 @@ fn export_reimports_and_every_record_verifies_after_key_rotation() {
     }
     // An empty tree's root is the canonical empty node.
     let mut empty = Mst::new();
-    assert_eq!(empty.commit().0.to_string(), "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm");
+    assert_eq!(
+        empty.commit().0.to_string(),
+        "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm"
+    );
 }

@@ -13,7 +13,11 @@ fn key_heights() {
     let cases = cases.as_array().unwrap();
     assert!(!cases.is_empty());
     for c in cases {
-        assert_eq!(key_height(c["key"].as_str().unwrap()), c["height"].as_u64().unwrap() as u32, "{c}");
+        assert_eq!(
+            key_height(c["key"].as_str().unwrap()),
+            c["height"].as_u64().unwrap() as u32,
+            "{c}"
+        );
     }
 }
 
@@ -44,7 +48,13 @@ fn commit_proof_fixtures() {
     for f in fixtures {
         let name = f["comment"].as_str().unwrap();
         let leaf = parse_cid(f["leafValue"].as_str().unwrap()).unwrap();
-        let strs = |k: &str| f[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect::<Vec<_>>();
+        let strs = |k: &str| {
+            f[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
         let mut store = BlockMap::new();
         let mut mst = Mst::new();
         for k in strs("keys") {
@@ -52,7 +62,11 @@ fn commit_proof_fixtures() {
         }
         let (before, blocks) = mst.commit();
         store.extend(&blocks);
-        assert_eq!(before.to_string(), f["rootBeforeCommit"].as_str().unwrap(), "{name}: root before");
+        assert_eq!(
+            before.to_string(),
+            f["rootBeforeCommit"].as_str().unwrap(),
+            "{name}: root before"
+        );
 
         // Reload from blocks, so the commit path exercises lazy loading.
         let mut mst = Mst::load(&before, &store).unwrap();
@@ -60,10 +74,17 @@ fn commit_proof_fixtures() {
             mst.insert(&k, leaf, &store).unwrap();
         }
         for k in strs("dels") {
-            assert!(mst.delete(&k, &store).unwrap().is_some(), "{name}: delete {k}");
+            assert!(
+                mst.delete(&k, &store).unwrap().is_some(),
+                "{name}: delete {k}"
+            );
         }
         let (after, blocks) = mst.commit();
-        assert_eq!(after.to_string(), f["rootAfterCommit"].as_str().unwrap(), "{name}: root after");
+        assert_eq!(
+            after.to_string(),
+            f["rootAfterCommit"].as_str().unwrap(),
+            "{name}: root after"
+        );
 
         let view = Layered(&blocks, &store);
         let mut proof = BlockMap::new();
@@ -82,6 +103,10 @@ fn commit_proof_fixtures() {
         for k in strs("dels") {
             inverted.insert(&k, leaf, &proof).unwrap();
         }
-        assert_eq!(inverted.commit().0, before, "{name}: inversion from the proof");
+        assert_eq!(
+            inverted.commit().0,
+            before,
+            "{name}: inversion from the proof"
+        );
     }
 }

@@ -19,7 +19,9 @@ impl AtUri {
         if s.len() > 8192 {
             return Err(SyntaxError::new(KIND, "longer than 8 KiB"));
         }
-        let rest = s.strip_prefix("at://").ok_or(SyntaxError::new(KIND, "must start with \"at://\""))?;
+        let rest = s
+            .strip_prefix("at://")
+            .ok_or(SyntaxError::new(KIND, "must start with \"at://\""))?;
         let (path, fragment) = match rest.split_once('#') {
             Some((p, f)) => (p, Some(f)),
             None => (rest, None),
@@ -35,7 +37,10 @@ impl AtUri {
             .map_err(|_| SyntaxError::new(KIND, "authority is neither a DID nor a handle"))?;
         let collection = match parts.next() {
             None => None,
-            Some(c) => Some(Nsid::new(c).map_err(|_| SyntaxError::new(KIND, "collection is not a valid NSID"))?),
+            Some(c) => Some(
+                Nsid::new(c)
+                    .map_err(|_| SyntaxError::new(KIND, "collection is not a valid NSID"))?,
+            ),
         };
         let rkey = match parts.next() {
             None => None,
@@ -47,13 +52,23 @@ impl AtUri {
         if parts.next().is_some() {
             return Err(SyntaxError::new(KIND, "too many path segments"));
         }
-        Ok(Self { raw: s.to_owned(), authority, collection, rkey })
+        Ok(Self {
+            raw: s.to_owned(),
+            authority,
+            collection,
+            rkey,
+        })
     }
 
     /// Builds `at://{did}/{collection}/{rkey}`.
     pub fn for_record(authority: AtIdentifier, collection: Nsid, rkey: RecordKey) -> Self {
         let raw = format!("at://{authority}/{collection}/{rkey}");
-        Self { raw, authority, collection: Some(collection), rkey: Some(rkey) }
+        Self {
+            raw,
+            authority,
+            collection: Some(collection),
+            rkey: Some(rkey),
+        }
     }
 
     /// The authority (DID or handle).
@@ -76,10 +91,13 @@ impl AtUri {
 
 fn validate_fragment(f: &str) -> Result<(), SyntaxError> {
     let ok = f.starts_with('/')
-        && f.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"._~:@!$&%')(*+,;=-[]/\\".contains(&b)
-        });
-    if ok { Ok(()) } else { Err(SyntaxError::new(KIND, "invalid fragment")) }
+        && f.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~:@!$&%')(*+,;=-[]/\\".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(SyntaxError::new(KIND, "invalid fragment"))
+    }
 }
 
 impl std::str::FromStr for AtUri {

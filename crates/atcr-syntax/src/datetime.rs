@@ -84,7 +84,16 @@ fn lex(s: &str) -> Result<Fields, SyntaxError> {
         }
         _ => return Err(bad()),
     };
-    Ok(Fields { year: i64::from(year), month, day, hour, minute, second, nanos, offset_minutes })
+    Ok(Fields {
+        year: i64::from(year),
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        nanos,
+        offset_minutes,
+    })
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -134,7 +143,11 @@ impl Datetime {
         if secs < MIN_UNIX_SECONDS {
             return Err(SyntaxError::new(KIND, "before year 0000 in UTC"));
         }
-        Ok(Self { raw: s.to_owned(), unix_seconds: secs, nanos: f.nanos })
+        Ok(Self {
+            raw: s.to_owned(),
+            unix_seconds: secs,
+            nanos: f.nanos,
+        })
     }
 
     /// Formats a Unix time as `YYYY-MM-DDTHH:MM:SS.mmmZ` (the canonical form we write).
@@ -159,7 +172,11 @@ impl Datetime {
             (sod / 60) % 60,
             sod % 60
         );
-        Self { raw, unix_seconds: secs, nanos: millis * 1_000_000 }
+        Self {
+            raw,
+            unix_seconds: secs,
+            nanos: millis * 1_000_000,
+        }
     }
 
     /// The current time.
@@ -192,7 +209,9 @@ impl PartialOrd for Datetime {
 }
 impl Ord for Datetime {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.unix_seconds, self.nanos).cmp(&(other.unix_seconds, other.nanos)).then_with(|| self.raw.cmp(&other.raw))
+        (self.unix_seconds, self.nanos)
+            .cmp(&(other.unix_seconds, other.nanos))
+            .then_with(|| self.raw.cmp(&other.raw))
     }
 }
 

@@ -23,7 +23,10 @@ pub fn validate_handle(s: &str) -> Result<(), SyntaxError> {
     }
     let tld = labels[labels.len() - 1];
     if !tld.as_bytes()[0].is_ascii_alphabetic() {
-        return Err(SyntaxError::new(KIND, "last label must start with a letter"));
+        return Err(SyntaxError::new(
+            KIND,
+            "last label must start with a letter",
+        ));
     }
     Ok(())
 }
@@ -37,7 +40,10 @@ pub(crate) fn validate_label(label: &str) -> Result<(), SyntaxError> {
         return Err(SyntaxError::new(KIND, "disallowed character"));
     }
     if b[0] == b'-' || b[b.len() - 1] == b'-' {
-        return Err(SyntaxError::new(KIND, "label must not start or end with '-'"));
+        return Err(SyntaxError::new(
+            KIND,
+            "label must not start or end with '-'",
+        ));
     }
     Ok(())
 }

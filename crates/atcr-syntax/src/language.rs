@@ -7,10 +7,32 @@ pub struct Language(String);
 const KIND: &str = "language tag";
 
 const IRREGULAR: &[&str] = &[
-    "en-GB-oed", "i-ami", "i-bnn", "i-default", "i-enochian", "i-hak", "i-klingon", "i-lux",
-    "i-mingo", "i-navajo", "i-pwn", "i-tao", "i-tay", "i-tsu", "sgn-BE-FR", "sgn-BE-NL",
-    "sgn-CH-DE", "art-lojban", "cel-gaulish", "no-bok", "no-nyn", "zh-guoyu", "zh-hakka",
-    "zh-min", "zh-min-nan", "zh-xiang",
+    "en-GB-oed",
+    "i-ami",
+    "i-bnn",
+    "i-default",
+    "i-enochian",
+    "i-hak",
+    "i-klingon",
+    "i-lux",
+    "i-mingo",
+    "i-navajo",
+    "i-pwn",
+    "i-tao",
+    "i-tay",
+    "i-tsu",
+    "sgn-BE-FR",
+    "sgn-BE-NL",
+    "sgn-CH-DE",
+    "art-lojban",
+    "cel-gaulish",
+    "no-bok",
+    "no-nyn",
+    "zh-guoyu",
+    "zh-hakka",
+    "zh-min",
+    "zh-min-nan",
+    "zh-xiang",
 ];
 
 fn alpha(s: &str, min: usize, max: usize) -> bool {
@@ -27,7 +49,10 @@ struct Parsed<'a> {
 }
 
 fn parse(s: &str) -> Option<Parsed<'_>> {
-    let mut parsed = Parsed { variants: vec![], singletons: vec![] };
+    let mut parsed = Parsed {
+        variants: vec![],
+        singletons: vec![],
+    };
     if IRREGULAR.iter().any(|g| g.eq_ignore_ascii_case(s)) {
         return Some(parsed);
     }
@@ -53,13 +78,15 @@ fn parse(s: &str) -> Option<Parsed<'_>> {
         i += 1; // script
     }
     if i < subtags.len()
-        && (alpha(subtags[i], 2, 2) || (subtags[i].len() == 3 && subtags[i].bytes().all(|b| b.is_ascii_digit())))
+        && (alpha(subtags[i], 2, 2)
+            || (subtags[i].len() == 3 && subtags[i].bytes().all(|b| b.is_ascii_digit())))
     {
         i += 1; // region
     }
     while i < subtags.len() {
         let t = subtags[i];
-        let variant = alnum(t, 5, 8) || (t.len() == 4 && t.as_bytes()[0].is_ascii_digit() && alnum(t, 4, 4));
+        let variant =
+            alnum(t, 5, 8) || (t.len() == 4 && t.as_bytes()[0].is_ascii_digit() && alnum(t, 4, 4));
         if !variant {
             break;
         }
@@ -89,7 +116,9 @@ fn parse(s: &str) -> Option<Parsed<'_>> {
 
 /// Validates language-tag syntax (the grammar only).
 pub fn validate_language_syntax(s: &str) -> Result<(), SyntaxError> {
-    parse(s).map(|_| ()).ok_or(SyntaxError::new(KIND, "not a BCP-47 language tag"))
+    parse(s)
+        .map(|_| ())
+        .ok_or(SyntaxError::new(KIND, "not a BCP-47 language tag"))
 }
 
 impl Language {

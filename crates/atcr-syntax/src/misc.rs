@@ -63,7 +63,10 @@ pub fn validate_cid_string(s: &str) -> Result<(), SyntaxError> {
     if s.len() < 8 || s.len() > 256 {
         return Err(SyntaxError::new(KIND, "must be 8 to 256 characters"));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'=') {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'=')
+    {
         return Err(SyntaxError::new(KIND, "disallowed character"));
     }
     if s.starts_with("Qmb") {
@@ -79,14 +82,16 @@ pub fn validate_uri(s: &str) -> Result<(), SyntaxError> {
     if s.len() > 8192 {
         return Err(SyntaxError::new(KIND, "longer than 8 KiB"));
     }
-    let (scheme, rest) = s.split_once(':').ok_or(SyntaxError::new(KIND, "missing scheme"))?;
+    let (scheme, rest) = s
+        .split_once(':')
+        .ok_or(SyntaxError::new(KIND, "missing scheme"))?;
     let sb = scheme.as_bytes();
     if sb.is_empty()
         || sb.len() > 81
         || !sb[0].is_ascii_lowercase()
-        || !sb[1..]
-            .iter()
-            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+'))
+        || !sb[1..].iter().all(|&b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+')
+        })
     {
         return Err(SyntaxError::new(KIND, "invalid scheme"));
     }

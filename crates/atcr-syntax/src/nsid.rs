@@ -25,13 +25,22 @@ pub fn validate_nsid(s: &str) -> Result<(), SyntaxError> {
             return Err(SyntaxError::new(KIND, "segment must be 1 to 63 characters"));
         }
         if !b.iter().all(|&c| is_alnum(c) || c == b'-') {
-            return Err(SyntaxError::new(KIND, "disallowed character in domain authority"));
+            return Err(SyntaxError::new(
+                KIND,
+                "disallowed character in domain authority",
+            ));
         }
         if b[0] == b'-' || b[b.len() - 1] == b'-' {
-            return Err(SyntaxError::new(KIND, "segment must not start or end with '-'"));
+            return Err(SyntaxError::new(
+                KIND,
+                "segment must not start or end with '-'",
+            ));
         }
         if i == 0 && !b[0].is_ascii_alphabetic() {
-            return Err(SyntaxError::new(KIND, "first segment must start with a letter"));
+            return Err(SyntaxError::new(
+                KIND,
+                "first segment must start with a letter",
+            ));
         }
     }
     let nb = name.as_bytes();
@@ -39,7 +48,10 @@ pub fn validate_nsid(s: &str) -> Result<(), SyntaxError> {
         return Err(SyntaxError::new(KIND, "name must be 1 to 63 characters"));
     }
     if !nb[0].is_ascii_alphabetic() || !nb.iter().all(|&c| is_alnum(c)) {
-        return Err(SyntaxError::new(KIND, "name must be letters and digits, starting with a letter"));
+        return Err(SyntaxError::new(
+            KIND,
+            "name must be letters and digits, starting with a letter",
+        ));
     }
     Ok(())
 }

@@ -79,12 +79,18 @@ impl TidClock {
 
     /// A clock with a fixed clock id (tests, reproducible output).
     pub fn with_clock_id(clock_id: u16) -> Self {
-        Self { last: AtomicU64::new(0), clock_id: clock_id & 0x3ff }
+        Self {
+            last: AtomicU64::new(0),
+            clock_id: clock_id & 0x3ff,
+        }
     }
 
     /// The next TID, strictly greater than every TID this clock returned.
     pub fn next(&self) -> Tid {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         self.next_after_micros(now)
     }
 
@@ -93,7 +99,12 @@ impl TidClock {
         let mut prev = self.last.load(Ordering::Relaxed);
         loop {
             let candidate = now.max(prev + 1);
-            match self.last.compare_exchange_weak(prev, candidate, Ordering::AcqRel, Ordering::Relaxed) {
+            match self.last.compare_exchange_weak(
+                prev,
+                candidate,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Tid::from_parts(candidate, self.clock_id),
                 Err(actual) => prev = actual,
             }
@@ -102,7 +113,8 @@ impl TidClock {
 
     /// Makes every later TID sort after `tid` (for example a repository's last rev).
     pub fn observe(&self, tid: &Tid) {
-        self.last.fetch_max(tid.timestamp_micros(), Ordering::AcqRel);
+        self.last
+            .fetch_max(tid.timestamp_micros(), Ordering::AcqRel);
     }
 }
 

@@ -10,7 +10,10 @@ fn clock_is_strictly_monotonic_across_threads() {
             std::thread::spawn(move || (0..5000).map(|_| c.next()).collect::<Vec<_>>())
         })
         .collect();
-    let mut all: Vec<Tid> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<Tid> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     let n = all.len();
     all.sort();
     all.dedup();
@@ -31,7 +34,10 @@ fn clock_never_goes_backwards_with_the_wall_clock() {
 fn datetime_canonical_format_round_trips() {
     let d = Datetime::from_unix_millis(1_700_000_000_123);
     assert_eq!(d.as_str(), "2023-11-14T22:13:20.123Z");
-    assert_eq!(Datetime::parse(d.as_str()).unwrap().unix_millis(), 1_700_000_000_123);
+    assert_eq!(
+        Datetime::parse(d.as_str()).unwrap().unix_millis(),
+        1_700_000_000_123
+    );
 }
 
 proptest! {

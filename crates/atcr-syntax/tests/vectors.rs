@@ -65,8 +65,14 @@ fn datetime_syntax_and_parse() {
     let parse_invalid = read_lines("syntax/datetime_parse_invalid.txt");
     assert!(!parse_invalid.is_empty());
     for s in parse_invalid {
-        assert!(validate_datetime_syntax(&s).is_ok(), "{s:?} should pass the syntax check");
-        assert!(Datetime::parse(&s).is_err(), "{s:?} should fail the strict parse");
+        assert!(
+            validate_datetime_syntax(&s).is_ok(),
+            "{s:?} should pass the syntax check"
+        );
+        assert!(
+            Datetime::parse(&s).is_err(),
+            "{s:?} should fail the strict parse"
+        );
     }
 }
 
@@ -77,7 +83,13 @@ fn language_syntax_and_parse() {
     let parse_invalid = read_lines("syntax/language_parse_invalid.txt");
     assert!(!parse_invalid.is_empty());
     for s in parse_invalid {
-        assert!(validate_language_syntax(&s).is_ok(), "{s:?} should pass the syntax check");
-        assert!(Language::parse(&s).is_err(), "{s:?} should fail the strict parse");
+        assert!(
+            validate_language_syntax(&s).is_ok(),
+            "{s:?} should pass the syntax check"
+        );
+        assert!(
+            Language::parse(&s).is_err(),
+            "{s:?} should fail the strict parse"
+        );
     }
 }

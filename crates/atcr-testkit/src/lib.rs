@@ -32,7 +32,8 @@ pub fn interop_dir() -> PathBuf {
 /// skipped, leading/trailing spaces kept (they are part of the value).
 pub fn read_lines(rel: &str) -> Vec<String> {
     let path = interop_dir().join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     text.split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -43,7 +44,8 @@ pub fn read_lines(rel: &str) -> Vec<String> {
 /// Reads a vectors JSON file.
 pub fn read_json(rel: &str) -> serde_json::Value {
     let path = interop_dir().join(rel);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
@@ -52,7 +54,10 @@ pub fn read_json(rel: &str) -> serde_json::Value {
 pub fn check_lists(valid: &str, invalid: &str, check: impl Fn(&str) -> bool) -> usize {
     let mut failures = vec![];
     let (v, i) = (read_lines(valid), read_lines(invalid));
-    assert!(!v.is_empty() && !i.is_empty(), "empty vector files {valid} / {invalid}");
+    assert!(
+        !v.is_empty() && !i.is_empty(),
+        "empty vector files {valid} / {invalid}"
+    );
     for s in &v {
         if !check(s) {
             failures.push(format!("rejected valid {s:?} ({valid})"));
@@ -63,6 +68,11 @@ pub fn check_lists(valid: &str, invalid: &str, check: impl Fn(&str) -> bool) -> 
             failures.push(format!("accepted invalid {s:?} ({invalid})"));
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     v.len() + i.len()
 }
