@@ -162,6 +162,16 @@ impl Keypair {
     }
 }
 
+/// Decodes a `z`-prefixed (base58btc) multibase string.
+fn decode_base58btc(s: &str) -> Result<Vec<u8>, CryptoError> {
+    let b58 = s
+        .strip_prefix('z')
+        .ok_or_else(|| CryptoError::MalformedKey("multibase must be base58btc ('z')".into()))?;
+    bs58::decode(b58)
+        .into_vec()
+        .map_err(|e| CryptoError::MalformedKey(format!("base58: {e}")))
+}
+
 /// A public verification key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublicKey {
@@ -210,12 +220,7 @@ impl PublicKey {
 
     /// Parses a Multikey `publicKeyMultibase` value.
     pub fn from_multikey(s: &str) -> Result<Self, CryptoError> {
-        let b58 = s
-            .strip_prefix('z')
-            .ok_or_else(|| CryptoError::MalformedKey("multibase must be base58btc ('z')".into()))?;
-        let bytes = bs58::decode(b58)
-            .into_vec()
-            .map_err(|e| CryptoError::MalformedKey(format!("base58: {e}")))?;
+        let bytes = decode_base58btc(s)?;
         for alg in [Algorithm::K256, Algorithm::P256] {
             if let Some(point) = bytes.strip_prefix(&alg.multicodec()) {
                 return Self::from_sec1(alg, point);
@@ -242,12 +247,7 @@ impl PublicKey {
     /// Parses a legacy DID-document `publicKeyMultibase` (bare point, no multicodec)
     /// for the given suite's curve.
     pub fn from_legacy_multibase(alg: Algorithm, s: &str) -> Result<Self, CryptoError> {
-        let b58 = s
-            .strip_prefix('z')
-            .ok_or_else(|| CryptoError::MalformedKey("multibase must be base58btc ('z')".into()))?;
-        let bytes = bs58::decode(b58)
-            .into_vec()
-            .map_err(|e| CryptoError::MalformedKey(format!("base58: {e}")))?;
+        let bytes = decode_base58btc(s)?;
         Self::from_sec1(alg, &bytes)
     }
 

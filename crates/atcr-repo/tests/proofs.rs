@@ -54,6 +54,28 @@ fn verify(
     verify_record_proof(car, &did(did_str), &key.public_key(), &nsid(), &rkey(i)).map(|v| v.record)
 }
 
+/// Rebuilds a proof CAR with the same roots, passing each block through `f`
+/// (`None` drops it), and appending `extra` blocks.
+fn rewrite(
+    car: &[u8],
+    f: impl Fn(&Cid, &[u8]) -> Option<Vec<u8>>,
+    extra: Vec<(Cid, Vec<u8>)>,
+) -> Vec<u8> {
+    let (roots, blocks) = read_car(car).unwrap();
+    let mut sections: Vec<(Cid, Vec<u8>)> = blocks
+        .iter()
+        .filter_map(|(c, b)| f(c, b).map(|b| (*c, b)))
+        .collect();
+    sections.extend(extra);
+    write_car(&roots, sections.iter().map(|(c, b)| (c, &b[..])))
+}
+
+/// The signed commit of a proof CAR.
+fn commit_of(car: &[u8]) -> atcr_repo::Commit {
+    let (roots, blocks) = read_car(car).unwrap();
+    atcr_repo::Commit::from_bytes(blocks.get(&roots[0]).unwrap()).unwrap()
+}
+
 #[test]
 fn proofs_from_a_10k_record_repository_verify_for_both_curves() {
     for alg in [Algorithm::K256, Algorithm::P256] {
@@ -106,17 +128,20 @@ fn forged_bytes_under_a_valid_cid_are_rejected() {
     let d = "did:web:example.com";
     let (repo, store, key, _) = repo_with(50, Algorithm::P256, d);
     let car = repo.record_proof(&nsid(), &rkey(7), &store).unwrap();
-    let (roots, blocks) = read_car(&car).unwrap();
     // Replace the record's bytes with a forged record but keep its CID.
     let record_cid = cid_for_cbor(&to_cbor(&record(7)));
     let forged = to_cbor(&record(8));
-    let mut sections: Vec<(Cid, Vec<u8>)> = blocks.iter().map(|(c, b)| (*c, b.to_vec())).collect();
-    for (c, b) in &mut sections {
-        if *c == record_cid {
-            *b = forged.clone();
-        }
-    }
-    let bad = write_car(&roots, sections.iter().map(|(c, b)| (c, &b[..])));
+    let bad = rewrite(
+        &car,
+        |c, b| {
+            Some(if *c == record_cid {
+                forged.clone()
+            } else {
+                b.to_vec()
+            })
+        },
+        vec![],
+    );
     assert!(
         matches!(verify(&bad, d, &key, 7), Err(ProofError::Car(_))),
         "{:?}",
@@ -129,20 +154,17 @@ fn an_absence_claim_with_mst_blocks_left_out_fails_closed() {
     let d = "did:web:example.com";
     let (repo, store, key, _) = repo_with(500, Algorithm::K256, d);
     let car = repo.record_proof(&nsid(), &rkey(250), &store).unwrap();
-    let (roots, blocks) = read_car(&car).unwrap();
-    let commit = atcr_repo::Commit::from_bytes(blocks.get(&roots[0]).unwrap()).unwrap();
+    let commit = commit_of(&car);
     // Drop every MST node but the root: the record can no longer be shown
     // present, and must not be reported absent either.
-    let mut kept: Vec<(Cid, Vec<u8>)> = vec![];
-    for (c, b) in blocks.iter() {
-        let is_node = c.codec() == atcr_data::DAG_CBOR
-            && *c != roots[0]
-            && atcr_data::from_cbor(b).unwrap().get("e").is_some();
-        if !is_node || *c == commit.data {
-            kept.push((*c, b.to_vec()));
-        }
-    }
-    let bad = write_car(&roots, kept.iter().map(|(c, b)| (c, &b[..])));
+    let is_node = |c: &Cid, b: &[u8]| {
+        c.codec() == atcr_data::DAG_CBOR && atcr_data::from_cbor(b).unwrap().get("e").is_some()
+    };
+    let bad = rewrite(
+        &car,
+        |c, b| (!is_node(c, b) || *c == commit.data).then(|| b.to_vec()),
+        vec![],
+    );
     assert!(
         matches!(verify(&bad, d, &key, 250), Err(ProofError::MissingBlock(_))),
         "{:?}",
@@ -182,8 +204,8 @@ fn a_tampered_mst_node_rehashed_breaks_the_chain() {
     let d = "did:web:example.com";
     let (repo, store, key, _) = repo_with(300, Algorithm::K256, d);
     let car = repo.record_proof(&nsid(), &rkey(42), &store).unwrap();
-    let (roots, blocks) = read_car(&car).unwrap();
-    let commit = atcr_repo::Commit::from_bytes(blocks.get(&roots[0]).unwrap()).unwrap();
+    let commit = commit_of(&car);
+    let (_, blocks) = read_car(&car).unwrap();
     // Rewrite the root node with a different value and re-hash it: its CID no
     // longer matches the signed commit's data root.
     let root_bytes = blocks.get(&commit.data).unwrap();
@@ -195,13 +217,8 @@ fn a_tampered_mst_node_rehashed_breaks_the_chain() {
         first.insert("v".into(), Value::Link(cid_for_cbor(b"forged")));
     }
     let new_bytes = to_cbor(&node);
-    let mut sections: Vec<(Cid, Vec<u8>)> = blocks
-        .iter()
-        .filter(|(c, _)| **c != commit.data)
-        .map(|(c, b)| (*c, b.to_vec()))
-        .collect();
-    sections.push((cid_for_cbor(&new_bytes), new_bytes));
-    let bad = write_car(&roots, sections.iter().map(|(c, b)| (c, &b[..])));
+    let extra = vec![(cid_for_cbor(&new_bytes), new_bytes)];
+    let bad = rewrite(&car, |c, b| (*c != commit.data).then(|| b.to_vec()), extra);
     assert!(
         matches!(verify(&bad, d, &key, 42), Err(ProofError::MissingBlock(c)) if c == commit.data)
     );
