@@ -73,9 +73,3 @@ impl IdentityError {
         matches!(self, Self::Unavailable { .. })
     }
 }
-
-/// Installs the ring rustls provider as the process default (idempotent).
-/// The workspace uses one TLS provider, ring, everywhere.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}

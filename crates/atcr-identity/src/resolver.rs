@@ -1,4 +1,4 @@
-use crate::{DidDocument, IdentityError, TtlCache, install_crypto_provider};
+use crate::{DidDocument, IdentityError, TtlCache};
 use atcr_crypto::PublicKey;
 use atcr_syntax::{AtIdentifier, Did, Handle};
 use hickory_resolver::TokioResolver;
@@ -89,7 +89,6 @@ fn unavailable(subject: &str, reason: impl std::fmt::Display) -> IdentityError {
 impl IdentityResolver {
     /// Builds a resolver.
     pub fn new(config: ResolverConfig) -> Result<Self, IdentityError> {
-        install_crypto_provider();
         let plc_host = config.plc_url.host_str().unwrap_or_default().to_owned();
         match config.plc_url.scheme() {
             "https" => {}
@@ -100,11 +99,7 @@ impl IdentityResolver {
                 )));
             }
         }
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("atcr-identity/", env!("CARGO_PKG_VERSION")));
+        let mut builder = atcr_http::client_builder(config.timeout);
         for (host, addr) in &config.host_overrides {
             builder = builder.resolve(host, *addr);
         }

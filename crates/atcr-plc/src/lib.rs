@@ -63,3 +63,24 @@ pub enum PlcError {
     #[error("DID is tombstoned")]
     Tombstoned,
 }
+
+/// A PLC directory as the PDS uses it: embedded in-process or remote over
+/// HTTP, through one interface.
+pub trait PlcDirectory: Send + Sync {
+    /// Submits a signed operation for `did`.
+    fn submit<'a>(
+        &'a self,
+        did: &'a atcr_syntax::Did,
+        op: &'a Operation,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+
+    /// The DID document, `None` if unknown or tombstoned.
+    fn document<'a>(
+        &'a self,
+        did: &'a atcr_syntax::Did,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Option<serde_json::Value>, String>> + Send + 'a,
+        >,
+    >;
+}
