@@ -15,6 +15,9 @@ pub enum DirectoryError {
     /// The DID is tombstoned.
     #[error("DID not available: {0}")]
     Gone(String),
+    /// The request itself is malformed (not a did:plc, body not JSON).
+    #[error("{0}")]
+    BadRequest(String),
     /// Storage failed.
     #[error(transparent)]
     Db(#[from] DbError),
@@ -219,6 +222,23 @@ impl Directory {
 }
 
 impl atcr_plc::PlcDirectory for Directory {
+    fn last_operation<'a>(
+        &'a self,
+        did: &'a Did,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<Operation>, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            match Directory::last(self, did).await {
+                Ok(j) => Operation::from_json(&j)
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+                Err(DirectoryError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
     fn submit<'a>(
         &'a self,
         did: &'a Did,

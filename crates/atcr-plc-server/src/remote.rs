@@ -46,6 +46,32 @@ impl PlcDirectory for RemotePlc {
         })
     }
 
+    fn last_operation<'a>(
+        &'a self,
+        did: &'a Did,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<Operation>, String>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            let resp = self
+                .http
+                .get(format!("{}/log/last", self.url(did)))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            match resp.status().as_u16() {
+                200 => {
+                    let j: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+                    Operation::from_json(&j)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                }
+                404 => Ok(None),
+                s => Err(format!("PLC directory answered {s}")),
+            }
+        })
+    }
+
     fn document<'a>(
         &'a self,
         did: &'a Did,

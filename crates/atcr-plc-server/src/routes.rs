@@ -27,7 +27,9 @@ impl IntoResponse for DirectoryError {
         match &self {
             DirectoryError::NotFound(_) => message(StatusCode::NOT_FOUND, self.to_string()),
             DirectoryError::Gone(_) => message(StatusCode::GONE, self.to_string()),
-            DirectoryError::Invalid(_) => message(StatusCode::BAD_REQUEST, self.to_string()),
+            DirectoryError::Invalid(_) | DirectoryError::BadRequest(_) => {
+                message(StatusCode::BAD_REQUEST, self.to_string())
+            }
             DirectoryError::Db(e) => {
                 tracing::error!("plc directory storage: {e}");
                 message(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -36,65 +38,44 @@ impl IntoResponse for DirectoryError {
     }
 }
 
-fn parse_did(s: &str) -> Result<Did, Response> {
+fn parse_did(s: &str) -> Result<Did, DirectoryError> {
     match Did::new(s) {
         Ok(d) if d.method() == "plc" => Ok(d),
-        _ => Err(message(
-            StatusCode::BAD_REQUEST,
-            format!("not a did:plc: {s}"),
-        )),
+        _ => Err(DirectoryError::BadRequest(format!("not a did:plc: {s}"))),
     }
 }
 
-async fn document(State(dir): State<Directory>, Path(did): Path<String>) -> Response {
-    let did = match parse_did(&did) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    match dir.document(&did).await {
-        Ok(doc) => (
-            [("content-type", "application/did+ld+json")],
-            doc.to_string(),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn document(
+    State(dir): State<Directory>,
+    Path(did): Path<String>,
+) -> Result<Response, DirectoryError> {
+    let doc = dir.document(&parse_did(&did)?).await?;
+    Ok((
+        [("content-type", "application/did+ld+json")],
+        doc.to_string(),
+    )
+        .into_response())
 }
 
 async fn submit(
     State(dir): State<Directory>,
     Path(did): Path<String>,
     body: axum::body::Bytes,
-) -> Response {
-    let did = match parse_did(&did) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let json: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(j) => j,
-        Err(e) => return message(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")),
-    };
-    let op = match Operation::from_json(&json) {
-        Ok(op) => op,
-        Err(e) => return DirectoryError::Invalid(e).into_response(),
-    };
-    match dir.submit(&did, op).await {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> Result<StatusCode, DirectoryError> {
+    let did = parse_did(&did)?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| DirectoryError::BadRequest(format!("body is not JSON: {e}")))?;
+    dir.submit(&did, Operation::from_json(&json)?).await?;
+    Ok(StatusCode::OK)
 }
 
 macro_rules! json_route {
     ($name:ident, $method:ident) => {
-        async fn $name(State(dir): State<Directory>, Path(did): Path<String>) -> Response {
-            let did = match parse_did(&did) {
-                Ok(d) => d,
-                Err(r) => return r,
-            };
-            match dir.$method(&did).await {
-                Ok(v) => Json(v).into_response(),
-                Err(e) => e.into_response(),
-            }
+        async fn $name(
+            State(dir): State<Directory>,
+            Path(did): Path<String>,
+        ) -> Result<Json<impl serde::Serialize>, DirectoryError> {
+            Ok(Json(dir.$method(&parse_did(&did)?).await?))
         }
     };
 }

@@ -74,6 +74,14 @@ pub trait PlcDirectory: Send + Sync {
         op: &'a Operation,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
 
+    /// The last operation of the DID's current log, `None` if unknown.
+    fn last_operation<'a>(
+        &'a self,
+        did: &'a atcr_syntax::Did,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<Operation>, String>> + Send + 'a>,
+    >;
+
     /// The DID document, `None` if unknown or tombstoned.
     fn document<'a>(
         &'a self,

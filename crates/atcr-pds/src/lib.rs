@@ -1,0 +1,151 @@
+//! The embedded AT Protocol PDS.
+//!
+//! * Accounts: handle + password (argon2id), app passwords, a per-account
+//!   signing key (K-256 by default, P-256 selectable) and PLC rotation key, a
+//!   did:plc registered at the embedded PLC directory or an external one, and
+//!   key rotation that updates the DID document and re-signs the head commit.
+//! * Sessions: HS256 access (2 h) and refresh (90 d) tokens; refresh tokens are
+//!   stored, rotated on use and revoked by `deleteSession`.
+//! * Repositories: v3 repos in SQLite (`atcr-repo` over a block table). Each
+//!   write is one `IMMEDIATE` transaction — load head, apply, store blocks,
+//!   update the record index and head — so commits are all-or-nothing,
+//!   concurrent writes serialize with no lost update, and a crash leaves the
+//!   last committed head readable.
+//! * Blobs: content-addressed (raw CIDv1), stored per account.
+//! * [`routes::router`]: the `com.atproto.*` XRPC methods and
+//!   `/.well-known/atproto-did`, with the reference PDS's error names.
+
+mod accounts;
+mod auth;
+mod repo;
+pub mod routes;
+mod store;
+
+pub use accounts::AccountCreated;
+pub use auth::{AuthScope, Claims};
+
+use atcr_crypto::Algorithm;
+use atcr_plc::PlcDirectory;
+use atcr_sqlite::{Db, DbError};
+use atcr_syntax::TidClock;
+use atcr_xrpc::XrpcError;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// PDS settings.
+#[derive(Debug, Clone)]
+pub struct PdsConfig {
+    /// Public base URL (the `#atproto_pds` endpoint in DID documents).
+    pub public_url: Url,
+    /// The service DID (JWT audience), normally `did:web:<host>`.
+    pub service_did: String,
+    /// Domains offered for handles (`describeServer.availableUserDomains`).
+    pub handle_domains: Vec<String>,
+    /// HMAC secret for session tokens.
+    pub jwt_secret: Vec<u8>,
+    /// Admin password for account management (`Basic admin:<password>`).
+    pub admin_password: Option<String>,
+    /// Key algorithm for new accounts.
+    pub default_key_alg: Algorithm,
+    /// Largest JSON request body.
+    pub max_json_bytes: usize,
+    /// Largest blob.
+    pub max_blob_bytes: usize,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+}
+
+impl PdsConfig {
+    /// Defaults for a PDS at `public_url`.
+    pub fn new(public_url: Url, jwt_secret: Vec<u8>) -> Self {
+        let host = public_url.host_str().unwrap_or("localhost").to_owned();
+        let host = match public_url.port() {
+            Some(p) => format!("{host}%3A{p}"),
+            None => host,
+        };
+        Self {
+            service_did: format!("did:web:{host}"),
+            public_url,
+            handle_domains: vec![],
+            jwt_secret,
+            admin_password: None,
+            default_key_alg: Algorithm::K256,
+            max_json_bytes: 1_000_000,
+            max_blob_bytes: 16 * 1024 * 1024,
+            access_ttl: Duration::from_secs(2 * 3600),
+            refresh_ttl: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+/// An XRPC error from a PDS operation (storage failures are logged and
+/// reported as `InternalServerError`).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PdsError(pub XrpcError);
+
+impl From<XrpcError> for PdsError {
+    fn from(e: XrpcError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<DbError> for PdsError {
+    fn from(e: DbError) -> Self {
+        tracing::error!("pds storage: {e}");
+        Self(XrpcError::internal())
+    }
+}
+
+impl From<atcr_sqlite::rusqlite::Error> for PdsError {
+    fn from(e: atcr_sqlite::rusqlite::Error) -> Self {
+        DbError::Sqlite(e).into()
+    }
+}
+
+/// Shorthand for PDS results.
+pub type PdsResult<T> = Result<T, PdsError>;
+
+/// The PDS service.
+#[derive(Clone)]
+pub struct Pds {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: PdsConfig,
+    db: Db,
+    plc: Arc<dyn PlcDirectory>,
+    clock: TidClock,
+}
+
+impl Pds {
+    /// Opens the PDS database at `path` (created with mode 0600: it holds keys).
+    pub fn open(
+        cfg: PdsConfig,
+        path: &std::path::Path,
+        plc: Arc<dyn PlcDirectory>,
+    ) -> PdsResult<Self> {
+        let db = store::open(path)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                db,
+                plc,
+                clock: TidClock::new(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PdsConfig {
+        &self.inner.cfg
+    }
+
+    fn db(&self) -> &Db {
+        &self.inner.db
+    }
+}

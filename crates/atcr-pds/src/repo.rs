@@ -1,0 +1,494 @@
+//! Repository writes and reads, proofs, export, blobs.
+
+use crate::store::{SqlBlocks, repo_root};
+use crate::{Pds, PdsError, PdsResult};
+use atcr_data::{Value, cid_for_raw, from_cbor, json};
+use atcr_repo::{CommitData, Repo, RepoError, WriteOp};
+use atcr_sqlite::rusqlite::{self, OptionalExtension};
+use atcr_syntax::{Nsid, RecordKey, Tid};
+use atcr_xrpc::XrpcError;
+use atcr_xrpc::types::CommitMeta;
+
+/// A write request (one of an `applyWrites` batch, or a single-record call).
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Create; a TID key is generated when `rkey` is `None`.
+    Create {
+        /// Collection.
+        collection: String,
+        /// Record key.
+        rkey: Option<String>,
+        /// Record (atproto JSON).
+        record: serde_json::Value,
+    },
+    /// Create or replace, optionally only if the record is currently `swap`
+    /// (`Some(None)`: only if it does not exist).
+    Put {
+        /// Collection.
+        collection: String,
+        /// Record key.
+        rkey: String,
+        /// Record.
+        record: serde_json::Value,
+        /// Expected current CID.
+        swap: Option<Option<String>>,
+    },
+    /// Delete, optionally only if the record is currently `swap`.
+    Delete {
+        /// Collection.
+        collection: String,
+        /// Record key.
+        rkey: String,
+        /// Expected current CID.
+        swap: Option<String>,
+    },
+}
+
+/// The outcome of a write.
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    /// The new commit, `None` when nothing changed (delete of an absent record).
+    pub commit: Option<CommitMeta>,
+    /// Per write: the record URI and new CID (`None` for deletes).
+    pub results: Vec<(String, Option<String>)>,
+}
+
+fn invalid(m: impl Into<String>) -> PdsError {
+    PdsError(XrpcError::invalid(m))
+}
+
+fn swap_error(m: impl Into<String>) -> PdsError {
+    PdsError(XrpcError::new(400, "InvalidSwap", m))
+}
+
+/// Persists a commit's blocks and record-index changes (the caller updates the head).
+pub(crate) fn store_commit(
+    tx: &rusqlite::Transaction<'_>,
+    did: &str,
+    data: &CommitData,
+) -> rusqlite::Result<()> {
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT OR IGNORE INTO repo_block (did, cid, bytes) VALUES (?1, ?2, ?3)",
+        )?;
+        for (cid, bytes) in data.new_blocks.iter() {
+            ins.execute((did, cid.to_string(), &bytes[..]))?;
+        }
+    }
+    for op in &data.ops {
+        let (collection, rkey) = op.path.split_once('/').unwrap_or((&op.path, ""));
+        match op.cid {
+            Some(cid) => tx.execute(
+                "INSERT OR REPLACE INTO record (did, collection, rkey, cid) VALUES (?1, ?2, ?3, ?4)",
+                (did, collection, rkey, cid.to_string()),
+            )?,
+            None => tx.execute("DELETE FROM record WHERE did = ?1 AND collection = ?2 AND rkey = ?3", (did, collection, rkey))?,
+        };
+    }
+    Ok(())
+}
+
+fn current_cid(
+    tx: &rusqlite::Connection,
+    did: &str,
+    collection: &str,
+    rkey: &str,
+) -> rusqlite::Result<Option<String>> {
+    tx.query_row(
+        "SELECT cid FROM record WHERE did = ?1 AND collection = ?2 AND rkey = ?3",
+        (did, collection, rkey),
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+fn parse_record(collection: &Nsid, record: &serde_json::Value) -> PdsResult<Value> {
+    let mut record = record.clone();
+    match record.as_object_mut() {
+        Some(obj) => {
+            obj.entry("$type")
+                .or_insert_with(|| collection.as_str().into());
+        }
+        None => return Err(invalid("Record must be an object")),
+    }
+    let value =
+        json::from_json_object(&record).map_err(|e| invalid(format!("Invalid record: {e}")))?;
+    match value.get("$type").and_then(Value::as_str) {
+        Some(t) if t == collection.as_str() => Ok(value),
+        _ => Err(invalid(format!("Invalid $type: expected {collection}"))),
+    }
+}
+
+fn map_repo_error(e: RepoError) -> PdsError {
+    match e {
+        RepoError::AlreadyExists(p) => invalid(format!("Record already exists: {p}")),
+        RepoError::NotFound(p) => invalid(format!("Could not find record: {p}")),
+        RepoError::InvalidRecord { path, reason } => {
+            invalid(format!("Invalid record {path}: {reason}"))
+        }
+        other => {
+            tracing::error!("repository write: {other}");
+            PdsError(XrpcError::internal())
+        }
+    }
+}
+
+impl Pds {
+    /// Applies writes to `did`'s repository as one signed commit.
+    pub async fn write(
+        &self,
+        did: &str,
+        writes: Vec<Write>,
+        swap_commit: Option<String>,
+    ) -> PdsResult<WriteResult> {
+        if writes.is_empty() || writes.len() > 200 {
+            return Err(invalid("a commit takes 1 to 200 writes"));
+        }
+        let this = self.clone();
+        let did = did.to_owned();
+        self.db()
+            .write(move |tx| {
+                let (head, rev) = repo_root(tx, &did)?.ok_or_else(|| {
+                    PdsError(XrpcError::new(
+                        400,
+                        "RepoNotFound",
+                        format!("Could not find repo: {did}"),
+                    ))
+                })?;
+                if let Some(expected) = &swap_commit
+                    && *expected != head
+                {
+                    return Err(swap_error(format!("Commit was at {head}")));
+                }
+                let mut ops = Vec::with_capacity(writes.len());
+                let mut uris = Vec::with_capacity(writes.len());
+                let mut deletes_of_absent = 0;
+                for w in &writes {
+                    let (collection, rkey) = match w {
+                        Write::Create {
+                            collection, rkey, ..
+                        } => (collection, rkey.clone()),
+                        Write::Put {
+                            collection, rkey, ..
+                        }
+                        | Write::Delete {
+                            collection, rkey, ..
+                        } => (collection, Some(rkey.clone())),
+                    };
+                    let collection = Nsid::new(collection.as_str())
+                        .map_err(|e| invalid(format!("Invalid collection: {e}")))?;
+                    let rkey = match rkey {
+                        Some(r) => RecordKey::new(r)
+                            .map_err(|e| invalid(format!("Invalid record key: {e}")))?,
+                        None => RecordKey::new(this.inner.clock.next().into_string())
+                            .map_err(|_| XrpcError::internal())?,
+                    };
+                    uris.push(format!("at://{did}/{collection}/{rkey}"));
+                    let current = current_cid(tx, &did, collection.as_str(), rkey.as_str())?;
+                    match w {
+                        Write::Create { record, .. } => {
+                            let record = parse_record(&collection, record)?;
+                            ops.push(WriteOp::Create {
+                                collection,
+                                rkey,
+                                record,
+                            });
+                        }
+                        Write::Put { record, swap, .. } => {
+                            if let Some(expected) = swap
+                                && *expected != current
+                            {
+                                return Err(swap_error(format!(
+                                    "Record was at {}",
+                                    current.as_deref().unwrap_or("null")
+                                )));
+                            }
+                            let record = parse_record(&collection, record)?;
+                            ops.push(WriteOp::Put {
+                                collection,
+                                rkey,
+                                record,
+                            });
+                        }
+                        Write::Delete { swap, .. } => {
+                            if let Some(expected) = swap
+                                && Some(expected) != current.as_ref()
+                            {
+                                return Err(swap_error(format!(
+                                    "Record was at {}",
+                                    current.as_deref().unwrap_or("null")
+                                )));
+                            }
+                            if current.is_none() && writes.len() == 1 {
+                                // deleteRecord of an absent record is a no-op, as in the reference PDS.
+                                deletes_of_absent += 1;
+                                continue;
+                            }
+                            ops.push(WriteOp::Delete { collection, rkey });
+                        }
+                    }
+                }
+                if deletes_of_absent > 0 {
+                    return Ok(WriteResult {
+                        commit: None,
+                        results: vec![(uris[0].clone(), None)],
+                    });
+                }
+                let key = Pds::signing_key(tx, &did)?;
+                this.inner
+                    .clock
+                    .observe(&Tid::new(rev).map_err(|_| XrpcError::internal())?);
+                let head = atcr_data::parse_cid(&head).map_err(|_| XrpcError::internal())?;
+                let blocks = SqlBlocks {
+                    conn: tx,
+                    did: &did,
+                };
+                let mut repo = Repo::load(&head, &blocks).map_err(map_repo_error)?;
+                let data = repo
+                    .apply_writes(&ops, &key, this.inner.clock.next(), &blocks)
+                    .map_err(map_repo_error)?;
+                store_commit(tx, &did, &data)?;
+                tx.execute(
+                    "UPDATE repo_root SET cid = ?2, rev = ?3 WHERE did = ?1",
+                    (&did, data.commit_cid.to_string(), data.commit.rev.as_str()),
+                )?;
+                let results = uris
+                    .into_iter()
+                    .zip(data.ops.iter())
+                    .map(|(u, op)| (u, op.cid.map(|c| c.to_string())))
+                    .collect();
+                Ok(WriteResult {
+                    commit: Some(CommitMeta {
+                        cid: data.commit_cid.to_string(),
+                        rev: data.commit.rev.to_string(),
+                    }),
+                    results,
+                })
+            })
+            .await
+    }
+
+    /// A record's CID and content (atproto JSON).
+    pub async fn get_record(
+        &self,
+        did: &str,
+        collection: &str,
+        rkey: &str,
+    ) -> PdsResult<Option<(String, serde_json::Value)>> {
+        let (d, c, r) = (did.to_owned(), collection.to_owned(), rkey.to_owned());
+        self.db()
+            .read(move |conn| {
+                let Some(cid) = current_cid(conn, &d, &c, &r)? else {
+                    return Ok(None);
+                };
+                let bytes: Vec<u8> = conn.query_row(
+                    "SELECT bytes FROM repo_block WHERE did = ?1 AND cid = ?2",
+                    (&d, &cid),
+                    |row| row.get(0),
+                )?;
+                let value = from_cbor(&bytes).map_err(|_| XrpcError::internal())?;
+                Ok(Some((cid, json::to_json(&value))))
+            })
+            .await
+    }
+
+    /// Records of a collection by record key, newest first unless `reverse`.
+    pub async fn list_records(
+        &self,
+        did: &str,
+        collection: &str,
+        limit: usize,
+        cursor: Option<String>,
+        reverse: bool,
+    ) -> PdsResult<(Vec<(String, String, serde_json::Value)>, Option<String>)> {
+        let (d, c) = (did.to_owned(), collection.to_owned());
+        let limit = limit.clamp(1, 100);
+        self.db()
+            .read(move |conn| {
+                let sql = if reverse {
+                    "SELECT r.rkey, r.cid, b.bytes FROM record r JOIN repo_block b ON b.did = r.did AND b.cid = r.cid
+                     WHERE r.did = ?1 AND r.collection = ?2 AND r.rkey > ?3 ORDER BY r.rkey ASC LIMIT ?4"
+                } else {
+                    "SELECT r.rkey, r.cid, b.bytes FROM record r JOIN repo_block b ON b.did = r.did AND b.cid = r.cid
+                     WHERE r.did = ?1 AND r.collection = ?2 AND r.rkey < ?3 ORDER BY r.rkey DESC LIMIT ?4"
+                };
+                let start = cursor.unwrap_or_else(|| if reverse { String::new() } else { "\u{10FFFF}".into() });
+                let mut stmt = conn.prepare(sql)?;
+                let rows = stmt.query_map((&d, &c, &start, limit as i64), |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?))
+                })?;
+                let mut out = vec![];
+                for row in rows {
+                    let (rkey, cid, bytes) = row?;
+                    let value = from_cbor(&bytes).map_err(|_| XrpcError::internal())?;
+                    out.push((rkey, cid, json::to_json(&value)));
+                }
+                let next = (out.len() == limit).then(|| out.last().map(|x| x.0.clone())).flatten();
+                Ok::<_, PdsError>((out, next))
+            })
+            .await
+    }
+
+    /// The collections present in a repository.
+    pub async fn collections(&self, did: &str) -> PdsResult<Vec<String>> {
+        let d = did.to_owned();
+        self.db()
+            .read(move |c| {
+                let mut s = c.prepare(
+                    "SELECT DISTINCT collection FROM record WHERE did = ?1 ORDER BY collection",
+                )?;
+                let rows = s.query_map([&d], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(PdsError::from)
+            })
+            .await
+    }
+
+    fn load_repo(conn: &rusqlite::Connection, did: &str) -> PdsResult<Repo> {
+        let (head, _) = repo_root(conn, did)?.ok_or_else(|| {
+            PdsError(XrpcError::new(
+                400,
+                "RepoNotFound",
+                format!("Could not find repo for DID: {did}"),
+            ))
+        })?;
+        let head = atcr_data::parse_cid(&head).map_err(|_| XrpcError::internal())?;
+        Repo::load(&head, &SqlBlocks { conn, did }).map_err(map_repo_error)
+    }
+
+    /// The `sync.getRecord` proof CAR (for a record or its absence).
+    pub async fn record_proof(
+        &self,
+        did: &str,
+        collection: &str,
+        rkey: &str,
+    ) -> PdsResult<Vec<u8>> {
+        let collection =
+            Nsid::new(collection).map_err(|e| invalid(format!("Invalid collection: {e}")))?;
+        let rkey = RecordKey::new(rkey).map_err(|e| invalid(format!("Invalid record key: {e}")))?;
+        let d = did.to_owned();
+        self.db()
+            .read(move |conn| {
+                let tx = conn.transaction()?;
+                let repo = Pds::load_repo(&tx, &d)?;
+                repo.record_proof(&collection, &rkey, &SqlBlocks { conn: &tx, did: &d })
+                    .map_err(|e| {
+                        tracing::error!("proof for {d}: {e}");
+                        PdsError(XrpcError::internal())
+                    })
+            })
+            .await
+    }
+
+    /// The whole repository as a CAR (`sync.getRepo`).
+    pub async fn export_repo(&self, did: &str) -> PdsResult<Vec<u8>> {
+        let d = did.to_owned();
+        self.db()
+            .read(move |conn| {
+                let tx = conn.transaction()?;
+                let repo = Pds::load_repo(&tx, &d)?;
+                repo.export_car(&SqlBlocks { conn: &tx, did: &d }, Vec::new())
+                    .map_err(map_repo_error)
+            })
+            .await
+    }
+
+    /// The head commit.
+    pub async fn latest_commit(&self, did: &str) -> PdsResult<CommitMeta> {
+        let d = did.to_owned();
+        let (cid, rev) = self
+            .db()
+            .read(move |c| repo_root(c, &d).map_err(PdsError::from))
+            .await?
+            .ok_or_else(|| {
+                PdsError(XrpcError::new(
+                    400,
+                    "RepoNotFound",
+                    format!("Could not find root for DID: {did}"),
+                ))
+            })?;
+        Ok(CommitMeta { cid, rev })
+    }
+
+    /// Every hosted repository: `(did, head, rev)`.
+    pub async fn list_repos(
+        &self,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> PdsResult<Vec<(String, String, String)>> {
+        let limit = limit.clamp(1, 1000) as i64;
+        self.db()
+            .read(move |c| {
+                let mut s = c.prepare(
+                    "SELECT did, cid, rev FROM repo_root WHERE did > ?1 ORDER BY did LIMIT ?2",
+                )?;
+                let rows = s.query_map((cursor.unwrap_or_default(), limit), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(PdsError::from)
+            })
+            .await
+    }
+
+    /// Stores a blob, returning its blob reference.
+    pub async fn put_blob(
+        &self,
+        did: &str,
+        bytes: Vec<u8>,
+        mime: &str,
+    ) -> PdsResult<serde_json::Value> {
+        let cid = cid_for_raw(&bytes).to_string();
+        let size = bytes.len() as i64;
+        let (d, m, c) = (did.to_owned(), mime.to_owned(), cid.clone());
+        self.db()
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT OR IGNORE INTO blob (did, cid, mime_type, size, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    (&d, &c, &m, size, &bytes, atcr_syntax::Datetime::now().as_str()),
+                )?;
+                Ok::<_, PdsError>(())
+            })
+            .await?;
+        Ok(
+            serde_json::json!({"$type": "blob", "ref": {"$link": cid}, "mimeType": mime, "size": size}),
+        )
+    }
+
+    /// A blob's bytes and MIME type.
+    pub async fn get_blob(&self, did: &str, cid: &str) -> PdsResult<Option<(Vec<u8>, String)>> {
+        let (d, c) = (did.to_owned(), cid.to_owned());
+        self.db()
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT bytes, mime_type FROM blob WHERE did = ?1 AND cid = ?2",
+                    (&d, &c),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(PdsError::from)
+            })
+            .await
+    }
+
+    /// Blob CIDs of an account, in CID order after `cursor`.
+    pub async fn list_blobs(
+        &self,
+        did: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> PdsResult<Vec<String>> {
+        let d = did.to_owned();
+        let limit = limit.clamp(1, 1000) as i64;
+        self.db()
+            .read(move |c| {
+                let mut s = c.prepare(
+                    "SELECT cid FROM blob WHERE did = ?1 AND cid > ?2 ORDER BY cid LIMIT ?3",
+                )?;
+                let rows = s.query_map((&d, cursor.unwrap_or_default(), limit), |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<String>>>()
+                    .map_err(PdsError::from)
+            })
+            .await
+    }
+}
