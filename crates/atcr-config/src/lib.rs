@@ -1,0 +1,286 @@
+//! ATCR configuration.
+//!
+//! One typed [`Config`], read from a TOML file (optional) and then from
+//! `ATCR_<SECTION>_<KEY>` environment variables, which override the file.
+//! Unknown keys and bad values are errors that name the file, line and key.
+//! [`commented_default`] is what `atcr config init` prints.
+
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use url::Url;
+
+/// Configuration errors, each naming where the bad value came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The file is not valid TOML or has unknown keys / wrong types.
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line of the problem.
+        line: usize,
+        /// The parser's message (names the key).
+        reason: String,
+    },
+    /// An environment variable has a bad value.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value is well-typed but not acceptable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key (`section.key`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: String,
+    /// Public base URL (default: `http://<listen>`).
+    pub public_url: Option<String>,
+    /// Data directory (SQLite databases, blobs).
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5000".into(),
+            public_url: None,
+            data_dir: PathBuf::from("atcr-data"),
+        }
+    }
+}
+
+/// `[pds]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PdsSection {
+    /// Run the embedded PDS.
+    pub enabled: bool,
+    /// Admin password for account management (unset: admin endpoints off).
+    pub admin_password: Option<String>,
+    /// Domains offered for handles.
+    pub handle_domains: Vec<String>,
+    /// Key algorithm for new accounts: `k256` or `p256`.
+    pub key_alg: String,
+    /// Largest blob (bytes).
+    pub max_blob_bytes: usize,
+}
+
+impl Default for PdsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            admin_password: None,
+            handle_domains: vec![],
+            key_alg: "k256".into(),
+            max_blob_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[plc]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlcSection {
+    /// Run the embedded PLC directory and register new DIDs there.
+    pub embedded: bool,
+    /// Path prefix of the embedded directory.
+    pub prefix: String,
+    /// External directory used when `embedded = false`.
+    pub url: String,
+}
+
+impl Default for PlcSection {
+    fn default() -> Self {
+        Self {
+            embedded: true,
+            prefix: "/plc".into(),
+            url: "https://plc.directory".into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening and storage.
+    pub server: ServerConfig,
+    /// The embedded PDS.
+    pub pds: PdsSection,
+    /// The PLC directory.
+    pub plc: PlcSection,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+impl Config {
+    /// Loads `path` (if given), applies `ATCR_*` variables from `env`, validates.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                    path: p.display().to_string(),
+                    line: e.span().map_or(1, |s| line_of(&text, s.start)),
+                    reason: e.message().to_owned(),
+                })?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        for (var, value) in env {
+            let Some(key) = var.strip_prefix("ATCR_") else {
+                continue;
+            };
+            let bad = |reason: &str| ConfigError::Env {
+                var: var.clone(),
+                reason: reason.to_owned(),
+            };
+            let parse_bool = |v: &str| match v {
+                "1" | "true" | "yes" => Ok(true),
+                "0" | "false" | "no" => Ok(false),
+                _ => Err(bad("expected true or false")),
+            };
+            let list = |v: &str| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            match key {
+                "SERVER_LISTEN" => self.server.listen = value.clone(),
+                "SERVER_PUBLIC_URL" => self.server.public_url = Some(value.clone()),
+                "SERVER_DATA_DIR" => self.server.data_dir = PathBuf::from(value),
+                "PDS_ENABLED" => self.pds.enabled = parse_bool(value)?,
+                "PDS_ADMIN_PASSWORD" => self.pds.admin_password = Some(value.clone()),
+                "PDS_HANDLE_DOMAINS" => self.pds.handle_domains = list(value),
+                "PDS_KEY_ALG" => self.pds.key_alg = value.clone(),
+                "PDS_MAX_BLOB_BYTES" => {
+                    self.pds.max_blob_bytes =
+                        value.parse().map_err(|_| bad("expected a byte count"))?
+                }
+                "PLC_EMBEDDED" => self.plc.embedded = parse_bool(value)?,
+                "PLC_PREFIX" => self.plc.prefix = value.clone(),
+                "PLC_URL" => self.plc.url = value.clone(),
+                // Variables that configure the process, not this file.
+                "CONFIG" | "LOG" => {}
+                _ => return Err(bad("unknown setting (see `atcr config init`)")),
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.into(),
+            reason,
+        };
+        self.server
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                invalid(
+                    "server.listen",
+                    format!("{:?} is not host:port ({e})", self.server.listen),
+                )
+            })?;
+        self.public_url()?;
+        if !matches!(self.pds.key_alg.as_str(), "k256" | "p256") {
+            return Err(invalid(
+                "pds.key_alg",
+                format!("{:?}: expected k256 or p256", self.pds.key_alg),
+            ));
+        }
+        if !self.plc.prefix.starts_with('/')
+            || self.plc.prefix.len() < 2
+            || self.plc.prefix.ends_with('/')
+        {
+            return Err(invalid(
+                "plc.prefix",
+                format!("{:?}: expected a path like /plc", self.plc.prefix),
+            ));
+        }
+        Url::parse(&self.plc.url).map_err(|e| invalid("plc.url", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The public base URL.
+    pub fn public_url(&self) -> Result<Url, ConfigError> {
+        let s = self
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.server.listen));
+        let url = Url::parse(&s).map_err(|e| ConfigError::Invalid {
+            key: "server.public_url".into(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "server.public_url".into(),
+                reason: "must be an http(s) URL".into(),
+            });
+        }
+        Ok(url)
+    }
+
+    /// The PLC directory URL new DIDs are registered at and resolved from.
+    pub fn plc_url(&self) -> Result<Url, ConfigError> {
+        if self.plc.embedded {
+            let base = self.public_url()?;
+            Ok(Url::parse(&format!(
+                "{}{}",
+                base.as_str().trim_end_matches('/'),
+                self.plc.prefix
+            ))
+            .expect("validated parts"))
+        } else {
+            Url::parse(&self.plc.url).map_err(|e| ConfigError::Invalid {
+                key: "plc.url".into(),
+                reason: e.to_string(),
+            })
+        }
+    }
+}
+
+/// The fully commented default configuration (`atcr config init`).
+pub fn commented_default() -> &'static str {
+    include_str!("../default.toml")
+}

@@ -1,0 +1,173 @@
+//! Assembles ATCR's services from a [`Config`].
+//!
+//! * The data directory (mode 0700) holds `pds.sqlite` (mode 0600: private
+//!   keys), `plc.sqlite` and `secret` (the session-token key, generated once).
+//! * [`Services::open`] opens the embedded PLC directory (when configured) and
+//!   the PDS, which registers DIDs at the embedded directory or at the
+//!   configured external one.
+//! * [`Services::router`] mounts `/xrpc/*`, `/.well-known/atproto-did` and the
+//!   directory under its prefix; [`serve`] runs it until shutdown.
+
+use atcr_config::Config;
+use atcr_pds::{Pds, PdsConfig};
+use atcr_plc::PlcDirectory;
+use atcr_plc_server::{Directory, RemotePlc};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Start-up errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] atcr_config::ConfigError),
+    /// The data directory or a file in it.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The path.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A service failed to open.
+    #[error("{0}")]
+    Service(String),
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> ServerError {
+    ServerError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Creates the data directory with owner-only permissions.
+pub fn prepare_data_dir(dir: &Path) -> Result<PathBuf, ServerError> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io(dir, e))?;
+    }
+    dir.canonicalize().map_err(|e| io(dir, e))
+}
+
+/// Reads the session-token secret, creating it (atomically, mode 0600) on first start.
+fn secret(dir: &Path) -> Result<Vec<u8>, ServerError> {
+    let path = dir.join("secret");
+    if let Ok(s) = std::fs::read(&path) {
+        if s.len() >= 32 {
+            return Ok(s);
+        }
+        return Err(io(&path, "secret file is shorter than 32 bytes"));
+    }
+    use rand::RngCore;
+    let mut s = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut s);
+    let tmp = dir.join("secret.tmp");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).map_err(|e| io(&tmp, e))?;
+        f.write_all(&s)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io(&tmp, e))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    Ok(s)
+}
+
+/// The running services.
+#[derive(Clone)]
+pub struct Services {
+    /// The configuration.
+    pub config: Config,
+    /// The embedded PDS, if enabled.
+    pub pds: Option<Pds>,
+    /// The embedded PLC directory, if enabled.
+    pub plc: Option<Directory>,
+}
+
+impl Services {
+    /// Opens every configured service over the data directory.
+    pub fn open(config: Config) -> Result<Self, ServerError> {
+        let dir = prepare_data_dir(&config.server.data_dir)?;
+        let plc = if config.plc.embedded {
+            Some(
+                Directory::open(&dir.join("plc.sqlite"))
+                    .map_err(|e| ServerError::Service(format!("PLC directory: {e}")))?,
+            )
+        } else {
+            None
+        };
+        let pds = if config.pds.enabled {
+            let mut pc = PdsConfig::new(config.public_url()?, secret(&dir)?);
+            pc.admin_password = config.pds.admin_password.clone();
+            pc.handle_domains = config.pds.handle_domains.clone();
+            pc.default_key_alg = config
+                .pds
+                .key_alg
+                .parse()
+                .map_err(|e| ServerError::Service(format!("pds.key_alg: {e}")))?;
+            pc.max_blob_bytes = config.pds.max_blob_bytes;
+            let directory: Arc<dyn PlcDirectory> = match &plc {
+                Some(d) => Arc::new(d.clone()),
+                None => Arc::new(RemotePlc::new(
+                    config.plc_url()?,
+                    atcr_http::client(Duration::from_secs(15)),
+                )),
+            };
+            Some(
+                Pds::open(pc, &dir.join("pds.sqlite"), directory)
+                    .map_err(|e| ServerError::Service(format!("PDS: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self { config, pds, plc })
+    }
+
+    /// The HTTP routes of every enabled service.
+    pub fn router(&self) -> axum::Router {
+        let mut app = axum::Router::new().route("/_health", axum::routing::get(|| async { "ok" }));
+        if let Some(pds) = &self.pds {
+            app = app.merge(atcr_pds::routes::router(pds.clone()));
+        }
+        if let Some(plc) = &self.plc {
+            app = app.nest(
+                &self.config.plc.prefix,
+                atcr_plc_server::router(plc.clone()),
+            );
+        }
+        app
+    }
+}
+
+/// Serves on the configured address until `shutdown` completes.
+pub async fn serve(
+    services: Services,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = services.config.server.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| ServerError::Service(format!("cannot listen on {addr}: {e}")))?;
+    serve_on(listener, services, shutdown).await
+}
+
+/// Serves on an already bound listener.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    services: Services,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    axum::serve(listener, services.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| ServerError::Service(format!("server: {e}")))
+}

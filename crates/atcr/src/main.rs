@@ -1,0 +1,179 @@
+//! `atcr`: runs the registry server and administers it.
+
+use anyhow::{Context, Result, bail};
+use atcr_config::Config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "atcr",
+    version,
+    about = "ATCR: an OCI registry on the AT Protocol"
+)]
+struct Cli {
+    /// Configuration file (TOML); ATCR_* environment variables override it.
+    #[arg(long, global = true, env = "ATCR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded PDS and PLC directory by default).
+    Serve,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage accounts of the embedded PDS.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a fully commented default configuration.
+    Init,
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account; prints its DID (and the generated password, if none was given).
+    Create {
+        /// The handle, e.g. alice.example.com.
+        #[arg(long)]
+        handle: String,
+        /// The password (generated when omitted).
+        #[arg(long, env = "ATCR_ACCOUNT_PASSWORD")]
+        password: Option<String>,
+        /// Signing key algorithm: k256 or p256 (default: pds.key_alg).
+        #[arg(long)]
+        key_alg: Option<String>,
+    },
+    /// Rotate an account's signing key (updates the DID document, re-signs the head commit).
+    RotateKey {
+        /// The account's handle or DID.
+        #[arg(long)]
+        handle: String,
+        /// Algorithm of the new key (default: the current one).
+        #[arg(long)]
+        key_alg: Option<String>,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    Ok(Config::load(path.map(PathBuf::as_path), &env)?)
+}
+
+fn parse_alg(s: Option<&str>) -> Result<Option<atcr_crypto::Algorithm>> {
+    s.map(|a| {
+        a.parse()
+            .with_context(|| format!("--key-alg {a:?}: expected k256 or p256"))
+    })
+    .transpose()
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Init,
+        } => {
+            print!("{}", atcr_config::commented_default());
+        }
+        Command::Serve => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let url = cfg.public_url()?;
+            let services = atcr_server::Services::open(cfg.clone())?;
+            let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+            eprintln!(
+                "atcr listening on {} (public URL {url})",
+                listener.local_addr()?
+            );
+            eprintln!("data directory: {}", cfg.server.data_dir.display());
+            if services.plc.is_some() {
+                eprintln!("embedded PLC directory: {}", cfg.plc_url()?);
+            }
+            eprintln!("create an account:  atcr account create --handle alice.example.com");
+            eprintln!("then log in:        docker login {}", url.authority());
+            atcr_server::serve_on(listener, services, shutdown_signal()).await?;
+        }
+        Command::Account { command } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let services = atcr_server::Services::open(cfg)?;
+            let Some(pds) = services.pds else {
+                bail!("the embedded PDS is disabled (pds.enabled = false)")
+            };
+            match command {
+                AccountCommand::Create {
+                    handle,
+                    password,
+                    key_alg,
+                } => {
+                    let generated = password.is_none();
+                    let created = pds
+                        .create_account(&handle, password, parse_alg(key_alg.as_deref())?)
+                        .await?;
+                    println!("{}", created.did);
+                    if generated {
+                        eprintln!("handle: {}  password: {}", created.handle, created.password);
+                    }
+                }
+                AccountCommand::RotateKey { handle, key_alg } => {
+                    let did = pds.lookup_did(&handle).await?;
+                    let key = pds.rotate_key(&did, parse_alg(key_alg.as_deref())?).await?;
+                    println!("{did} now signs with {key}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATCR_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
