@@ -529,6 +529,18 @@ async fn app_passwords_refresh_logout_and_expiry() {
     // Access tokens expire; the client refreshes transparently.
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let old = c.session().unwrap();
+    // Presented as is, the expired access token gets ExpiredToken.
+    let raw = atcr_http::client(Duration::from_secs(5))
+        .get(format!("{}/xrpc/com.atproto.server.getSession", s.url))
+        .bearer_auth(&old.access_jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 400);
+    assert_eq!(
+        raw.json::<serde_json::Value>().await.unwrap()["error"],
+        "ExpiredToken"
+    );
     c.get_session().await.unwrap();
     assert_ne!(
         c.session().unwrap().refresh_jwt,

@@ -204,3 +204,80 @@ async fn kill_9_mid_burst_keeps_exactly_the_committed_writes() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_account_commands_and_config_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    // config init prints a configuration that parses.
+    let out = atcr(&data, port).args(["config", "init"]).output().unwrap();
+    assert!(out.status.success());
+    let cfg_path = tmp.path().join("atcr.toml");
+    std::fs::write(&cfg_path, &out.stdout).unwrap();
+    let env = [(
+        "ATCR_SERVER_DATA_DIR".to_owned(),
+        data.display().to_string(),
+    )]
+    .into();
+    atcr_config::Config::load(Some(&cfg_path), &env).unwrap();
+    // create (P-256), then rotate to K-256.
+    let out = atcr(&data, port)
+        .args([
+            "account",
+            "create",
+            "--handle",
+            "cli.test",
+            "--key-alg",
+            "p256",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(did.starts_with("did:plc:"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password: "),
+        "a generated password is shown"
+    );
+    let out = atcr(&data, port)
+        .args([
+            "account",
+            "rotate-key",
+            "--handle",
+            "cli.test",
+            "--key-alg",
+            "k256",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.starts_with(&did) && line.contains("did:key:zQ3s"),
+        "{line}"
+    );
+    // Usage errors exit 2 with a one-line message.
+    let out = atcr(&data, port)
+        .args(["account", "create", "--handle", "x", "--key-alg", "rsa"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("key-alg") && err.lines().count() == 1, "{err}");
+    let out = atcr(&data, port)
+        .env("ATCR_PDS_KEY_ALG", "rsa")
+        .args(["serve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pds.key_alg"));
+}
