@@ -4,13 +4,12 @@ use crate::auth::{hash_password, random_token, verify_password};
 use crate::store::{SqlBlocks, repo_root};
 use crate::{Pds, PdsError, PdsResult};
 use atcr_crypto::{Algorithm, Keypair};
-use atcr_plc::{Operation, PlcOp, PlcService, did_for_genesis};
+use atcr_plc::{Operation, did_for_genesis};
 use atcr_repo::Repo;
 use atcr_sqlite::rusqlite::{self, OptionalExtension};
 use atcr_syntax::{Datetime, Did, Handle};
 use atcr_xrpc::XrpcError;
 use atcr_xrpc::types::{AppPassword, SessionOutput};
-use std::collections::BTreeMap;
 
 /// A newly created account.
 #[derive(Debug, Clone)]
@@ -46,29 +45,14 @@ impl Pds {
         handle: &str,
         prev: Option<String>,
     ) -> Operation {
-        Operation::Op(PlcOp {
-            rotation_keys: vec![rotation.public_key().to_did_key()],
-            verification_methods: BTreeMap::from([(
-                "atproto".to_owned(),
-                signing.public_key().to_did_key(),
-            )]),
-            also_known_as: vec![format!("at://{handle}")],
-            services: BTreeMap::from([(
-                "atproto_pds".to_owned(),
-                PlcService {
-                    kind: "AtprotoPersonalDataServer".into(),
-                    endpoint: self
-                        .inner
-                        .cfg
-                        .public_url
-                        .as_str()
-                        .trim_end_matches('/')
-                        .to_owned(),
-                },
-            )]),
+        let endpoint = self.inner.cfg.public_url.as_str().trim_end_matches('/');
+        Operation::atproto(
+            &[&rotation.public_key()],
+            &signing.public_key(),
+            handle,
+            endpoint,
             prev,
-            sig: String::new(),
-        })
+        )
         .sign(rotation)
     }
 

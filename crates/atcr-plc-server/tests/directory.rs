@@ -2,28 +2,17 @@
 //! read route, persistence across a reopen, and the error statuses.
 
 use atcr_crypto::{Algorithm, Keypair};
-use atcr_plc::{Operation, PlcDirectory, PlcOp, PlcService, Tombstone, audit_log, did_for_genesis};
+use atcr_plc::{Operation, PlcDirectory, Tombstone, audit_log, did_for_genesis};
 use atcr_plc_server::{Directory, RemotePlc, router};
-use std::collections::BTreeMap;
 
 fn op(rot: &Keypair, signing: &Keypair, handle: &str, prev: Option<String>) -> Operation {
-    Operation::Op(PlcOp {
-        rotation_keys: vec![rot.public_key().to_did_key()],
-        verification_methods: BTreeMap::from([(
-            "atproto".to_owned(),
-            signing.public_key().to_did_key(),
-        )]),
-        also_known_as: vec![format!("at://{handle}")],
-        services: BTreeMap::from([(
-            "atproto_pds".to_owned(),
-            PlcService {
-                kind: "AtprotoPersonalDataServer".into(),
-                endpoint: "http://127.0.0.1:1".into(),
-            },
-        )]),
+    Operation::atproto(
+        &[&rot.public_key()],
+        &signing.public_key(),
+        handle,
+        "http://127.0.0.1:1",
         prev,
-        sig: String::new(),
-    })
+    )
     .sign(rot)
 }
 

@@ -108,6 +108,34 @@ pub(crate) fn parse_key(k: &str) -> Result<PublicKey, PlcError> {
 }
 
 impl Operation {
+    /// An unsigned `plc_operation` for an atproto account: the rotation keys,
+    /// the `#atproto` signing key, the handle and the `#atproto_pds` endpoint.
+    pub fn atproto(
+        rotation_keys: &[&PublicKey],
+        signing_key: &PublicKey,
+        handle: &str,
+        pds_endpoint: &str,
+        prev: Option<String>,
+    ) -> Self {
+        Self::Op(PlcOp {
+            rotation_keys: rotation_keys.iter().map(|k| k.to_did_key()).collect(),
+            verification_methods: BTreeMap::from([(
+                "atproto".to_owned(),
+                signing_key.to_did_key(),
+            )]),
+            also_known_as: vec![format!("at://{handle}")],
+            services: BTreeMap::from([(
+                "atproto_pds".to_owned(),
+                PlcService {
+                    kind: "AtprotoPersonalDataServer".into(),
+                    endpoint: pds_endpoint.to_owned(),
+                },
+            )]),
+            prev,
+            sig: String::new(),
+        })
+    }
+
     /// Parses an operation from JSON, strictly.
     pub fn from_json(json: &serde_json::Value) -> Result<Self, PlcError> {
         let obj = json

@@ -4,31 +4,19 @@
 use atcr_crypto::{Algorithm, Keypair};
 use atcr_plc::*;
 use atcr_syntax::Did;
-use std::collections::BTreeMap;
 
 const HOUR: i64 = 3600 * 1000;
 
 fn op(rotation: &[&Keypair], signing: &Keypair, handle: &str, prev: Option<String>) -> Operation {
-    Operation::Op(PlcOp {
-        rotation_keys: rotation
-            .iter()
-            .map(|k| k.public_key().to_did_key())
-            .collect(),
-        verification_methods: BTreeMap::from([(
-            "atproto".to_owned(),
-            signing.public_key().to_did_key(),
-        )]),
-        also_known_as: vec![format!("at://{handle}")],
-        services: BTreeMap::from([(
-            "atproto_pds".to_owned(),
-            PlcService {
-                kind: "AtprotoPersonalDataServer".into(),
-                endpoint: "https://pds.example.com".into(),
-            },
-        )]),
+    let keys: Vec<_> = rotation.iter().map(|k| k.public_key()).collect();
+    let refs: Vec<_> = keys.iter().collect();
+    Operation::atproto(
+        &refs,
+        &signing.public_key(),
+        handle,
+        "https://pds.example.com",
         prev,
-        sig: String::new(),
-    })
+    )
 }
 
 #[derive(Clone)]

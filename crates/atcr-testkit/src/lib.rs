@@ -76,3 +76,12 @@ pub fn check_lists(valid: &str, invalid: &str, check: impl Fn(&str) -> bool) -> 
     );
     v.len() + i.len()
 }
+
+/// A TCP port that was free on 127.0.0.1 a moment ago (for servers a test
+/// starts as child processes, which must be told their port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}

@@ -2,20 +2,13 @@
 //! and holds every acknowledged write (plus at most the writes in flight at
 //! the kill, which were committed but not yet answered).
 
+use atcr_testkit::free_port;
 use atcr_xrpc::PdsClient;
 use atcr_xrpc::types::CreateRecordInput;
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn atcr(data: &std::path::Path, port: u16) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_atcr"));

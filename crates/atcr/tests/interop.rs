@@ -5,6 +5,7 @@
 
 use atcr_identity::{IdentityResolver, ResolverConfig};
 use atcr_syntax::{AtIdentifier, Did, Nsid, RecordKey};
+use atcr_testkit::free_port;
 use atcr_xrpc::PdsClient;
 use atcr_xrpc::types::*;
 use base64::Engine;
@@ -45,14 +46,6 @@ fn node(script: &str) -> Command {
         .env("NODE_PATH", dir.join("node_modules"))
         .current_dir(&dir);
     c
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The reference PLC + PDS as a child process, killed on drop.
