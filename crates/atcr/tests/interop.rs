@@ -374,3 +374,86 @@ async fn the_reference_client_logs_in_to_our_pds() {
         .unwrap();
     assert_eq!(summary["cid"], cid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_pds_registers_and_rotates_dids_at_the_reference_plc() {
+    let stack = tokio::task::spawn_blocking(RefStack::start).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let env = [
+        (
+            "ATCR_SERVER_DATA_DIR".to_owned(),
+            tmp.path().join("data").display().to_string(),
+        ),
+        ("ATCR_SERVER_LISTEN".to_owned(), addr.to_string()),
+        ("ATCR_PLC_EMBEDDED".to_owned(), "false".to_owned()),
+        ("ATCR_PLC_URL".to_owned(), stack.plc.clone()),
+    ]
+    .into();
+    let services =
+        atcr_server::Services::open(atcr_config::Config::load(None, &env).unwrap()).unwrap();
+    assert!(services.plc.is_none());
+    let pds = services.pds.clone().unwrap();
+    let s = services.clone();
+    tokio::spawn(async move {
+        atcr_server::serve_on(listener, s, std::future::pending())
+            .await
+            .unwrap()
+    });
+    let url = format!("http://{addr}");
+
+    let created = pds
+        .create_account("external.test", Some("correct horse".into()), None)
+        .await
+        .unwrap();
+    let c = client(&url);
+    c.create_session("external.test", "correct horse")
+        .await
+        .unwrap();
+    c.put_record(&put(&created.did, "latest", 1)).await.unwrap();
+    // The reference directory resolves the DID to our PDS and key; our proof verifies against it.
+    let resolver = IdentityResolver::new(ResolverConfig {
+        plc_url: stack.plc.parse().unwrap(),
+        cache_ttl: Duration::ZERO,
+        ..ResolverConfig::default()
+    })
+    .unwrap();
+    let did = Did::new(&created.did).unwrap();
+    let check = |key: atcr_crypto::PublicKey, car: Vec<u8>| {
+        atcr_repo::verify_record_proof(
+            &car,
+            &did,
+            &key,
+            &Nsid::new("io.atcr.manifest").unwrap(),
+            &RecordKey::new("latest").unwrap(),
+        )
+        .unwrap()
+        .record
+        .is_some()
+    };
+    let id = resolver
+        .resolve(&AtIdentifier::Did(did.clone()))
+        .await
+        .unwrap();
+    assert_eq!(id.pds.as_str().trim_end_matches('/'), url);
+    assert!(check(
+        id.signing_key,
+        c.sync_get_record(&created.did, "io.atcr.manifest", "latest")
+            .await
+            .unwrap()
+    ));
+    // A key rotation is accepted by the reference directory, and records keep verifying.
+    let new_key = pds.rotate_key(&created.did, None).await.unwrap();
+    let id = resolver
+        .resolve(&AtIdentifier::Did(did.clone()))
+        .await
+        .unwrap();
+    assert_eq!(id.signing_key.to_did_key(), new_key);
+    assert!(check(
+        id.signing_key,
+        c.sync_get_record(&created.did, "io.atcr.manifest", "latest")
+            .await
+            .unwrap()
+    ));
+}
