@@ -29,8 +29,12 @@ pub struct ResolverConfig {
     pub cache_ttl: Duration,
     /// Most cached entries of each kind.
     pub cache_capacity: usize,
-    /// Largest DID document or well-known response accepted.
+    /// Largest DID document, audit log or well-known response accepted.
     pub max_response_bytes: usize,
+    /// Resolve did:plc from the directory's signed operation log
+    /// (`/{did}/log/audit`, every signature and `prev` link replayed) instead
+    /// of trusting its rendered document. On by default.
+    pub audit_plc_log: bool,
 }
 
 impl Default for ResolverConfig {
@@ -43,7 +47,8 @@ impl Default for ResolverConfig {
             timeout: Duration::from_secs(10),
             cache_ttl: Duration::from_secs(300),
             cache_capacity: 10_000,
-            max_response_bytes: 128 * 1024,
+            max_response_bytes: 1024 * 1024,
+            audit_plc_log: true,
         }
     }
 }
@@ -256,6 +261,11 @@ impl IdentityResolver {
 
     /// Resolves a DID document, bypassing and then refreshing the cache.
     pub async fn refresh_did(&self, did: &Did) -> Result<Arc<DidDocument>, IdentityError> {
+        if did.method() == "plc" && self.config.audit_plc_log {
+            let doc = Arc::new(self.audited_plc_document(did).await?);
+            self.docs.insert(did.clone(), doc.clone());
+            return Ok(doc);
+        }
         let url = self.document_url(did)?;
         let (status, body) = self.fetch(&url, did.as_str()).await?;
         let doc = match status {
@@ -271,6 +281,63 @@ impl IdentityResolver {
         };
         self.docs.insert(did.clone(), doc.clone());
         Ok(doc)
+    }
+
+    /// Fetches a did:plc audit log and replays it (signatures, `prev` chain,
+    /// nullifications), building the document from the replayed state.
+    /// The directory's timestamps are taken as given: they only decide whether
+    /// a nullification fell inside the 72-hour recovery window.
+    async fn audited_plc_document(&self, did: &Did) -> Result<DidDocument, IdentityError> {
+        let invalid = |reason: String| IdentityError::Invalid {
+            subject: did.to_string(),
+            reason,
+        };
+        let url = self.document_url(did)?;
+        let url = Url::parse(&format!("{}/log/audit", url.as_str()))
+            .map_err(|e| invalid(e.to_string()))?;
+        let (status, body) = self.fetch(&url, did.as_str()).await?;
+        match status {
+            200 => {}
+            404 => return Err(IdentityError::NotFound(did.to_string())),
+            410 => return Err(IdentityError::Deactivated(did.to_string())),
+            s => {
+                return Err(unavailable(
+                    did.as_str(),
+                    format!("{url} answered HTTP {s}"),
+                ));
+            }
+        }
+        let raw: Vec<serde_json::Value> = serde_json::from_slice(&body)
+            .map_err(|e| invalid(format!("PLC audit log is not a JSON array: {e}")))?;
+        let mut entries = Vec::with_capacity(raw.len());
+        for e in &raw {
+            if e["did"].as_str() != Some(did.as_str()) {
+                return Err(invalid("PLC audit log entry for another DID".into()));
+            }
+            let operation = atcr_plc::Operation::from_json(&e["operation"])
+                .map_err(|e| invalid(format!("PLC audit log: {e}")))?;
+            let cid = atcr_data::parse_cid(e["cid"].as_str().unwrap_or_default())
+                .map_err(|e| invalid(format!("PLC audit log: {e}")))?;
+            let created = atcr_syntax::Datetime::parse(e["createdAt"].as_str().unwrap_or_default())
+                .map_err(|e| invalid(format!("PLC audit log: {e}")))?;
+            let nullified = e["nullified"]
+                .as_bool()
+                .ok_or_else(|| invalid("PLC audit log entry without nullified".into()))?;
+            entries.push(atcr_plc::AuditEntry {
+                operation,
+                cid,
+                nullified,
+                created_at_ms: created.unix_millis(),
+            });
+        }
+        match atcr_plc::audit_log(did, &entries) {
+            Ok(Some(data)) => {
+                let json = data.to_did_document().to_string();
+                DidDocument::parse(did, json.as_bytes())
+            }
+            Ok(None) => Err(IdentityError::Deactivated(did.to_string())),
+            Err(e) => Err(invalid(format!("PLC audit log does not verify: {e}"))),
+        }
     }
 
     /// Drops cached data for a DID (after a verification failure that a key

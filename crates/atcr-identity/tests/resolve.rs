@@ -207,6 +207,8 @@ async fn fixture() -> Fixture {
             ("nobody.test".into(), http),
         ],
         timeout: Duration::from_secs(3),
+        // These fixtures serve hand-written documents; audited resolution has its own tests.
+        audit_plc_log: false,
         ..ResolverConfig::default()
     };
     let resolver = IdentityResolver::new(config).unwrap();
@@ -374,6 +376,7 @@ async fn successes_are_cached_and_failures_are_not() {
 #[tokio::test]
 async fn unreachable_servers_are_transient() {
     let config = ResolverConfig {
+        audit_plc_log: false,
         plc_url: "http://127.0.0.1:9".parse().unwrap(),
         timeout: Duration::from_secs(2),
         ..ResolverConfig::default()
