@@ -1,0 +1,22 @@
+//! OCI Distribution protocol types for ATCR.
+//!
+//! * [`RepoName`]: `OWNER/REPO[/…]` names, OWNER a handle or a DID in its
+//!   path-safe form (`did-plc-<id>`, `did-web-<host>`) or raw (`did:plc:…`,
+//!   accepted on the HTTP API), REPO per the distribution name grammar.
+//! * [`Reference`] (tag or digest) and [`Digest`] (sha256 / sha512, lower-case
+//!   hex of the exact length), with a streaming [`DigestHasher`].
+//! * [`RegistryError`]: the spec's error codes, HTTP statuses and
+//!   `{"errors": [...]}` body.
+//! * [`manifest`]: manifest and index validation (media types, schema
+//!   version, descriptors) yielding what the registry must check exists, the
+//!   subject and the artifact type. The manifest bytes themselves are never
+//!   re-serialized: digests are over the exact bytes pushed.
+
+mod digest;
+mod error;
+pub mod manifest;
+mod name;
+
+pub use digest::{Digest, DigestAlgorithm, DigestHasher};
+pub use error::{ErrorCode, RegistryError};
+pub use name::{Owner, Reference, RepoName, validate_tag};

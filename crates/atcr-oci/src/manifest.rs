@@ -1,0 +1,236 @@
+//! Manifest and index validation.
+
+use crate::{Digest, ErrorCode, RegistryError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker image manifest, schema 2.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// The OCI empty descriptor's media type.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+/// Largest manifest accepted (the spec's SHOULD-support size).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Whether a manifest points at blobs (image) or at other manifests (index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestKind {
+    /// Image manifest (OCI or Docker schema 2), artifacts included.
+    Image,
+    /// Image index or Docker manifest list.
+    Index,
+}
+
+/// A validated descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    /// Media type.
+    pub media_type: String,
+    /// Digest.
+    #[serde(with = "digest_string")]
+    pub digest: Digest,
+    /// Size in bytes.
+    pub size: u64,
+    /// Artifact type (referrers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+mod digest_string {
+    use crate::Digest;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the registry needs to know about a pushed manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedManifest {
+    /// The media type (from the body, else the Content-Type).
+    pub media_type: String,
+    /// Image or index.
+    pub kind: ManifestKind,
+    /// The config descriptor (images).
+    pub config: Option<Descriptor>,
+    /// Layers (images).
+    pub layers: Vec<Descriptor>,
+    /// Child manifests (indexes).
+    pub manifests: Vec<Descriptor>,
+    /// The subject, for referrers.
+    pub subject: Option<Descriptor>,
+    /// The manifest's own `artifactType`.
+    pub artifact_type: Option<String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ParsedManifest {
+    /// The artifact type the Referrers API reports: `artifactType`, else for
+    /// an image the config's media type.
+    pub fn effective_artifact_type(&self) -> Option<String> {
+        self.artifact_type
+            .clone()
+            .or_else(|| self.config.as_ref().map(|c| c.media_type.clone()))
+    }
+
+    /// Blobs that must exist before the manifest is accepted.
+    pub fn required_blobs(&self) -> impl Iterator<Item = &Digest> {
+        self.config
+            .iter()
+            .chain(self.layers.iter())
+            .map(|d| &d.digest)
+    }
+
+    /// Manifests that must exist before an index is accepted.
+    pub fn required_manifests(&self) -> impl Iterator<Item = &Digest> {
+        self.manifests.iter().map(|d| &d.digest)
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> RegistryError {
+    RegistryError::new(ErrorCode::ManifestInvalid, msg)
+}
+
+fn convert(d: &oci_spec::image::Descriptor, what: &str) -> Result<Descriptor, RegistryError> {
+    let digest = Digest::parse(&d.digest().to_string())
+        .map_err(|e| invalid(format!("{what}: {}", e.message)))?;
+    let media_type = d.media_type().to_string();
+    if media_type.is_empty() {
+        return Err(invalid(format!("{what}: empty mediaType")));
+    }
+    Ok(Descriptor {
+        media_type,
+        digest,
+        size: d.size(),
+        artifact_type: d.artifact_type().as_ref().map(|m| m.to_string()),
+        annotations: d
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    })
+}
+
+/// Validates manifest bytes pushed with `content_type`.
+pub fn parse_manifest(
+    bytes: &[u8],
+    content_type: Option<&str>,
+) -> Result<ParsedManifest, RegistryError> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(
+            invalid(format!("manifest larger than {MAX_MANIFEST_BYTES} bytes")).with_status(413),
+        );
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| invalid("manifest must be a JSON object"))?;
+    let body_type = match obj.get("mediaType") {
+        None => None,
+        Some(serde_json::Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(invalid("mediaType must be a string")),
+    };
+    let header_type = content_type
+        .map(|c| c.split(';').next().unwrap_or_default().trim())
+        .filter(|c| !c.is_empty() && *c != "application/json" && *c != "application/octet-stream");
+    if let (Some(b), Some(h)) = (body_type, header_type)
+        && b != h
+    {
+        return Err(invalid(format!(
+            "Content-Type {h} does not match the manifest's mediaType {b}"
+        )));
+    }
+    let media_type = match body_type.or(header_type) {
+        Some(m) => m.to_owned(),
+        None if obj.contains_key("manifests") => OCI_INDEX.to_owned(),
+        None => OCI_MANIFEST.to_owned(),
+    };
+    let kind = match media_type.as_str() {
+        OCI_MANIFEST | DOCKER_MANIFEST => ManifestKind::Image,
+        OCI_INDEX | DOCKER_MANIFEST_LIST => ManifestKind::Index,
+        m if m.starts_with("application/vnd.docker.distribution.manifest.v1") => {
+            return Err(RegistryError::new(
+                ErrorCode::Unsupported,
+                "Docker schema 1 manifests are not supported",
+            ));
+        }
+        m => return Err(invalid(format!("unsupported manifest media type {m:?}"))),
+    };
+    if obj.get("schemaVersion").and_then(serde_json::Value::as_u64) != Some(2) {
+        return Err(invalid("schemaVersion must be 2"));
+    }
+    match kind {
+        ManifestKind::Image => {
+            let m: oci_spec::image::ImageManifest = serde_json::from_value(value)
+                .map_err(|e| invalid(format!("invalid image manifest: {e}")))?;
+            Ok(ParsedManifest {
+                media_type,
+                kind,
+                config: Some(convert(m.config(), "config")?),
+                layers: m
+                    .layers()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| convert(l, &format!("layers[{i}]")))
+                    .collect::<Result<_, _>>()?,
+                manifests: vec![],
+                subject: m
+                    .subject()
+                    .as_ref()
+                    .map(|s| convert(s, "subject"))
+                    .transpose()?,
+                artifact_type: m.artifact_type().as_ref().map(|a| a.to_string()),
+                annotations: m
+                    .annotations()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })
+        }
+        ManifestKind::Index => {
+            let m: oci_spec::image::ImageIndex = serde_json::from_value(value)
+                .map_err(|e| invalid(format!("invalid image index: {e}")))?;
+            Ok(ParsedManifest {
+                media_type,
+                kind,
+                config: None,
+                layers: vec![],
+                manifests: m
+                    .manifests()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| convert(d, &format!("manifests[{i}]")))
+                    .collect::<Result<_, _>>()?,
+                subject: m
+                    .subject()
+                    .as_ref()
+                    .map(|s| convert(s, "subject"))
+                    .transpose()?,
+                artifact_type: m.artifact_type().as_ref().map(|a| a.to_string()),
+                annotations: m
+                    .annotations()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            })
+        }
+    }
+}
