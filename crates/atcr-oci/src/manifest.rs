@@ -106,7 +106,7 @@ fn invalid(msg: impl Into<String>) -> RegistryError {
 }
 
 fn convert(d: &oci_spec::image::Descriptor, what: &str) -> Result<Descriptor, RegistryError> {
-    let digest = Digest::parse(&d.digest().to_string())
+    let digest = Digest::parse(d.digest().as_ref())
         .map_err(|e| invalid(format!("{what}: {}", e.message)))?;
     let media_type = d.media_type().to_string();
     if media_type.is_empty() {
