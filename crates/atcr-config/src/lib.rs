@@ -199,9 +199,13 @@ impl Config {
                 "PLC_EMBEDDED" => self.plc.embedded = parse_bool(value)?,
                 "PLC_PREFIX" => self.plc.prefix = value.clone(),
                 "PLC_URL" => self.plc.url = value.clone(),
-                // Variables that configure the process, not this file.
-                "CONFIG" | "LOG" => {}
-                _ => return Err(bad("unknown setting (see `atcr config init`)")),
+                // A typo inside a configuration section is an error; other
+                // ATCR_* variables (ATCR_CONFIG, ATCR_LOG, command flags such as
+                // ATCR_ACCOUNT_PASSWORD, tooling) are not configuration keys.
+                k if k.starts_with("SERVER_") || k.starts_with("PDS_") || k.starts_with("PLC_") => {
+                    return Err(bad("unknown setting (see `atcr config init`)"));
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -12,6 +12,10 @@ use std::time::Duration;
 
 fn atcr(data: &std::path::Path, port: u16) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_atcr"));
+    // Hermetic: no ATCR_* settings leak in from the caller's environment.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATCR_")) {
+        c.env_remove(k);
+    }
     c.env("ATCR_SERVER_DATA_DIR", data)
         .env("ATCR_SERVER_LISTEN", format!("127.0.0.1:{port}"))
         .env("ATCR_LOG", "warn");
