@@ -267,20 +267,25 @@ impl IdentityResolver {
             return Ok(doc);
         }
         let url = self.document_url(did)?;
-        let (status, body) = self.fetch(&url, did.as_str()).await?;
-        let doc = match status {
-            200 => Arc::new(DidDocument::parse(did, &body)?),
-            404 => return Err(IdentityError::NotFound(did.to_string())),
-            410 => return Err(IdentityError::Deactivated(did.to_string())),
-            s => {
-                return Err(unavailable(
-                    did.as_str(),
-                    format!("{url} answered HTTP {s}"),
-                ));
-            }
-        };
+        let body = self.fetch_did_resource(&url, did).await?;
+        let doc = Arc::new(DidDocument::parse(did, &body)?);
         self.docs.insert(did.clone(), doc.clone());
         Ok(doc)
+    }
+
+    /// GETs a DID's document or log: 404 is NotFound, 410 Deactivated, any
+    /// other non-200 a transient failure.
+    async fn fetch_did_resource(&self, url: &Url, did: &Did) -> Result<Vec<u8>, IdentityError> {
+        let (status, body) = self.fetch(url, did.as_str()).await?;
+        match status {
+            200 => Ok(body),
+            404 => Err(IdentityError::NotFound(did.to_string())),
+            410 => Err(IdentityError::Deactivated(did.to_string())),
+            s => Err(unavailable(
+                did.as_str(),
+                format!("{url} answered HTTP {s}"),
+            )),
+        }
     }
 
     /// Fetches a did:plc audit log and replays it (signatures, `prev` chain,
@@ -295,18 +300,7 @@ impl IdentityResolver {
         let url = self.document_url(did)?;
         let url = Url::parse(&format!("{}/log/audit", url.as_str()))
             .map_err(|e| invalid(e.to_string()))?;
-        let (status, body) = self.fetch(&url, did.as_str()).await?;
-        match status {
-            200 => {}
-            404 => return Err(IdentityError::NotFound(did.to_string())),
-            410 => return Err(IdentityError::Deactivated(did.to_string())),
-            s => {
-                return Err(unavailable(
-                    did.as_str(),
-                    format!("{url} answered HTTP {s}"),
-                ));
-            }
-        }
+        let body = self.fetch_did_resource(&url, did).await?;
         let raw: Vec<serde_json::Value> = serde_json::from_slice(&body)
             .map_err(|e| invalid(format!("PLC audit log is not a JSON array: {e}")))?;
         let mut entries = Vec::with_capacity(raw.len());

@@ -175,62 +175,51 @@ pub fn parse_manifest(
     if obj.get("schemaVersion").and_then(serde_json::Value::as_u64) != Some(2) {
         return Err(invalid("schemaVersion must be 2"));
     }
+    // Fields both kinds share, read from their common JSON shape.
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Common {
+        subject: Option<oci_spec::image::Descriptor>,
+        artifact_type: Option<String>,
+        #[serde(default)]
+        annotations: BTreeMap<String, String>,
+    }
+    let common: Common = serde_json::from_value(value.clone())
+        .map_err(|e| invalid(format!("invalid manifest: {e}")))?;
+    let mut parsed = ParsedManifest {
+        media_type,
+        kind,
+        config: None,
+        layers: vec![],
+        manifests: vec![],
+        subject: common
+            .subject
+            .as_ref()
+            .map(|s| convert(s, "subject"))
+            .transpose()?,
+        artifact_type: common.artifact_type,
+        annotations: common.annotations,
+    };
+    let list = |ds: &[oci_spec::image::Descriptor],
+                what: &str|
+     -> Result<Vec<Descriptor>, RegistryError> {
+        ds.iter()
+            .enumerate()
+            .map(|(i, d)| convert(d, &format!("{what}[{i}]")))
+            .collect()
+    };
     match kind {
         ManifestKind::Image => {
             let m: oci_spec::image::ImageManifest = serde_json::from_value(value)
                 .map_err(|e| invalid(format!("invalid image manifest: {e}")))?;
-            Ok(ParsedManifest {
-                media_type,
-                kind,
-                config: Some(convert(m.config(), "config")?),
-                layers: m
-                    .layers()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| convert(l, &format!("layers[{i}]")))
-                    .collect::<Result<_, _>>()?,
-                manifests: vec![],
-                subject: m
-                    .subject()
-                    .as_ref()
-                    .map(|s| convert(s, "subject"))
-                    .transpose()?,
-                artifact_type: m.artifact_type().as_ref().map(|a| a.to_string()),
-                annotations: m
-                    .annotations()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-            })
+            parsed.config = Some(convert(m.config(), "config")?);
+            parsed.layers = list(m.layers(), "layers")?;
         }
         ManifestKind::Index => {
             let m: oci_spec::image::ImageIndex = serde_json::from_value(value)
                 .map_err(|e| invalid(format!("invalid image index: {e}")))?;
-            Ok(ParsedManifest {
-                media_type,
-                kind,
-                config: None,
-                layers: vec![],
-                manifests: m
-                    .manifests()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| convert(d, &format!("manifests[{i}]")))
-                    .collect::<Result<_, _>>()?,
-                subject: m
-                    .subject()
-                    .as_ref()
-                    .map(|s| convert(s, "subject"))
-                    .transpose()?,
-                artifact_type: m.artifact_type().as_ref().map(|a| a.to_string()),
-                annotations: m
-                    .annotations()
-                    .clone()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect(),
-            })
+            parsed.manifests = list(m.manifests(), "manifests")?;
         }
     }
+    Ok(parsed)
 }
