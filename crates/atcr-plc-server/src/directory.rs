@@ -222,12 +222,7 @@ impl Directory {
 }
 
 impl atcr_plc::PlcDirectory for Directory {
-    fn last_operation<'a>(
-        &'a self,
-        did: &'a Did,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Option<Operation>, String>> + Send + 'a>,
-    > {
+    fn last_operation<'a>(&'a self, did: &'a Did) -> atcr_plc::PlcFuture<'a, Option<Operation>> {
         Box::pin(async move {
             match Directory::last(self, did).await {
                 Ok(j) => Operation::from_json(&j)
@@ -239,11 +234,7 @@ impl atcr_plc::PlcDirectory for Directory {
         })
     }
 
-    fn submit<'a>(
-        &'a self,
-        did: &'a Did,
-        op: &'a Operation,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+    fn submit<'a>(&'a self, did: &'a Did, op: &'a Operation) -> atcr_plc::PlcFuture<'a, ()> {
         Box::pin(async move {
             Directory::submit(self, did, op.clone())
                 .await
@@ -251,14 +242,7 @@ impl atcr_plc::PlcDirectory for Directory {
         })
     }
 
-    fn document<'a>(
-        &'a self,
-        did: &'a Did,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Option<serde_json::Value>, String>> + Send + 'a,
-        >,
-    > {
+    fn document<'a>(&'a self, did: &'a Did) -> atcr_plc::PlcFuture<'a, Option<serde_json::Value>> {
         Box::pin(async move {
             match Directory::document(self, did).await {
                 Ok(d) => Ok(Some(d)),

@@ -1,4 +1,4 @@
-use atcr_plc::{Operation, PlcDirectory};
+use atcr_plc::{Operation, PlcDirectory, PlcFuture};
 use atcr_syntax::Did;
 use url::Url;
 
@@ -21,11 +21,7 @@ impl RemotePlc {
 }
 
 impl PlcDirectory for RemotePlc {
-    fn submit<'a>(
-        &'a self,
-        did: &'a Did,
-        op: &'a Operation,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+    fn submit<'a>(&'a self, did: &'a Did, op: &'a Operation) -> PlcFuture<'a, ()> {
         Box::pin(async move {
             let resp = self
                 .http
@@ -46,12 +42,7 @@ impl PlcDirectory for RemotePlc {
         })
     }
 
-    fn last_operation<'a>(
-        &'a self,
-        did: &'a Did,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Option<Operation>, String>> + Send + 'a>,
-    > {
+    fn last_operation<'a>(&'a self, did: &'a Did) -> PlcFuture<'a, Option<Operation>> {
         Box::pin(async move {
             let resp = self
                 .http
@@ -72,14 +63,7 @@ impl PlcDirectory for RemotePlc {
         })
     }
 
-    fn document<'a>(
-        &'a self,
-        did: &'a Did,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Option<serde_json::Value>, String>> + Send + 'a,
-        >,
-    > {
+    fn document<'a>(&'a self, did: &'a Did) -> PlcFuture<'a, Option<serde_json::Value>> {
         Box::pin(async move {
             let resp = self
                 .http

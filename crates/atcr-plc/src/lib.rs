@@ -64,31 +64,22 @@ pub enum PlcError {
     Tombstoned,
 }
 
+/// The future a [`PlcDirectory`] method returns (errors are messages for the caller's log).
+pub type PlcFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send + 'a>>;
+
 /// A PLC directory as the PDS uses it: embedded in-process or remote over
 /// HTTP, through one interface.
 pub trait PlcDirectory: Send + Sync {
     /// Submits a signed operation for `did`.
-    fn submit<'a>(
-        &'a self,
-        did: &'a atcr_syntax::Did,
-        op: &'a Operation,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+    fn submit<'a>(&'a self, did: &'a atcr_syntax::Did, op: &'a Operation) -> PlcFuture<'a, ()>;
 
     /// The last operation of the DID's current log, `None` if unknown.
-    fn last_operation<'a>(
-        &'a self,
-        did: &'a atcr_syntax::Did,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Option<Operation>, String>> + Send + 'a>,
-    >;
+    fn last_operation<'a>(&'a self, did: &'a atcr_syntax::Did) -> PlcFuture<'a, Option<Operation>>;
 
     /// The DID document, `None` if unknown or tombstoned.
     fn document<'a>(
         &'a self,
         did: &'a atcr_syntax::Did,
-    ) -> std::pin::Pin<
-        Box<
-            dyn std::future::Future<Output = Result<Option<serde_json::Value>, String>> + Send + 'a,
-        >,
-    >;
+    ) -> PlcFuture<'a, Option<serde_json::Value>>;
 }
