@@ -121,6 +121,102 @@ impl Default for PlcSection {
     }
 }
 
+/// `[registry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    /// Lifetime of registry bearer tokens, seconds.
+    pub token_ttl_secs: u64,
+    /// Let clients without credentials pull.
+    pub anonymous_pull: bool,
+    /// `OCI-Chunk-Min-Length` advertised for chunked uploads, bytes.
+    pub chunk_min_length: u64,
+    /// Upload sessions idle for longer than this are discarded, seconds.
+    pub upload_ttl_secs: u64,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: 300,
+            anonymous_pull: true,
+            chunk_min_length: 5 * 1024 * 1024,
+            upload_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// `local` or `s3`.
+    pub backend: String,
+    /// Local blob directory (default `<data_dir>/blobs`).
+    pub path: Option<PathBuf>,
+    /// S3 endpoint URL (unset: AWS).
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket.
+    pub s3_bucket: String,
+    /// S3 region.
+    pub s3_region: String,
+    /// S3 access key id.
+    pub s3_access_key_id: String,
+    /// S3 secret access key.
+    pub s3_secret_access_key: String,
+    /// Path-style addressing.
+    pub s3_path_style: bool,
+    /// Redirect blob GETs to presigned URLs.
+    pub s3_redirect: bool,
+    /// Presigned URL lifetime, seconds.
+    pub s3_presign_ttl_secs: u64,
+    /// Multipart part size, bytes (≥ 5 MiB).
+    pub s3_part_size: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            path: None,
+            s3_endpoint: None,
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_path_style: true,
+            s3_redirect: false,
+            s3_presign_ttl_secs: 900,
+            s3_part_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[identity]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// Allow plain-http did:web, handle and PLC lookups of non-loopback hosts.
+    pub allow_plain_http: bool,
+    /// `host=ip:port` pairs used instead of DNS for HTTP lookups.
+    pub host_overrides: Vec<String>,
+    /// DNS servers (`ip:port`) for handle TXT lookups (empty: system).
+    pub dns_nameservers: Vec<String>,
+    /// Cache lifetime of resolved identities, seconds.
+    pub cache_ttl_secs: u64,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        Self {
+            allow_plain_http: false,
+            host_overrides: vec![],
+            dns_nameservers: vec![],
+            cache_ttl_secs: 300,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -131,7 +227,23 @@ pub struct Config {
     pub pds: PdsSection,
     /// The PLC directory.
     pub plc: PlcSection,
+    /// The OCI registry.
+    pub registry: RegistrySection,
+    /// Blob storage.
+    pub storage: StorageSection,
+    /// Identity resolution.
+    pub identity: IdentitySection,
 }
+
+/// Environment prefixes of the configuration sections.
+const SECTIONS: [&str; 6] = [
+    "SERVER_",
+    "PDS_",
+    "PLC_",
+    "REGISTRY_",
+    "STORAGE_",
+    "IDENTITY_",
+];
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
@@ -177,6 +289,7 @@ impl Config {
                 "0" | "false" | "no" => Ok(false),
                 _ => Err(bad("expected true or false")),
             };
+            let num = |v: &str| v.parse::<u64>().map_err(|_| bad("expected a whole number"));
             let list = |v: &str| {
                 v.split(',')
                     .map(str::trim)
@@ -199,10 +312,29 @@ impl Config {
                 "PLC_EMBEDDED" => self.plc.embedded = parse_bool(value)?,
                 "PLC_PREFIX" => self.plc.prefix = value.clone(),
                 "PLC_URL" => self.plc.url = value.clone(),
+                "REGISTRY_TOKEN_TTL_SECS" => self.registry.token_ttl_secs = num(value)?,
+                "REGISTRY_ANONYMOUS_PULL" => self.registry.anonymous_pull = parse_bool(value)?,
+                "REGISTRY_CHUNK_MIN_LENGTH" => self.registry.chunk_min_length = num(value)?,
+                "REGISTRY_UPLOAD_TTL_SECS" => self.registry.upload_ttl_secs = num(value)?,
+                "STORAGE_BACKEND" => self.storage.backend = value.clone(),
+                "STORAGE_PATH" => self.storage.path = Some(PathBuf::from(value)),
+                "STORAGE_S3_ENDPOINT" => self.storage.s3_endpoint = Some(value.clone()),
+                "STORAGE_S3_BUCKET" => self.storage.s3_bucket = value.clone(),
+                "STORAGE_S3_REGION" => self.storage.s3_region = value.clone(),
+                "STORAGE_S3_ACCESS_KEY_ID" => self.storage.s3_access_key_id = value.clone(),
+                "STORAGE_S3_SECRET_ACCESS_KEY" => self.storage.s3_secret_access_key = value.clone(),
+                "STORAGE_S3_PATH_STYLE" => self.storage.s3_path_style = parse_bool(value)?,
+                "STORAGE_S3_REDIRECT" => self.storage.s3_redirect = parse_bool(value)?,
+                "STORAGE_S3_PRESIGN_TTL_SECS" => self.storage.s3_presign_ttl_secs = num(value)?,
+                "STORAGE_S3_PART_SIZE" => self.storage.s3_part_size = num(value)? as usize,
+                "IDENTITY_ALLOW_PLAIN_HTTP" => self.identity.allow_plain_http = parse_bool(value)?,
+                "IDENTITY_HOST_OVERRIDES" => self.identity.host_overrides = list(value),
+                "IDENTITY_DNS_NAMESERVERS" => self.identity.dns_nameservers = list(value),
+                "IDENTITY_CACHE_TTL_SECS" => self.identity.cache_ttl_secs = num(value)?,
                 // A typo inside a configuration section is an error; other
                 // ATCR_* variables (ATCR_CONFIG, ATCR_LOG, command flags such as
                 // ATCR_ACCOUNT_PASSWORD, tooling) are not configuration keys.
-                k if k.starts_with("SERVER_") || k.starts_with("PDS_") || k.starts_with("PLC_") => {
+                k if SECTIONS.iter().any(|s| k.starts_with(s)) => {
                     return Err(bad("unknown setting (see `atcr config init`)"));
                 }
                 _ => {}
@@ -242,6 +374,57 @@ impl Config {
             ));
         }
         Url::parse(&self.plc.url).map_err(|e| invalid("plc.url", e.to_string()))?;
+        match self.storage.backend.as_str() {
+            "local" => {}
+            "s3" => {
+                if self.storage.s3_bucket.is_empty() {
+                    return Err(invalid(
+                        "storage.s3_bucket",
+                        "required with backend = \"s3\"".into(),
+                    ));
+                }
+                if self.storage.s3_part_size < 5 * 1024 * 1024 {
+                    return Err(invalid(
+                        "storage.s3_part_size",
+                        "must be at least 5 MiB (5242880)".into(),
+                    ));
+                }
+                if let Some(ep) = &self.storage.s3_endpoint {
+                    Url::parse(ep).map_err(|e| invalid("storage.s3_endpoint", e.to_string()))?;
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "storage.backend",
+                    format!("{other:?}: expected \"local\" or \"s3\""),
+                ));
+            }
+        }
+        if self.registry.token_ttl_secs == 0 || self.registry.token_ttl_secs > 86_400 {
+            return Err(invalid(
+                "registry.token_ttl_secs",
+                "must be 1 to 86400".into(),
+            ));
+        }
+        for o in &self.identity.host_overrides {
+            let ok = o
+                .split_once('=')
+                .is_some_and(|(h, a)| !h.is_empty() && a.parse::<std::net::SocketAddr>().is_ok());
+            if !ok {
+                return Err(invalid(
+                    "identity.host_overrides",
+                    format!("{o:?}: expected host=ip:port"),
+                ));
+            }
+        }
+        for n in &self.identity.dns_nameservers {
+            n.parse::<std::net::SocketAddr>().map_err(|_| {
+                invalid(
+                    "identity.dns_nameservers",
+                    format!("{n:?}: expected ip:port"),
+                )
+            })?;
+        }
         Ok(())
     }
 

@@ -29,6 +29,10 @@ pub enum ErrorCode {
     Unsupported,
     /// Too many requests.
     TooManyRequests,
+    /// Not a spec code: the registry failed (HTTP 500), as Distribution reports it.
+    Unknown,
+    /// Not a spec code: a backend (storage, PDS, identity) is unreachable (HTTP 503).
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -49,6 +53,8 @@ impl ErrorCode {
             Self::Denied => "DENIED",
             Self::Unsupported => "UNSUPPORTED",
             Self::TooManyRequests => "TOOMANYREQUESTS",
+            Self::Unknown => "UNKNOWN",
+            Self::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -69,6 +75,8 @@ impl ErrorCode {
             Self::Denied => 403,
             Self::Unsupported => 415,
             Self::TooManyRequests => 429,
+            Self::Unknown => 500,
+            Self::Unavailable => 503,
         }
     }
 }

@@ -23,6 +23,7 @@ mod store;
 
 pub use accounts::AccountCreated;
 pub use auth::{AuthScope, Claims};
+pub use repo::{Write, WriteResult};
 
 use atcr_crypto::Algorithm;
 use atcr_plc::PlcDirectory;

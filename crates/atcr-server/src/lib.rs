@@ -91,6 +91,58 @@ pub struct Services {
     pub pds: Option<Pds>,
     /// The embedded PLC directory, if enabled.
     pub plc: Option<Directory>,
+    /// The OCI registry.
+    pub registry: atcr_registry::Registry,
+}
+
+fn blob_store(config: &Config, dir: &Path) -> Result<atcr_blobstore::BlobStore, ServerError> {
+    let st = &config.storage;
+    let cfg = match st.backend.as_str() {
+        "s3" => atcr_blobstore::StoreConfig::S3 {
+            s3: atcr_blobstore::S3Config {
+                endpoint: st.s3_endpoint.clone(),
+                bucket: st.s3_bucket.clone(),
+                region: st.s3_region.clone(),
+                access_key_id: st.s3_access_key_id.clone(),
+                secret_access_key: st.s3_secret_access_key.clone(),
+                path_style: st.s3_path_style,
+                redirect: st.s3_redirect,
+                presign_ttl: Duration::from_secs(st.s3_presign_ttl_secs),
+                part_size: st.s3_part_size,
+            },
+            spool: dir.join("upload-spool"),
+        },
+        _ => {
+            atcr_blobstore::StoreConfig::Local(st.path.clone().unwrap_or_else(|| dir.join("blobs")))
+        }
+    };
+    atcr_blobstore::BlobStore::open(&cfg)
+        .map_err(|e| ServerError::Service(format!("blob storage: {e}")))
+}
+
+fn resolver(config: &Config) -> Result<atcr_identity::IdentityResolver, ServerError> {
+    let id = &config.identity;
+    let rc = atcr_identity::ResolverConfig {
+        plc_url: config.plc_url()?,
+        allow_plain_http: id.allow_plain_http,
+        dns_nameservers: id
+            .dns_nameservers
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+        host_overrides: id
+            .host_overrides
+            .iter()
+            .filter_map(|o| {
+                let (h, a) = o.split_once('=')?;
+                Some((h.to_owned(), a.parse().ok()?))
+            })
+            .collect(),
+        cache_ttl: Duration::from_secs(id.cache_ttl_secs),
+        ..Default::default()
+    };
+    atcr_identity::IdentityResolver::new(rc)
+        .map_err(|e| ServerError::Service(format!("identity resolver: {e}")))
 }
 
 impl Services {
@@ -129,12 +181,52 @@ impl Services {
         } else {
             None
         };
-        Ok(Self { config, pds, plc })
+        let reg_cfg = atcr_registry::RegistryConfig {
+            public_url: config.public_url()?,
+            secret: secret(&dir)?,
+            token_ttl: Duration::from_secs(config.registry.token_ttl_secs),
+            anonymous_pull: config.registry.anonymous_pull,
+            chunk_min_length: config.registry.chunk_min_length,
+            upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
+        };
+        let registry = atcr_registry::Registry::open(
+            reg_cfg,
+            &dir.join("registry.sqlite"),
+            blob_store(&config, &dir)?,
+            pds.clone(),
+            resolver(&config)?,
+        )
+        .map_err(|e| ServerError::Service(format!("registry: {e}")))?;
+        Ok(Self {
+            config,
+            pds,
+            plc,
+            registry,
+        })
+    }
+
+    /// Start-up reconciliation of the registry with the PDSes (see
+    /// [`atcr_registry::Registry::recover`]).
+    pub async fn recover(&self) -> Result<(), ServerError> {
+        let (done, dropped, sessions) = self
+            .registry
+            .recover()
+            .await
+            .map_err(|e| ServerError::Service(format!("registry recovery: {e}")))?;
+        if done + dropped > 0 {
+            tracing::info!(
+                "recovered {done} interrupted record writes, dropped {dropped} that never committed"
+            );
+        }
+        tracing::debug!("{sessions} upload sessions resumable");
+        Ok(())
     }
 
     /// The HTTP routes of every enabled service.
     pub fn router(&self) -> axum::Router {
-        let mut app = axum::Router::new().route("/_health", axum::routing::get(|| async { "ok" }));
+        let mut app = axum::Router::new()
+            .route("/_health", axum::routing::get(|| async { "ok" }))
+            .merge(atcr_registry::routes::router(self.registry.clone()));
         if let Some(pds) = &self.pds {
             app = app.merge(atcr_pds::routes::router(pds.clone()));
         }
@@ -166,6 +258,7 @@ pub async fn serve_on(
     services: Services,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    services.recover().await?;
     axum::serve(listener, services.router())
         .with_graceful_shutdown(shutdown)
         .await

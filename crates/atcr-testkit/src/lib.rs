@@ -85,3 +85,68 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("binding 127.0.0.1:0")
 }
+
+/// A real S3-compatible server (`s3s-fs`, installed by `scripts/test`) running
+/// as a child process on 127.0.0.1 over a temporary directory, with SigV4
+/// authentication on. Killed on drop.
+pub struct S3Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    /// Bucket created for the test.
+    pub bucket: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret key.
+    pub secret_key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Starts the server with one bucket.
+    ///
+    /// # Panics
+    /// If `s3s-fs` is not installed: the S3 tests must not silently skip.
+    pub fn start() -> Self {
+        let bin = std::env::var_os("ATCR_S3S_FS")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let home = std::env::var_os("HOME")?;
+                let p = PathBuf::from(home).join(".cache/atcr-tools/bin/s3s-fs");
+                p.exists().then_some(p)
+            })
+            .expect("s3s-fs not found: run scripts/test (it installs it) or set ATCR_S3S_FS");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bucket = "atcr-test".to_owned();
+        std::fs::create_dir_all(dir.path().join(&bucket)).expect("bucket dir");
+        let port = free_port();
+        let child = std::process::Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "AKTEST", "--secret-key", "SKTEST"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start s3s-fs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket,
+            access_key: "AKTEST".into(),
+            secret_key: "SKTEST".into(),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

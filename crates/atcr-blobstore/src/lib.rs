@@ -1,0 +1,720 @@
+//! Content-addressed blob storage for ATCR.
+//!
+//! Blobs live under `blobs/<alg>/<hex[..2]>/<hex>` in an [`object_store`]
+//! backend: a local directory (the default) or any S3-compatible bucket.
+//!
+//! Uploads are sessions ([`UploadState`]) that the caller persists after each
+//! call, so they survive a restart:
+//! * every byte is hashed while it streams through ([`DigestHasher`], whose
+//!   state is saved in the session) and nothing is buffered whole;
+//! * local: bytes are appended to a staging file on the same file system and
+//!   fsynced before [`BlobStore::append`] returns; [`BlobStore::finish`]
+//!   verifies the digest, then renames the file into place and fsyncs the
+//!   directory, so a blob is either absent or complete and verified;
+//! * S3: full parts (`part_size`, ≥ 5 MiB) go out as a multipart upload, the
+//!   remainder is spooled to a local file (fsynced) until the next call. The
+//!   finished object is copied into its content address only after the digest
+//!   matched.
+//!
+//! Visibility to registry clients is the index's job (a blob is served only
+//! once the index records it); the store guarantees that nothing unverified
+//! ever sits at a content address.
+
+use atcr_oci::{Digest, DigestAlgorithm, DigestHasher};
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::local::LocalFileSystem;
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Blob storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The content does not hash to the digest the client named.
+    #[error("digest mismatch: the content hashes to {actual}, not {expected}")]
+    DigestMismatch {
+        /// What the client claimed.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// No blob at that digest.
+    #[error("blob not found")]
+    NotFound,
+    /// The request body failed while streaming (client went away).
+    #[error("upload body: {0}")]
+    Body(String),
+    /// The backend failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A session record that cannot be resumed.
+    #[error("upload session: {0}")]
+    Session(String),
+}
+
+fn storage(e: impl std::fmt::Display) -> BlobError {
+    BlobError::Storage(e.to_string())
+}
+
+/// S3-compatible backend settings.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Endpoint URL (`None`: AWS for the region).
+    pub endpoint: Option<String>,
+    /// Bucket.
+    pub bucket: String,
+    /// Region.
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Path-style requests (`endpoint/bucket/key`) instead of virtual hosts.
+    pub path_style: bool,
+    /// Answer blob GETs with a 307 to a presigned URL.
+    pub redirect: bool,
+    /// Lifetime of presigned URLs.
+    pub presign_ttl: Duration,
+    /// Multipart part size (S3 needs ≥ 5 MiB except for the last part).
+    pub part_size: usize,
+}
+
+/// Where blobs are stored.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A local directory.
+    Local(PathBuf),
+    /// An S3-compatible bucket; `spool` is a local directory for upload tails.
+    S3 {
+        /// The bucket settings.
+        s3: S3Config,
+        /// Local directory for partial parts between requests.
+        spool: PathBuf,
+    },
+}
+
+enum Backend {
+    Local {
+        root: PathBuf,
+    },
+    S3 {
+        s3: AmazonS3,
+        cfg: S3Config,
+        spool: PathBuf,
+    },
+}
+
+/// The blob store. Cheap to clone.
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+    backend: Arc<Backend>,
+}
+
+/// A multipart upload in progress (S3 only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MultipartState {
+    /// The backend's upload id.
+    pub upload_id: String,
+    /// ETags of the parts uploaded so far, in order.
+    pub parts: Vec<String>,
+}
+
+/// A resumable upload session; persist it after every call that changes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UploadState {
+    /// Session id (letters, digits, `-`).
+    pub id: String,
+    /// Bytes received and stored.
+    pub offset: u64,
+    /// Saved hasher state (hex).
+    hasher: String,
+    /// S3: the multipart upload, once the first full part went out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    multipart: Option<MultipartState>,
+    /// S3: bytes in the spool file that are not in a part yet.
+    #[serde(default)]
+    spooled: u64,
+}
+
+fn to_hex(b: &[u8]) -> String {
+    use std::fmt::Write as _;
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl UploadState {
+    /// The hasher at `offset`.
+    pub fn hasher(&self) -> Result<DigestHasher, BlobError> {
+        from_hex(&self.hasher)
+            .and_then(|b| DigestHasher::restore(&b))
+            .filter(|h| h.len() == self.offset)
+            .ok_or_else(|| BlobError::Session(format!("{}: corrupt hash state", self.id)))
+    }
+    /// The digest algorithm of the session.
+    pub fn algorithm(&self) -> Result<DigestAlgorithm, BlobError> {
+        Ok(self.hasher()?.algorithm())
+    }
+    /// Serializes the session (JSON).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+    /// Parses a serialized session.
+    pub fn from_json(s: &str) -> Result<Self, BlobError> {
+        serde_json::from_str(s).map_err(|e| BlobError::Session(e.to_string()))
+    }
+}
+
+/// The object key of a blob.
+pub fn blob_key(d: &Digest) -> ObjectPath {
+    let hex = d.hex();
+    ObjectPath::from(format!(
+        "blobs/{}/{}/{}",
+        d.algorithm().name(),
+        &hex[..2],
+        hex
+    ))
+}
+
+fn staging_key(id: &str) -> ObjectPath {
+    ObjectPath::from(format!("_uploads/{id}"))
+}
+
+/// A blob read: a byte stream plus its total size, or a redirect.
+pub enum BlobRead {
+    /// Stream these bytes.
+    Stream {
+        /// The bytes (of the requested range).
+        body: futures_util::stream::BoxStream<'static, Result<Bytes, BlobError>>,
+        /// Length of the body.
+        len: u64,
+    },
+    /// Redirect the client here (presigned URL).
+    Redirect(url::Url),
+}
+
+const READ_CHUNK: usize = 256 * 1024;
+
+impl BlobStore {
+    /// Opens the configured backend (creating the local directories).
+    pub fn open(cfg: &StoreConfig) -> Result<Self, BlobError> {
+        atcr_http::install_crypto_provider();
+        match cfg {
+            StoreConfig::Local(root) => {
+                for d in ["blobs", "_uploads"] {
+                    std::fs::create_dir_all(root.join(d)).map_err(storage)?;
+                }
+                let root = root.canonicalize().map_err(storage)?;
+                let store = LocalFileSystem::new_with_prefix(&root).map_err(storage)?;
+                Ok(Self {
+                    store: Arc::new(store),
+                    backend: Arc::new(Backend::Local { root }),
+                })
+            }
+            StoreConfig::S3 { s3: c, spool } => {
+                std::fs::create_dir_all(spool).map_err(storage)?;
+                if c.part_size < 5 * 1024 * 1024 {
+                    return Err(BlobError::Storage(
+                        "S3 part size must be at least 5 MiB".into(),
+                    ));
+                }
+                let mut b = AmazonS3Builder::new()
+                    .with_bucket_name(&c.bucket)
+                    .with_region(&c.region)
+                    .with_access_key_id(&c.access_key_id)
+                    .with_secret_access_key(&c.secret_access_key)
+                    .with_virtual_hosted_style_request(!c.path_style);
+                if let Some(ep) = &c.endpoint {
+                    b = b
+                        .with_endpoint(ep)
+                        .with_allow_http(ep.starts_with("http://"));
+                }
+                let s3 = b.build().map_err(storage)?;
+                Ok(Self {
+                    store: Arc::new(s3.clone()),
+                    backend: Arc::new(Backend::S3 {
+                        s3,
+                        cfg: c.clone(),
+                        spool: spool.clone(),
+                    }),
+                })
+            }
+        }
+    }
+
+    /// The size of a stored blob, `None` when absent.
+    pub async fn size(&self, d: &Digest) -> Result<Option<u64>, BlobError> {
+        match self.store.head(&blob_key(d)).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Reads a blob, or a byte range `[start, end)` of it; with S3 redirects on
+    /// and `allow_redirect`, a presigned URL instead.
+    pub async fn read(
+        &self,
+        d: &Digest,
+        range: Option<(u64, u64)>,
+        allow_redirect: bool,
+    ) -> Result<BlobRead, BlobError> {
+        let key = blob_key(d);
+        if let Backend::S3 { s3, cfg, .. } = &*self.backend
+            && cfg.redirect
+            && allow_redirect
+        {
+            let url = s3
+                .signed_url(http_get(), &key, cfg.presign_ttl)
+                .await
+                .map_err(storage)?;
+            return Ok(BlobRead::Redirect(url));
+        }
+        let opts = GetOptions {
+            range: range.map(|(a, b)| GetRange::Bounded(a..b)),
+            ..Default::default()
+        };
+        let res = match self.store.get_opts(&key, opts).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Err(BlobError::NotFound),
+            Err(e) => return Err(storage(e)),
+        };
+        let len = res.range.end - res.range.start;
+        let start = res.range.start;
+        match res.payload {
+            // object_store streams local files in 8 KiB reads; large reads on a
+            // blocking thread are several times faster for multi-GiB blobs.
+            GetResultPayload::File(file, _) => Ok(BlobRead::Stream {
+                body: file_stream(file, start, len).boxed(),
+                len,
+            }),
+            GetResultPayload::Stream(s) => Ok(BlobRead::Stream {
+                body: s.map(|r| r.map_err(storage)).boxed(),
+                len,
+            }),
+        }
+    }
+
+    /// Deletes a blob (no error when absent).
+    pub async fn delete(&self, d: &Digest) -> Result<(), BlobError> {
+        match self.store.delete(&blob_key(d)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Starts an upload session.
+    pub async fn begin(&self, id: &str, alg: DigestAlgorithm) -> Result<UploadState, BlobError> {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(BlobError::Session(format!("bad session id {id:?}")));
+        }
+        let path = self.local_file(id);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(storage)?;
+        drop(f);
+        Ok(UploadState {
+            id: id.to_owned(),
+            offset: 0,
+            hasher: to_hex(&DigestHasher::new(alg).state()),
+            multipart: None,
+            spooled: 0,
+        })
+    }
+
+    /// The local file of a session: the staging file (local) or the spool (S3).
+    fn local_file(&self, id: &str) -> PathBuf {
+        match &*self.backend {
+            Backend::Local { root } => root.join("_uploads").join(id),
+            Backend::S3 { spool, .. } => spool.join(id),
+        }
+    }
+
+    /// Brings a persisted session back after a restart: drops bytes written
+    /// after the state was last saved (they were never acknowledged).
+    pub async fn recover(&self, st: &UploadState) -> Result<(), BlobError> {
+        st.hasher()?;
+        let keep = match &*self.backend {
+            Backend::Local { .. } => st.offset,
+            Backend::S3 { .. } => st.spooled,
+        };
+        let path = self.local_file(&st.id);
+        tokio::task::spawn_blocking(move || {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            if f.metadata()?.len() < keep {
+                return Err(std::io::Error::other(format!(
+                    "{} is shorter than the {keep} bytes acknowledged",
+                    path.display()
+                )));
+            }
+            f.set_len(keep)?;
+            f.sync_all()
+        })
+        .await
+        .map_err(storage)?
+        .map_err(|e| BlobError::Session(e.to_string()))
+    }
+
+    /// Appends a request body to the session. On success every byte is durable
+    /// and `st` is advanced; on error `st` is unchanged and so is what is stored.
+    pub async fn append<S, E>(&self, st: &mut UploadState, body: S) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        match &*self.backend {
+            Backend::Local { .. } => self.append_local(st, body).await,
+            Backend::S3 { s3, cfg, .. } => self.append_s3(s3, cfg, st, body).await,
+        }
+    }
+
+    async fn append_local<S, E>(&self, st: &mut UploadState, mut body: S) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut hasher = st.hasher()?;
+        let start = st.offset;
+        let path = self.local_file(&st.id);
+        // The file is written on a blocking thread while this task hashes the
+        // next frames: on two cores the hash and the copy into the page cache
+        // run side by side.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(16);
+        let writer = tokio::task::spawn_blocking(move || write_file(&path, start, rx));
+        let mut failed = None;
+        while let Some(frame) = body.next().await {
+            match frame {
+                Ok(b) => {
+                    hasher.update(&b);
+                    if tx.send(b).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(BlobError::Body(e.to_string()));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let written = writer.await.map_err(storage)?;
+        let path = self.local_file(&st.id);
+        let undo = move || {
+            // Put the file back to what the session acknowledged.
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+                let _ = f.set_len(start);
+            }
+        };
+        if let Some(e) = failed {
+            undo();
+            return Err(e);
+        }
+        let written = match written {
+            Ok(n) => n,
+            Err(e) => {
+                undo();
+                return Err(storage(e));
+            }
+        };
+        if written != hasher.len() - start {
+            undo();
+            return Err(BlobError::Storage("short write".into()));
+        }
+        st.offset = hasher.len();
+        st.hasher = to_hex(&hasher.state());
+        Ok(st.offset)
+    }
+
+    async fn append_s3<S, E>(
+        &self,
+        s3: &AmazonS3,
+        cfg: &S3Config,
+        st: &mut UploadState,
+        mut body: S,
+    ) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut hasher = st.hasher()?;
+        let mut next = st.clone();
+        let spool = self.local_file(&st.id);
+        // What is spooled from earlier calls is the head of the next part.
+        let mut buf = BytesMut::with_capacity(cfg.part_size);
+        if st.spooled > 0 {
+            let p = spool.clone();
+            let head = tokio::task::spawn_blocking(move || std::fs::read(p))
+                .await
+                .map_err(storage)?
+                .map_err(storage)?;
+            if head.len() as u64 != st.spooled {
+                return Err(BlobError::Session("spool file does not match".into()));
+            }
+            buf.extend_from_slice(&head);
+        }
+        let key = staging_key(&st.id);
+        while let Some(frame) = body.next().await {
+            let mut b = frame.map_err(|e| BlobError::Body(e.to_string()))?;
+            hasher.update(&b);
+            while !b.is_empty() {
+                let take = (cfg.part_size - buf.len()).min(b.len());
+                buf.extend_from_slice(&b.split_to(take));
+                if buf.len() == cfg.part_size {
+                    let part = std::mem::replace(&mut buf, BytesMut::with_capacity(cfg.part_size));
+                    let mp = match &mut next.multipart {
+                        Some(mp) => mp,
+                        None => {
+                            let id = s3.create_multipart(&key).await.map_err(storage)?;
+                            next.multipart.insert(MultipartState {
+                                upload_id: id,
+                                parts: vec![],
+                            })
+                        }
+                    };
+                    let PartId { content_id } = s3
+                        .put_part(&key, &mp.upload_id, mp.parts.len(), part.freeze().into())
+                        .await
+                        .map_err(storage)?;
+                    mp.parts.push(content_id);
+                }
+            }
+        }
+        // Spool the remainder durably, then advance the session.
+        let tail = buf.freeze();
+        let n = tail.len() as u64;
+        let p = spool.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let tmp = p.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&tail)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &p)
+        })
+        .await
+        .map_err(storage)?
+        .map_err(storage)?;
+        next.spooled = n;
+        next.offset = hasher.len();
+        next.hasher = to_hex(&hasher.state());
+        *st = next;
+        Ok(st.offset)
+    }
+
+    /// Completes a session: checks the content against `expected` and stores
+    /// it at its content address. On a mismatch nothing is stored and the
+    /// session is discarded.
+    pub async fn finish(&self, st: UploadState, expected: &Digest) -> Result<u64, BlobError> {
+        let hasher = st.hasher()?;
+        if hasher.algorithm() != expected.algorithm() {
+            self.abort(st).await?;
+            return Err(BlobError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: format!("a {} digest", hasher.algorithm().name()),
+            });
+        }
+        let actual = hasher.finish();
+        if &actual != expected {
+            self.abort(st).await?;
+            return Err(BlobError::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let size = st.offset;
+        let final_key = blob_key(expected);
+        match &*self.backend {
+            Backend::Local { root } => {
+                let from = self.local_file(&st.id);
+                let to = root.join(final_key.as_ref());
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    let dir = to.parent().unwrap_or(Path::new("."));
+                    std::fs::create_dir_all(dir)?;
+                    // append() fsynced the data; the rename is made durable
+                    // by syncing the directory.
+                    std::fs::rename(&from, &to)?;
+                    std::fs::File::open(dir)?.sync_all()
+                })
+                .await
+                .map_err(storage)?
+                .map_err(storage)?;
+            }
+            Backend::S3 { s3, .. } => {
+                let spool = self.local_file(&st.id);
+                let p = spool.clone();
+                let tail = tokio::task::spawn_blocking(move || std::fs::read(p))
+                    .await
+                    .map_err(storage)?
+                    .map_err(storage)?;
+                if tail.len() as u64 != st.spooled {
+                    return Err(BlobError::Session("spool file does not match".into()));
+                }
+                match &st.multipart {
+                    None => {
+                        // Small blob: a single PUT straight to its address.
+                        s3.put(&final_key, Bytes::from(tail).into())
+                            .await
+                            .map_err(storage)?;
+                    }
+                    Some(mp) => {
+                        let key = staging_key(&st.id);
+                        let mut parts: Vec<PartId> = mp
+                            .parts
+                            .iter()
+                            .map(|c| PartId {
+                                content_id: c.clone(),
+                            })
+                            .collect();
+                        if !tail.is_empty() {
+                            parts.push(
+                                s3.put_part(
+                                    &key,
+                                    &mp.upload_id,
+                                    parts.len(),
+                                    Bytes::from(tail).into(),
+                                )
+                                .await
+                                .map_err(storage)?,
+                            );
+                        }
+                        s3.complete_multipart(&key, &mp.upload_id, parts)
+                            .await
+                            .map_err(storage)?;
+                        // Content-addressed: overwriting an existing copy writes
+                        // the same bytes, so a plain copy is safe.
+                        s3.copy(&key, &final_key).await.map_err(storage)?;
+                        let _ = s3.delete(&key).await;
+                    }
+                }
+                let _ = tokio::fs::remove_file(&spool).await;
+            }
+        }
+        Ok(size)
+    }
+
+    /// Discards a session and whatever it stored.
+    pub async fn abort(&self, st: UploadState) -> Result<(), BlobError> {
+        let _ = tokio::fs::remove_file(self.local_file(&st.id)).await;
+        if let (Backend::S3 { s3, .. }, Some(mp)) = (&*self.backend, &st.multipart) {
+            let _ = s3
+                .abort_multipart(&staging_key(&st.id), &mp.upload_id)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Session ids with local files, for cleaning up after sessions the
+    /// index no longer knows.
+    pub fn local_sessions(&self) -> Vec<String> {
+        let dir = match &*self.backend {
+            Backend::Local { root } => root.join("_uploads"),
+            Backend::S3 { spool, .. } => spool.clone(),
+        };
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| !n.ends_with(".tmp"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes a leftover session file by id.
+    pub fn remove_local_session(&self, id: &str) {
+        let _ = std::fs::remove_file(self.local_file(id));
+    }
+}
+
+fn http_get() -> object_store::signer::Method {
+    object_store::signer::Method::GET
+}
+
+/// Appends everything from `rx` to `path` at `start`, then fsyncs.
+fn write_file(
+    path: &Path,
+    start: u64,
+    rx: std::sync::mpsc::Receiver<Bytes>,
+) -> std::io::Result<u64> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    if f.metadata()?.len() != start {
+        f.set_len(start)?;
+    }
+    f.seek(std::io::SeekFrom::Start(start))?;
+    let mut n = 0u64;
+    for b in rx {
+        f.write_all(&b)?;
+        n += b.len() as u64;
+    }
+    f.sync_data()?;
+    Ok(n)
+}
+
+/// Streams `len` bytes of `file` from `start` in large reads on a blocking thread.
+fn file_stream(
+    mut file: std::fs::File,
+    start: u64,
+    len: u64,
+) -> impl Stream<Item = Result<Bytes, BlobError>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BlobError>>(4);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(storage(e)));
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = (left as usize).min(READ_CHUNK);
+            let mut buf = BytesMut::zeroed(want);
+            match file.read(&mut buf) {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(BlobError::Storage("blob file truncated".into())));
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(storage(e)));
+                    return;
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+}

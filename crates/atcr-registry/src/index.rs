@@ -1,0 +1,581 @@
+//! The registry index (SQLite): which blobs each repository links, manifests
+//! (bytes kept for fast pulls, the record that holds them), tags, upload
+//! sessions, the push journal and the PDS sessions of remote owners.
+//!
+//! Repositories are keyed by the owner's DID, never by handle, so
+//! `alice.example.com/app` and `did-plc-…/app` are one repository.
+
+use atcr_oci::{ErrorCode, RegistryError};
+use atcr_sqlite::rusqlite::{self, OptionalExtension};
+use atcr_sqlite::{Db, DbError, Migration};
+use std::path::Path;
+
+const MIGRATIONS: &[Migration] = &[(
+    1,
+    "CREATE TABLE blob (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE repo_blob (
+        did TEXT NOT NULL, repo TEXT NOT NULL, digest TEXT NOT NULL REFERENCES blob (digest),
+        PRIMARY KEY (did, repo, digest)
+    );
+    CREATE TABLE repository (
+        did TEXT NOT NULL, repo TEXT NOT NULL, display TEXT NOT NULL,
+        PRIMARY KEY (did, repo)
+    );
+    CREATE INDEX repository_display ON repository (display);
+    CREATE TABLE manifest (
+        did TEXT NOT NULL, repo TEXT NOT NULL, digest TEXT NOT NULL,
+        media_type TEXT NOT NULL, size INTEGER NOT NULL, bytes BLOB NOT NULL,
+        artifact_type TEXT, subject TEXT, annotations TEXT,
+        record_rkey TEXT NOT NULL, record_cid TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (did, repo, digest)
+    );
+    CREATE INDEX manifest_subject ON manifest (did, repo, subject) WHERE subject IS NOT NULL;
+    CREATE TABLE tag (
+        did TEXT NOT NULL, repo TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,
+        record_cid TEXT NOT NULL, updated_at INTEGER NOT NULL,
+        PRIMARY KEY (did, repo, tag)
+    );
+    CREATE TABLE upload (
+        id TEXT PRIMARY KEY, did TEXT NOT NULL, repo TEXT NOT NULL,
+        state TEXT NOT NULL, updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE pending (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, did TEXT NOT NULL, op TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE pds_session (
+        did TEXT PRIMARY KEY, pds TEXT NOT NULL, handle TEXT NOT NULL,
+        access_jwt TEXT NOT NULL, refresh_jwt TEXT NOT NULL, updated_at INTEGER NOT NULL
+    );",
+)];
+
+/// Index errors map to `UNKNOWN` (500): the request can be retried.
+#[derive(Debug, thiserror::Error)]
+#[error("index: {0}")]
+pub struct IndexError(String);
+
+impl From<DbError> for IndexError {
+    fn from(e: DbError) -> Self {
+        Self(e.to_string())
+    }
+}
+impl From<rusqlite::Error> for IndexError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+impl From<IndexError> for RegistryError {
+    fn from(e: IndexError) -> Self {
+        tracing::error!("{e}");
+        RegistryError::new(ErrorCode::Unknown, "internal index error")
+    }
+}
+
+type Result<T> = std::result::Result<T, IndexError>;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestRow {
+    /// Digest string.
+    pub digest: String,
+    /// Media type.
+    pub media_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Exact bytes (empty when only metadata was asked for).
+    pub bytes: Vec<u8>,
+    /// Artifact type as the Referrers API reports it.
+    pub artifact_type: Option<String>,
+    /// Subject digest.
+    pub subject: Option<String>,
+    /// Annotations (JSON object text).
+    pub annotations: Option<String>,
+    /// Record key of the `io.atcr.manifest` record.
+    pub record_rkey: String,
+    /// CID of that record.
+    pub record_cid: String,
+}
+
+/// A remote owner's PDS session, kept so pushes can write records.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    /// PDS base URL.
+    pub pds: String,
+    /// Handle.
+    pub handle: String,
+    /// Access token.
+    pub access_jwt: String,
+    /// Refresh token.
+    pub refresh_jwt: String,
+}
+
+/// The index database.
+#[derive(Clone)]
+pub struct Index {
+    db: Db,
+}
+
+fn manifest_row(r: &rusqlite::Row<'_>, with_bytes: bool) -> rusqlite::Result<ManifestRow> {
+    Ok(ManifestRow {
+        digest: r.get(0)?,
+        media_type: r.get(1)?,
+        size: r.get::<_, i64>(2)? as u64,
+        bytes: if with_bytes { r.get(3)? } else { vec![] },
+        artifact_type: r.get(4)?,
+        subject: r.get(5)?,
+        annotations: r.get(6)?,
+        record_rkey: r.get(7)?,
+        record_cid: r.get(8)?,
+    })
+}
+
+/// What a manifest push commits to the index once its records are written.
+#[derive(Debug, Clone)]
+pub struct ManifestCommit {
+    /// Owner DID.
+    pub did: String,
+    /// REPO.
+    pub repo: String,
+    /// Name for the catalog.
+    pub display: String,
+    /// The manifest (a new row, or `None` when it was already stored).
+    pub manifest: Option<ManifestRow>,
+    /// `(tag, digest, tag record CID)` when pushed by tag.
+    pub tag: Option<(String, String, String)>,
+}
+
+impl Index {
+    /// Opens (creating) the index.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            db: Db::open(path, MIGRATIONS)?,
+        })
+    }
+
+    /// The size of a blob linked into a repository.
+    pub async fn repo_blob(&self, did: &str, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let (d, r, g) = (did.to_owned(), repo.to_owned(), digest.to_owned());
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT b.size FROM repo_blob l JOIN blob b ON b.digest = l.digest
+                     WHERE l.did = ?1 AND l.repo = ?2 AND l.digest = ?3",
+                )?
+                .query_row((&d, &r, &g), |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|o| o.map(|s| s as u64))
+                .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// The size of a blob stored for any repository.
+    pub async fn blob(&self, digest: &str) -> Result<Option<u64>> {
+        let g = digest.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT size FROM blob WHERE digest = ?1")?
+                    .query_row([&g], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map(|o| o.map(|s| s as u64))
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Records a verified blob and links it into a repository; removes the
+    /// upload session in the same transaction.
+    pub async fn link_blob(
+        &self,
+        did: &str,
+        repo: &str,
+        display: &str,
+        digest: &str,
+        size: u64,
+        upload: Option<&str>,
+    ) -> Result<()> {
+        let (d, r, n, g) = (
+            did.to_owned(),
+            repo.to_owned(),
+            display.to_owned(),
+            digest.to_owned(),
+        );
+        let up = upload.map(str::to_owned);
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blob (digest, size, created_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute((&g, size as i64, now()))?;
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO repo_blob (did, repo, digest) VALUES (?1, ?2, ?3)",
+                )?
+                .execute((&d, &r, &g))?;
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO repository (did, repo, display) VALUES (?1, ?2, ?3)",
+                )?
+                .execute((&d, &r, &n))?;
+                if let Some(id) = up {
+                    tx.execute("DELETE FROM upload WHERE id = ?1", [&id])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Unlinks a blob from a repository; false when it was not linked.
+    pub async fn unlink_blob(&self, did: &str, repo: &str, digest: &str) -> Result<bool> {
+        let (d, r, g) = (did.to_owned(), repo.to_owned(), digest.to_owned());
+        self.db
+            .write(move |tx| {
+                Ok(tx.execute(
+                    "DELETE FROM repo_blob WHERE did = ?1 AND repo = ?2 AND digest = ?3",
+                    (&d, &r, &g),
+                )? > 0)
+            })
+            .await
+    }
+
+    /// Creates an upload session record.
+    pub async fn create_upload(&self, id: &str, did: &str, repo: &str, state: &str) -> Result<()> {
+        let (i, d, r, s) = (
+            id.to_owned(),
+            did.to_owned(),
+            repo.to_owned(),
+            state.to_owned(),
+        );
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO upload (id, did, repo, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    (&i, &d, &r, &s, now()),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// An upload session: `(did, repo, state)`.
+    pub async fn upload(&self, id: &str) -> Result<Option<(String, String, String)>> {
+        let i = id.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT did, repo, state FROM upload WHERE id = ?1")?
+                    .query_row([&i], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Saves an upload session's new state.
+    pub async fn update_upload(&self, id: &str, state: &str) -> Result<()> {
+        let (i, s) = (id.to_owned(), state.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE upload SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                    (&i, &s, now()),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Removes an upload session.
+    pub async fn delete_upload(&self, id: &str) -> Result<()> {
+        let i = id.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.execute("DELETE FROM upload WHERE id = ?1", [&i])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Every upload session: `(id, state, updated_at)`.
+    pub async fn uploads(&self) -> Result<Vec<(String, String, i64)>> {
+        self.db
+            .read(|c| {
+                let mut s = c.prepare("SELECT id, state, updated_at FROM upload")?;
+                let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// A manifest by digest (`with_bytes`: include the bytes).
+    pub async fn manifest(
+        &self,
+        did: &str,
+        repo: &str,
+        digest: &str,
+        with_bytes: bool,
+    ) -> Result<Option<ManifestRow>> {
+        let (d, r, g) = (did.to_owned(), repo.to_owned(), digest.to_owned());
+        self.db
+            .read(move |c| {
+                let sql = if with_bytes {
+                    "SELECT digest, media_type, size, bytes, artifact_type, subject, annotations, record_rkey, record_cid FROM manifest WHERE did = ?1 AND repo = ?2 AND digest = ?3"
+                } else {
+                    "SELECT digest, media_type, size, NULL, artifact_type, subject, annotations, record_rkey, record_cid FROM manifest WHERE did = ?1 AND repo = ?2 AND digest = ?3"
+                };
+                c.prepare_cached(sql)?
+                    .query_row((&d, &r, &g), |r| manifest_row(r, with_bytes))
+                    .optional()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// The digest a tag points at, with the tag record's CID.
+    pub async fn tag(&self, did: &str, repo: &str, tag: &str) -> Result<Option<(String, String)>> {
+        let (d, r, t) = (did.to_owned(), repo.to_owned(), tag.to_owned());
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT digest, record_cid FROM tag WHERE did = ?1 AND repo = ?2 AND tag = ?3",
+                )?
+                .query_row((&d, &r, &t), |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Tags of a repository in lexical order after `last`, at most `n`.
+    pub async fn tags(
+        &self,
+        did: &str,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>> {
+        let (d, r, l) = (
+            did.to_owned(),
+            repo.to_owned(),
+            last.unwrap_or("").to_owned(),
+        );
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare_cached(
+                    "SELECT tag FROM tag WHERE did = ?1 AND repo = ?2 AND tag > ?3 ORDER BY tag LIMIT ?4",
+                )?;
+                let rows = s.query_map((&d, &r, &l, n as i64), |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Tags pointing at a digest: `(tag, record_cid)`.
+    pub async fn tags_of(&self, did: &str, repo: &str, digest: &str) -> Result<Vec<String>> {
+        let (d, r, g) = (did.to_owned(), repo.to_owned(), digest.to_owned());
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare_cached(
+                    "SELECT tag FROM tag WHERE did = ?1 AND repo = ?2 AND digest = ?3 ORDER BY tag",
+                )?;
+                let rows = s.query_map((&d, &r, &g), |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// True when the repository has anything (blobs, manifests).
+    pub async fn repository_exists(&self, did: &str, repo: &str) -> Result<bool> {
+        let (d, r) = (did.to_owned(), repo.to_owned());
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT 1 FROM repository WHERE did = ?1 AND repo = ?2")?
+                    .query_row((&d, &r), |_| Ok(()))
+                    .optional()
+                    .map(|o| o.is_some())
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Manifests whose subject is `digest`.
+    pub async fn referrers(&self, did: &str, repo: &str, digest: &str) -> Result<Vec<ManifestRow>> {
+        let (d, r, g) = (did.to_owned(), repo.to_owned(), digest.to_owned());
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare_cached(
+                    "SELECT digest, media_type, size, NULL, artifact_type, subject, annotations, record_rkey, record_cid
+                     FROM manifest WHERE did = ?1 AND repo = ?2 AND subject = ?3 ORDER BY digest",
+                )?;
+                let rows = s.query_map((&d, &r, &g), |r| manifest_row(r, false))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Repository names in lexical order after `last`, at most `n`.
+    pub async fn catalog(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        let l = last.unwrap_or("").to_owned();
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare_cached(
+                    "SELECT DISTINCT display FROM repository WHERE display > ?1 ORDER BY display LIMIT ?2",
+                )?;
+                let rows = s.query_map((&l, n as i64), |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Journals a record operation before it is sent to the PDS.
+    pub async fn begin_pending(&self, did: &str, op: &str) -> Result<i64> {
+        let (d, o) = (did.to_owned(), op.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO pending (did, op, created_at) VALUES (?1, ?2, ?3)",
+                    (&d, &o, now()),
+                )?;
+                Ok(tx.last_insert_rowid())
+            })
+            .await
+    }
+
+    /// Journaled operations not yet reconciled: `(id, did, op)`.
+    pub async fn pending(&self) -> Result<Vec<(i64, String, String)>> {
+        self.db
+            .read(|c| {
+                let mut s = c.prepare("SELECT id, did, op FROM pending ORDER BY id")?;
+                let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Drops a journal entry whose operation did not happen.
+    pub async fn drop_pending(&self, id: i64) -> Result<()> {
+        self.db
+            .write(move |tx| {
+                tx.execute("DELETE FROM pending WHERE id = ?1", [id])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Applies a manifest push to the index and closes its journal entry,
+    /// in one transaction.
+    pub async fn commit_manifest(&self, pending: i64, c: ManifestCommit) -> Result<()> {
+        self.db
+            .write(move |tx| {
+                if let Some(m) = &c.manifest {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO manifest (did, repo, digest, media_type, size, bytes, artifact_type, subject, annotations, record_rkey, record_cid, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        rusqlite::params![
+                            c.did, c.repo, m.digest, m.media_type, m.size as i64, m.bytes,
+                            m.artifact_type, m.subject, m.annotations, m.record_rkey, m.record_cid, now()
+                        ],
+                    )?;
+                }
+                if let Some((tag, digest, cid)) = &c.tag {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO tag (did, repo, tag, digest, record_cid, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        (&c.did, &c.repo, tag, digest, cid, now()),
+                    )?;
+                }
+                tx.execute(
+                    "INSERT OR IGNORE INTO repository (did, repo, display) VALUES (?1, ?2, ?3)",
+                    (&c.did, &c.repo, &c.display),
+                )?;
+                tx.execute("DELETE FROM pending WHERE id = ?1", [pending])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Removes a manifest (and the tags given) and closes the journal entry.
+    pub async fn commit_delete(
+        &self,
+        pending: i64,
+        did: &str,
+        repo: &str,
+        digest: Option<&str>,
+        tags: &[String],
+    ) -> Result<()> {
+        let (d, r, g, t) = (
+            did.to_owned(),
+            repo.to_owned(),
+            digest.map(str::to_owned),
+            tags.to_vec(),
+        );
+        self.db
+            .write(move |tx| {
+                if let Some(g) = &g {
+                    tx.execute(
+                        "DELETE FROM manifest WHERE did = ?1 AND repo = ?2 AND digest = ?3",
+                        (&d, &r, g),
+                    )?;
+                }
+                for tag in &t {
+                    tx.execute(
+                        "DELETE FROM tag WHERE did = ?1 AND repo = ?2 AND tag = ?3",
+                        (&d, &r, tag),
+                    )?;
+                }
+                tx.execute("DELETE FROM pending WHERE id = ?1", [pending])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Saves a remote owner's PDS session.
+    pub async fn save_session(&self, did: &str, s: &StoredSession) -> Result<()> {
+        let (d, s) = (did.to_owned(), s.clone());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT OR REPLACE INTO pds_session (did, pds, handle, access_jwt, refresh_jwt, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    (&d, &s.pds, &s.handle, &s.access_jwt, &s.refresh_jwt, now()),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// A remote owner's saved PDS session.
+    pub async fn session(&self, did: &str) -> Result<Option<StoredSession>> {
+        let d = did.to_owned();
+        self.db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT pds, handle, access_jwt, refresh_jwt FROM pds_session WHERE did = ?1",
+                    [&d],
+                    |r| {
+                        Ok(StoredSession {
+                            pds: r.get(0)?,
+                            handle: r.get(1)?,
+                            access_jwt: r.get(2)?,
+                            refresh_jwt: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(IndexError::from)
+            })
+            .await
+    }
+}

@@ -1,0 +1,313 @@
+//! The owner's PDS, embedded or remote, behind one interface, and the
+//! `io.atcr.manifest` / `io.atcr.tag` records written on push.
+
+use crate::index::{Index, StoredSession};
+use atcr_pds::{Pds, Write};
+use atcr_xrpc::types::{ApplyWrite, ApplyWriteResult, ApplyWritesInput};
+use atcr_xrpc::{ClientError, PdsClient, Session};
+use std::future::Future;
+use std::pin::Pin;
+
+/// The manifest record collection.
+pub const MANIFEST_COLLECTION: &str = "io.atcr.manifest";
+/// The tag record collection.
+pub const TAG_COLLECTION: &str = "io.atcr.tag";
+
+/// A boxed future (the trait is object-safe).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a PDS operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The PDS refused the content (e.g. a record it cannot store).
+    #[error("the PDS refused the record: {0}")]
+    Rejected(String),
+    /// The owner's session is missing or no longer valid.
+    #[error("no valid PDS session for {0}: log in again (docker login)")]
+    NoSession(String),
+    /// The PDS could not be reached or failed.
+    #[error("the owner's PDS is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Write access to one owner's repository.
+pub trait OwnerPds: Send + Sync {
+    /// The owner DID.
+    fn did(&self) -> &str;
+    /// Stores a blob; returns the blob reference (atproto JSON).
+    fn upload_blob(
+        &self,
+        bytes: Vec<u8>,
+        mime: String,
+    ) -> BoxFut<'_, Result<serde_json::Value, RecordError>>;
+    /// Applies writes as one commit; returns the new CID of each (None for deletes).
+    fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>>;
+    /// A record's current CID and value, `None` when absent.
+    fn get_record(
+        &self,
+        collection: String,
+        rkey: String,
+    ) -> BoxFut<'_, Result<Option<(String, serde_json::Value)>, RecordError>>;
+}
+
+/// An owner whose account lives in the embedded PDS.
+pub struct EmbeddedOwner {
+    pub(crate) pds: Pds,
+    pub(crate) did: String,
+}
+
+fn from_pds(e: atcr_pds::PdsError) -> RecordError {
+    if e.0.status >= 500 {
+        RecordError::Unavailable(e.0.to_string())
+    } else {
+        RecordError::Rejected(e.0.to_string())
+    }
+}
+
+impl OwnerPds for EmbeddedOwner {
+    fn did(&self) -> &str {
+        &self.did
+    }
+    fn upload_blob(
+        &self,
+        bytes: Vec<u8>,
+        mime: String,
+    ) -> BoxFut<'_, Result<serde_json::Value, RecordError>> {
+        Box::pin(async move {
+            self.pds
+                .put_blob(&self.did, bytes, &mime)
+                .await
+                .map_err(from_pds)
+        })
+    }
+    fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
+        Box::pin(async move {
+            let r = self
+                .pds
+                .write(&self.did, writes, None)
+                .await
+                .map_err(from_pds)?;
+            Ok(r.results.into_iter().map(|(_, cid)| cid).collect())
+        })
+    }
+    fn get_record(
+        &self,
+        collection: String,
+        rkey: String,
+    ) -> BoxFut<'_, Result<Option<(String, serde_json::Value)>, RecordError>> {
+        Box::pin(async move {
+            match self.pds.get_record(&self.did, &collection, &rkey).await {
+                Ok(r) => Ok(r),
+                Err(e) if e.0.error == "RecordNotFound" => Ok(None),
+                Err(e) => Err(from_pds(e)),
+            }
+        })
+    }
+}
+
+/// An owner whose account lives on another PDS; writes use the session
+/// obtained when they logged in to the registry.
+pub struct RemoteOwner {
+    pub(crate) client: PdsClient,
+    pub(crate) did: String,
+    pub(crate) index: Index,
+}
+
+fn from_client(did: &str, e: ClientError) -> RecordError {
+    match e.xrpc_name() {
+        Some("ExpiredToken" | "InvalidToken" | "AuthenticationRequired" | "AuthRequired") => {
+            RecordError::NoSession(did.to_owned())
+        }
+        _ if e.is_transient() => RecordError::Unavailable(e.to_string()),
+        Some(_) => RecordError::Rejected(e.to_string()),
+        None => RecordError::Unavailable(e.to_string()),
+    }
+}
+
+impl RemoteOwner {
+    /// Persists the session when the client refreshed it.
+    async fn save(&self, before: Option<Session>) {
+        let now = self.client.session();
+        if now != before
+            && let Some(s) = now
+        {
+            let stored = StoredSession {
+                pds: self.client.base().to_string(),
+                handle: s.handle,
+                access_jwt: s.access_jwt,
+                refresh_jwt: s.refresh_jwt,
+            };
+            if let Err(e) = self.index.save_session(&self.did, &stored).await {
+                tracing::warn!("saving the refreshed PDS session of {}: {e}", self.did);
+            }
+        }
+    }
+}
+
+impl OwnerPds for RemoteOwner {
+    fn did(&self) -> &str {
+        &self.did
+    }
+    fn upload_blob(
+        &self,
+        bytes: Vec<u8>,
+        mime: String,
+    ) -> BoxFut<'_, Result<serde_json::Value, RecordError>> {
+        Box::pin(async move {
+            let before = self.client.session();
+            let r = self.client.upload_blob(bytes, &mime).await;
+            self.save(before).await;
+            let out = r.map_err(|e| from_client(&self.did, e))?;
+            Ok(out.blob)
+        })
+    }
+    fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
+        Box::pin(async move {
+            let writes = writes
+                .into_iter()
+                .map(|w| match w {
+                    Write::Create {
+                        collection,
+                        rkey,
+                        record,
+                    } => ApplyWrite::Create {
+                        collection,
+                        rkey,
+                        value: record,
+                    },
+                    Write::Put {
+                        collection,
+                        rkey,
+                        record,
+                        ..
+                    } => ApplyWrite::Update {
+                        collection,
+                        rkey,
+                        value: record,
+                    },
+                    Write::Delete {
+                        collection, rkey, ..
+                    } => ApplyWrite::Delete { collection, rkey },
+                })
+                .collect();
+            let input = ApplyWritesInput {
+                repo: self.did.clone(),
+                validate: Some(false),
+                writes,
+                swap_commit: None,
+            };
+            let before = self.client.session();
+            let r = self.client.apply_writes(&input).await;
+            self.save(before).await;
+            let out = r.map_err(|e| from_client(&self.did, e))?;
+            Ok(out
+                .results
+                .into_iter()
+                .map(|r| match r {
+                    ApplyWriteResult::Create { cid, .. } | ApplyWriteResult::Update { cid, .. } => {
+                        Some(cid)
+                    }
+                    ApplyWriteResult::Delete {} => None,
+                })
+                .collect())
+        })
+    }
+    fn get_record(
+        &self,
+        collection: String,
+        rkey: String,
+    ) -> BoxFut<'_, Result<Option<(String, serde_json::Value)>, RecordError>> {
+        Box::pin(async move {
+            match self.client.get_record(&self.did, &collection, &rkey).await {
+                Ok(r) => Ok(Some((r.cid, r.value))),
+                Err(e) if e.xrpc_name() == Some("RecordNotFound") => Ok(None),
+                Err(e) => Err(from_client(&self.did, e)),
+            }
+        })
+    }
+}
+
+/// The record key of the tag record for (REPO, TAG): `/` in REPO becomes `~`
+/// (which names never contain), joined to the tag with `:` (which neither
+/// contains), so the mapping is one-to-one and always a legal record key.
+pub fn tag_rkey(repo: &str, tag: &str) -> String {
+    format!("{}:{}", repo.replace('/', "~"), tag)
+}
+
+/// The at-uri of a record.
+pub fn at_uri(did: &str, collection: &str, rkey: &str) -> String {
+    format!("at://{did}/{collection}/{rkey}")
+}
+
+/// The `io.atcr.manifest` record for pushed manifest bytes (already validated
+/// as JSON). Descriptors are copied as pushed.
+pub fn manifest_record(
+    repo: &str,
+    digest: &str,
+    media_type: &str,
+    manifest: &serde_json::Value,
+    blob: serde_json::Value,
+    created_at: &str,
+) -> serde_json::Value {
+    let mut r = serde_json::json!({
+        "$type": MANIFEST_COLLECTION,
+        "repository": repo,
+        "digest": digest,
+        "mediaType": media_type,
+        "schemaVersion": manifest.get("schemaVersion").cloned().unwrap_or(serde_json::json!(2)),
+        "manifestBlob": blob,
+        "createdAt": created_at,
+    });
+    for key in [
+        "config",
+        "layers",
+        "manifests",
+        "subject",
+        "annotations",
+        "artifactType",
+    ] {
+        if let Some(v) = manifest.get(key) {
+            r[key] = v.clone();
+        }
+    }
+    r
+}
+
+/// The `io.atcr.tag` record.
+pub fn tag_record(
+    repo: &str,
+    tag: &str,
+    digest: &str,
+    manifest_uri: &str,
+    created_at: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "$type": TAG_COLLECTION,
+        "repository": repo,
+        "tag": tag,
+        "manifestDigest": digest,
+        "manifest": manifest_uri,
+        "createdAt": created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_keys_are_legal_and_distinct() {
+        let a = tag_rkey("team/app", "v1");
+        let b = tag_rkey("team~app", "v1");
+        assert_eq!(a, "team~app:v1");
+        assert!(atcr_syntax::RecordKey::new(&a).is_ok());
+        // "team~app" is not a legal REPO, so the mapping cannot collide.
+        assert!(atcr_oci::RepoName::parse("alice.test/team~app").is_err());
+        assert_eq!(a, b);
+        let long = format!("{}:{}", "a/".repeat(120) + "b", "t".repeat(128));
+        assert!(
+            atcr_syntax::RecordKey::new(&tag_rkey(&"a/".repeat(120), &"t".repeat(128))).is_ok(),
+            "{long}"
+        );
+    }
+}

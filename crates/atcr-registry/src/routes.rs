@@ -1,0 +1,837 @@
+//! HTTP routes: `/v2/…` (OCI Distribution 1.1) and `/auth/token`.
+//!
+//! Repository names contain `/`, so `/v2/{*rest}` is parsed by hand from the
+//! end of the path (`…/manifests/<ref>`, `…/blobs/uploads/<id>`, …).
+
+use crate::token::TokenClaims;
+use crate::{MountOutcome, Registry};
+use atcr_blobstore::BlobRead;
+use atcr_oci::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
+use atcr_oci::{Digest, DigestAlgorithm, ErrorCode, Reference, RegistryError, RepoName};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use futures_util::TryStreamExt;
+
+/// The registry's routes.
+pub fn router(reg: Registry) -> Router {
+    Router::new()
+        .route("/v2", any(v2_root))
+        .route("/v2/", any(v2_root))
+        .route("/v2/{*rest}", any(v2))
+        .route("/auth/token", get(token))
+        .layer(axum::middleware::map_response(api_version))
+        .with_state(reg)
+}
+
+async fn api_version(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    r
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// An error response, with the Bearer challenge on 401.
+fn error(reg: &Registry, e: RegistryError, scope: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (status, axum::Json(e.body())).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, hv(&challenge(reg, scope)));
+    }
+    r
+}
+
+fn challenge(reg: &Registry, scope: Option<&str>) -> String {
+    let realm = format!(
+        "{}/auth/token",
+        reg.config().public_url.as_str().trim_end_matches('/')
+    );
+    let mut c = format!(
+        "Bearer realm=\"{realm}\",service=\"{}\"",
+        reg.tokens().service()
+    );
+    if let Some(s) = scope {
+        c.push_str(&format!(",scope=\"{s}\""));
+    }
+    c
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn query(uri: &Uri) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn q<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+async fn v2_root(State(reg): State<Registry>, headers: HeaderMap) -> Response {
+    match bearer(&headers).and_then(|t| reg.tokens().verify(t)) {
+        Some(_) => (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response(),
+        None => error(
+            &reg,
+            RegistryError::new(ErrorCode::Unauthorized, "authentication required"),
+            None,
+        ),
+    }
+}
+
+/// What a `/v2/<rest>` path addresses.
+enum Target {
+    Catalog,
+    Tags(String),
+    Manifest(String, String),
+    Blob(String, String),
+    Uploads(String),
+    Upload(String, String),
+    Referrers(String, String),
+}
+
+fn parse_target(rest: &str) -> Option<Target> {
+    if rest == "_catalog" {
+        return Some(Target::Catalog);
+    }
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = segs.len();
+    let name = |k: usize| (n > k).then(|| segs[..n - k].join("/"));
+    if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
+        return Some(Target::Tags(name(2)?));
+    }
+    if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
+        if segs[n - 1].is_empty() {
+            return Some(Target::Uploads(name(3)?));
+        }
+        return Some(Target::Upload(name(3)?, segs[n - 1].to_owned()));
+    }
+    if n >= 3 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
+        return Some(Target::Uploads(name(2)?));
+    }
+    if n >= 3 {
+        let last = segs[n - 1].to_owned();
+        match segs[n - 2] {
+            "manifests" => return Some(Target::Manifest(name(2)?, last)),
+            "blobs" => return Some(Target::Blob(name(2)?, last)),
+            "referrers" => return Some(Target::Referrers(name(2)?, last)),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Per-request context after auth: the name, its owner DID, the token.
+struct Ctx {
+    name: RepoName,
+    did: String,
+}
+
+async fn authorize(
+    reg: &Registry,
+    headers: &HeaderMap,
+    raw_name: &str,
+    action: &str,
+) -> Result<(Ctx, TokenClaims), Response> {
+    let name = RepoName::parse(raw_name).map_err(|e| error(reg, e, None))?;
+    let scope = format!(
+        "repository:{raw_name}:{}",
+        if action == "pull" {
+            "pull"
+        } else {
+            "pull,push"
+        }
+    );
+    let claims = match bearer(headers).and_then(|t| reg.tokens().verify(t)) {
+        Some(c) => c,
+        None => {
+            return Err(error(
+                reg,
+                RegistryError::new(ErrorCode::Unauthorized, "authentication required"),
+                Some(&scope),
+            ));
+        }
+    };
+    if !claims.allows(raw_name, action) {
+        return Err(if claims.is_anonymous() {
+            error(
+                reg,
+                RegistryError::new(ErrorCode::Unauthorized, "authentication required"),
+                Some(&scope),
+            )
+        } else {
+            error(
+                reg,
+                RegistryError::new(
+                    ErrorCode::Denied,
+                    format!("requested access to the resource is denied ({action} on {raw_name})"),
+                ),
+                None,
+            )
+        });
+    }
+    let did = reg
+        .owner_did(&name)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    if action != "pull" && did != claims.sub {
+        // The token was granted for this name, but the name no longer
+        // resolves to the caller (handle moved): refuse.
+        return Err(error(
+            reg,
+            RegistryError::new(
+                ErrorCode::Denied,
+                format!("{raw_name} does not belong to you"),
+            ),
+            None,
+        ));
+    }
+    Ok((Ctx { name, did }, claims))
+}
+
+async fn v2(
+    State(reg): State<Registry>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = uri.path().strip_prefix("/v2/").unwrap_or("");
+    let Some(target) = parse_target(path) else {
+        return error(
+            &reg,
+            RegistryError::new(ErrorCode::NameUnknown, "no such endpoint").with_status(404),
+            None,
+        );
+    };
+    let params = query(&uri);
+    let res = match (target, &method) {
+        (Target::Catalog, &Method::GET) => catalog(&reg, &headers, &params).await,
+        (Target::Tags(n), &Method::GET) => tags(&reg, &headers, &n, &params).await,
+        (Target::Manifest(n, r), m) if m == Method::GET || m == Method::HEAD => {
+            manifest_get(&reg, &headers, &n, &r, m == Method::HEAD).await
+        }
+        (Target::Manifest(n, r), &Method::PUT) => manifest_put(&reg, &headers, &n, &r, body).await,
+        (Target::Manifest(n, r), &Method::DELETE) => manifest_delete(&reg, &headers, &n, &r).await,
+        (Target::Blob(n, d), m) if m == Method::GET || m == Method::HEAD => {
+            blob_get(&reg, &headers, &n, &d, m == Method::HEAD).await
+        }
+        (Target::Blob(n, d), &Method::DELETE) => blob_delete(&reg, &headers, &n, &d).await,
+        (Target::Uploads(n), &Method::POST) => upload_post(&reg, &headers, &n, &params, body).await,
+        (Target::Upload(n, id), &Method::PATCH) => {
+            upload_patch(&reg, &headers, &n, &id, body).await
+        }
+        (Target::Upload(n, id), &Method::PUT) => {
+            upload_put(&reg, &headers, &n, &id, &params, body).await
+        }
+        (Target::Upload(n, id), &Method::GET) => upload_status(&reg, &headers, &n, &id).await,
+        (Target::Upload(n, id), &Method::DELETE) => upload_delete(&reg, &headers, &n, &id).await,
+        (Target::Referrers(n, d), &Method::GET) => referrers(&reg, &headers, &n, &d, &params).await,
+        _ => Err(error(
+            &reg,
+            RegistryError::new(
+                ErrorCode::Unsupported,
+                format!("{method} is not supported here"),
+            )
+            .with_status(405),
+            None,
+        )),
+    };
+    res.unwrap_or_else(|r| r)
+}
+
+type Res = Result<Response, Response>;
+
+fn page_size(reg: &Registry, params: &[(String, String)]) -> Result<usize, Response> {
+    match q(params, "n") {
+        None => Ok(1000),
+        Some(s) => s.parse::<usize>().map(|n| n.min(10_000)).map_err(|_| {
+            error(
+                reg,
+                RegistryError::new(ErrorCode::Unsupported, "n must be a non-negative integer")
+                    .with_status(400),
+                None,
+            )
+        }),
+    }
+}
+
+async fn catalog(reg: &Registry, headers: &HeaderMap, params: &[(String, String)]) -> Res {
+    let claims = bearer(headers).and_then(|t| reg.tokens().verify(t));
+    let allowed = claims.is_some_and(|c| {
+        c.access
+            .iter()
+            .any(|a| a.kind == "registry" && a.name == "catalog")
+            || !c.is_anonymous()
+            || reg.config().anonymous_pull
+    });
+    if !allowed {
+        return Err(error(
+            reg,
+            RegistryError::new(ErrorCode::Unauthorized, "authentication required"),
+            Some("registry:catalog:*"),
+        ));
+    }
+    let n = page_size(reg, params)?;
+    let last = q(params, "last");
+    let mut names = reg
+        .catalog(last, n + 1)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    let more = names.len() > n;
+    names.truncate(n);
+    let mut r = axum::Json(serde_json::json!({ "repositories": names })).into_response();
+    if more && let Some(l) = names.last() {
+        r.headers_mut().insert(
+            header::LINK,
+            hv(&format!("</v2/_catalog?n={n}&last={l}>; rel=\"next\"")),
+        );
+    }
+    Ok(r)
+}
+
+async fn tags(reg: &Registry, headers: &HeaderMap, name: &str, params: &[(String, String)]) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "pull").await?;
+    let n = page_size(reg, params)?;
+    let last = q(params, "last");
+    let mut tags = reg
+        .tags(&ctx.did, ctx.name.repo(), last, n + 1)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    let more = tags.len() > n;
+    tags.truncate(n);
+    let mut r = axum::Json(serde_json::json!({ "name": name, "tags": tags })).into_response();
+    if more && let Some(l) = tags.last() {
+        r.headers_mut().insert(
+            header::LINK,
+            hv(&format!(
+                "</v2/{name}/tags/list?n={n}&last={l}>; rel=\"next\""
+            )),
+        );
+    }
+    Ok(r)
+}
+
+fn reference(reg: &Registry, r: &str) -> Result<Reference, Response> {
+    Reference::parse(r).map_err(|e| {
+        let e = if e.code == ErrorCode::DigestInvalid {
+            e
+        } else {
+            RegistryError::new(ErrorCode::ManifestInvalid, e.message).with_status(400)
+        };
+        error(reg, e, None)
+    })
+}
+
+fn digest(reg: &Registry, d: &str) -> Result<Digest, Response> {
+    Digest::parse(d).map_err(|e| error(reg, e, None))
+}
+
+async fn manifest_get(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, head: bool) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "pull").await?;
+    let reference = reference(reg, r)?;
+    let m = reg
+        .manifest_get(&ctx.did, ctx.name.repo(), &reference, !head)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    let resp = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, hv(&m.media_type))
+        .header("Docker-Content-Digest", hv(&m.digest))
+        .header(header::ETAG, hv(&format!("\"{}\"", m.digest)))
+        .header(header::CONTENT_LENGTH, m.size);
+    if head {
+        return Ok(resp.body(Body::empty()).unwrap_or_default());
+    }
+    Ok(resp.body(Body::from(m.bytes)).unwrap_or_default())
+}
+
+async fn manifest_put(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, body: Body) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "push").await?;
+    let reference = reference(reg, r)?;
+    let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES + 1)
+        .await
+        .map_err(|_| {
+            error(
+                reg,
+                RegistryError::new(
+                    ErrorCode::ManifestInvalid,
+                    format!("manifest larger than {MAX_MANIFEST_BYTES} bytes"),
+                )
+                .with_status(413),
+                None,
+            )
+        })?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
+    let pushed = reg
+        .manifest_put(
+            &ctx.name,
+            &ctx.did,
+            &reference,
+            ct.as_deref(),
+            bytes.to_vec(),
+        )
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    let d = pushed.digest.to_string();
+    let mut resp = Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, hv(&format!("/v2/{name}/manifests/{d}")))
+        .header("Docker-Content-Digest", hv(&d))
+        .header(header::CONTENT_LENGTH, 0);
+    if let Some(s) = &pushed.subject {
+        resp = resp.header("OCI-Subject", hv(s));
+    }
+    Ok(resp.body(Body::empty()).unwrap_or_default())
+}
+
+async fn manifest_delete(reg: &Registry, headers: &HeaderMap, name: &str, r: &str) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "delete").await?;
+    let reference = reference(reg, r)?;
+    reg.manifest_delete(&ctx.did, ctx.name.repo(), &reference)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// Parses `Range: bytes=a-b` / `bytes=a-` against a size: `[start, end)`.
+fn byte_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let v = headers.get(header::RANGE)?.to_str().ok()?;
+    let spec = v.strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return Some(Err(()));
+    }
+    let (a, b) = spec.split_once('-')?;
+    let parsed = if a.is_empty() {
+        // Suffix range: the last b bytes.
+        b.parse::<u64>()
+            .ok()
+            .map(|n| (size.saturating_sub(n), size))
+    } else {
+        let start = a.parse::<u64>().ok();
+        let end = if b.is_empty() {
+            Some(size)
+        } else {
+            b.parse::<u64>().ok().map(|e| (e + 1).min(size))
+        };
+        start.zip(end)
+    };
+    Some(match parsed {
+        Some((s, e)) if s < e && s < size => Ok((s, e)),
+        _ => Err(()),
+    })
+}
+
+async fn blob_get(reg: &Registry, headers: &HeaderMap, name: &str, d: &str, head: bool) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "pull").await?;
+    let digest = digest(reg, d)?;
+    let size = reg
+        .blob_size(&ctx.did, ctx.name.repo(), &digest)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    let base = |status| {
+        Response::builder()
+            .status(status)
+            .header("Docker-Content-Digest", hv(d))
+            .header(header::ETAG, hv(&format!("\"{d}\"")))
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+    };
+    if head {
+        return Ok(base(StatusCode::OK)
+            .header(header::CONTENT_LENGTH, size)
+            .body(Body::empty())
+            .unwrap_or_default());
+    }
+    let range = match byte_range(headers, size) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(())) => {
+            return Ok(Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+                .body(Body::empty())
+                .unwrap_or_default());
+        }
+    };
+    let read = reg
+        .blob_read(&digest, range, range.is_none())
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    match read {
+        BlobRead::Redirect(url) => Ok(Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(header::LOCATION, hv(url.as_str()))
+            .header("Docker-Content-Digest", hv(d))
+            .body(Body::empty())
+            .unwrap_or_default()),
+        BlobRead::Stream { body, len } => {
+            let mut b = match range {
+                Some((s, e)) => base(StatusCode::PARTIAL_CONTENT)
+                    .header(header::CONTENT_RANGE, format!("bytes {s}-{}/{size}", e - 1)),
+                None => base(StatusCode::OK),
+            };
+            b = b.header(header::CONTENT_LENGTH, len);
+            Ok(b.body(Body::from_stream(body)).unwrap_or_default())
+        }
+    }
+}
+
+async fn blob_delete(reg: &Registry, headers: &HeaderMap, name: &str, d: &str) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "delete").await?;
+    let digest = digest(reg, d)?;
+    reg.blob_delete(&ctx.did, ctx.name.repo(), &digest)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+fn upload_response(
+    reg: &Registry,
+    status: StatusCode,
+    name: &str,
+    id: &str,
+    offset: u64,
+) -> Response {
+    let range = if offset == 0 {
+        "0-0".to_owned()
+    } else {
+        format!("0-{}", offset - 1)
+    };
+    Response::builder()
+        .status(status)
+        .header(
+            header::LOCATION,
+            hv(&format!("/v2/{name}/blobs/uploads/{id}")),
+        )
+        .header(header::RANGE, hv(&range))
+        .header("Docker-Upload-UUID", hv(id))
+        .header("OCI-Chunk-Min-Length", reg.config().chunk_min_length)
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+fn blob_created(name: &str, d: &Digest) -> Response {
+    Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::LOCATION, hv(&format!("/v2/{name}/blobs/{d}")))
+        .header("Docker-Content-Digest", hv(&d.to_string()))
+        .header(header::CONTENT_LENGTH, 0)
+        .body(Body::empty())
+        .unwrap_or_default()
+}
+
+fn body_stream(
+    body: Body,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> + Send + Unpin {
+    body.into_data_stream().into_stream()
+}
+
+async fn upload_post(
+    reg: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    params: &[(String, String)],
+    body: Body,
+) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "push").await?;
+    let e = |e| error(reg, e, None);
+    if let Some(m) = q(params, "mount") {
+        let d = digest(reg, m)?;
+        return match reg
+            .mount(&ctx.did, ctx.name.repo(), &ctx.name.to_string(), &d)
+            .await
+            .map_err(e)?
+        {
+            MountOutcome::Mounted => Ok(blob_created(name, &d)),
+            MountOutcome::Upload(id) => {
+                Ok(upload_response(reg, StatusCode::ACCEPTED, name, &id, 0))
+            }
+        };
+    }
+    let alg = match q(params, "digest-algorithm") {
+        None | Some("sha256") => DigestAlgorithm::Sha256,
+        Some("sha512") => DigestAlgorithm::Sha512,
+        Some(a) => {
+            return Err(e(RegistryError::new(
+                ErrorCode::DigestInvalid,
+                format!("unsupported digest algorithm {a:?}"),
+            )));
+        }
+    };
+    if let Some(dg) = q(params, "digest") {
+        // Monolithic single POST.
+        let d = digest(reg, dg)?;
+        let id = reg
+            .upload_start(&ctx.did, ctx.name.repo(), d.algorithm())
+            .await
+            .map_err(e)?;
+        reg.upload_finish(&ctx.name, &ctx.did, &id, &d, Some(body_stream(body)))
+            .await
+            .map_err(e)?;
+        return Ok(blob_created(name, &d));
+    }
+    let id = reg
+        .upload_start(&ctx.did, ctx.name.repo(), alg)
+        .await
+        .map_err(e)?;
+    Ok(upload_response(reg, StatusCode::ACCEPTED, name, &id, 0))
+}
+
+/// `Content-Range: <start>-<end>` (inclusive), as the spec writes it; a
+/// `bytes ` prefix is tolerated.
+fn content_range(reg: &Registry, headers: &HeaderMap) -> Result<Option<(u64, u64)>, Response> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        error(
+            reg,
+            RegistryError::new(ErrorCode::BlobUploadInvalid, "malformed Content-Range")
+                .with_status(416),
+            None,
+        )
+    };
+    let s = v.to_str().map_err(|_| bad())?;
+    let s = s.strip_prefix("bytes ").unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b) = (
+        a.trim().parse::<u64>().map_err(|_| bad())?,
+        b.trim().parse::<u64>().map_err(|_| bad())?,
+    );
+    if b < a {
+        return Err(bad());
+    }
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len != b - a + 1
+    {
+        return Err(error(
+            reg,
+            RegistryError::new(
+                ErrorCode::SizeInvalid,
+                "Content-Length does not match Content-Range",
+            ),
+            None,
+        ));
+    }
+    Ok(Some((a, b)))
+}
+
+async fn upload_patch(
+    reg: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    id: &str,
+    body: Body,
+) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "push").await?;
+    let range = content_range(reg, headers)?;
+    let offset = reg
+        .upload_append(
+            &ctx.did,
+            ctx.name.repo(),
+            id,
+            range.map(|r| r.0),
+            body_stream(body),
+        )
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    Ok(upload_response(reg, StatusCode::ACCEPTED, name, id, offset))
+}
+
+async fn upload_put(
+    reg: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    id: &str,
+    params: &[(String, String)],
+    body: Body,
+) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "push").await?;
+    let Some(dg) = q(params, "digest") else {
+        return Err(error(
+            reg,
+            RegistryError::new(
+                ErrorCode::DigestInvalid,
+                "the digest query parameter is required",
+            ),
+            None,
+        ));
+    };
+    let d = digest(reg, dg)?;
+    if let Some((start, _)) = content_range(reg, headers)? {
+        let offset = reg
+            .upload_offset(&ctx.did, ctx.name.repo(), id)
+            .await
+            .map_err(|e| error(reg, e, None))?;
+        if start != offset {
+            return Err(error(
+                reg,
+                RegistryError::new(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("chunk starts at {start}, but the upload is at {offset}"),
+                )
+                .with_status(416),
+                None,
+            ));
+        }
+    }
+    reg.upload_finish(&ctx.name, &ctx.did, id, &d, Some(body_stream(body)))
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    Ok(blob_created(name, &d))
+}
+
+async fn upload_status(reg: &Registry, headers: &HeaderMap, name: &str, id: &str) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "push").await?;
+    let offset = reg
+        .upload_offset(&ctx.did, ctx.name.repo(), id)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    Ok(upload_response(
+        reg,
+        StatusCode::NO_CONTENT,
+        name,
+        id,
+        offset,
+    ))
+}
+
+async fn upload_delete(reg: &Registry, headers: &HeaderMap, name: &str, id: &str) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "push").await?;
+    reg.upload_cancel(&ctx.did, ctx.name.repo(), id)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn referrers(
+    reg: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    d: &str,
+    params: &[(String, String)],
+) -> Res {
+    let (ctx, _) = authorize(reg, headers, name, "pull").await?;
+    let digest = digest(reg, d)?;
+    let filter = q(params, "artifactType");
+    let rows = reg
+        .referrers(&ctx.did, ctx.name.repo(), &digest)
+        .await
+        .map_err(|e| error(reg, e, None))?;
+    let manifests: Vec<serde_json::Value> = rows
+        .into_iter()
+        .filter(|m| filter.is_none() || m.artifact_type.as_deref() == filter)
+        .map(|m| {
+            let mut v = serde_json::json!({
+                "mediaType": m.media_type,
+                "digest": m.digest,
+                "size": m.size,
+            });
+            if let Some(a) = m.artifact_type {
+                v["artifactType"] = a.into();
+            }
+            if let Some(a) = m
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
+                v["annotations"] = a;
+            }
+            v
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": manifests,
+    });
+    let mut r = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, OCI_INDEX);
+    if filter.is_some() {
+        r = r.header("OCI-Filters-Applied", "artifactType");
+    }
+    Ok(
+        r.body(Body::from(serde_json::to_vec(&index).unwrap_or_default()))
+            .unwrap_or_default(),
+    )
+}
+
+fn basic(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, b64) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+async fn token(State(reg): State<Registry>, uri: Uri, headers: HeaderMap) -> Response {
+    let params = query(&uri);
+    let scopes: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        // Clients may also join several scopes with spaces in one parameter.
+        .flat_map(|(_, v)| v.split(' ').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let did = match basic(&headers) {
+        Some((u, p)) => match reg.authenticate(&u, &p).await {
+            Ok(d) => Some(d),
+            Err(e) => return error(&reg, e, None),
+        },
+        None => None,
+    };
+    let access = match reg.grant(did.as_deref(), &scopes).await {
+        Ok(a) => a,
+        Err(e) => return error(&reg, e, None),
+    };
+    let tok = match reg.tokens().issue(did.as_deref().unwrap_or(""), access) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("issuing a token: {e}");
+            return error(&reg, RegistryError::new(ErrorCode::Unknown, "token"), None);
+        }
+    };
+    let now = atcr_syntax::Datetime::now().to_string();
+    let mut r = axum::Json(serde_json::json!({
+        "token": tok,
+        "access_token": tok,
+        "expires_in": reg.tokens().ttl().as_secs(),
+        "issued_at": now,
+    }))
+    .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

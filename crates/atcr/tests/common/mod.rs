@@ -1,0 +1,142 @@
+//! Shared helpers of the registry test suites: an in-process server on
+//! 127.0.0.1:0 over a temporary data directory, accounts, tokens.
+#![allow(dead_code)]
+
+use base64::Engine;
+use sha2::Digest as _;
+use std::time::Duration;
+
+/// A running server, stopped on drop.
+pub struct Server {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    /// The services (embedded PDS etc.).
+    pub services: atcr_server::Services,
+    task: tokio::task::JoinHandle<()>,
+    /// Data directory.
+    pub tmp: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts a server with extra `ATCR_*` settings.
+pub async fn start(extra: &[(&str, String)]) -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut env: std::collections::HashMap<String, String> = [
+        (
+            "ATCR_SERVER_DATA_DIR".to_owned(),
+            tmp.path().join("data").display().to_string(),
+        ),
+        ("ATCR_SERVER_LISTEN".to_owned(), addr.to_string()),
+    ]
+    .into();
+    for (k, v) in extra {
+        env.insert((*k).to_owned(), v.clone());
+    }
+    let cfg = atcr_config::Config::load(None, &env).unwrap();
+    let services = atcr_server::Services::open(cfg).unwrap();
+    let s = services.clone();
+    let task = tokio::spawn(async move {
+        atcr_server::serve_on(listener, s, std::future::pending())
+            .await
+            .unwrap()
+    });
+    Server {
+        url: format!("http://{addr}"),
+        host: addr.to_string(),
+        services,
+        task,
+        tmp,
+    }
+}
+
+/// Creates an embedded account; returns its DID.
+pub async fn account(s: &Server, handle: &str, password: &str) -> String {
+    let pds = s.services.pds.as_ref().unwrap();
+    pds.create_account(handle, Some(password.to_owned()), None)
+        .await
+        .unwrap()
+        .did
+}
+
+/// An HTTP client that does not follow redirects.
+pub fn http() -> reqwest::Client {
+    atcr_http::client_builder(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A token from `/auth/token` for `scopes`, with credentials when given.
+pub async fn token(s: &Server, creds: Option<(&str, &str)>, scopes: &[&str]) -> String {
+    let mut req = http()
+        .get(format!("{}/auth/token", s.url))
+        .query(&[("service", s.host.as_str())]);
+    for sc in scopes {
+        req = req.query(&[("scope", sc)]);
+    }
+    if let Some((u, p)) = creds {
+        req = req.header(
+            "Authorization",
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            ),
+        );
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200, "token request failed");
+    r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// `sha256:<hex>` of bytes.
+pub fn sha256(b: &[u8]) -> String {
+    let h = sha2::Sha256::digest(b);
+    format!(
+        "sha256:{}",
+        h.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+/// Asserts an error response's status and first spec code.
+pub async fn expect_error(r: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(r.status(), status, "status");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], code, "{body}");
+}
+
+/// Repository root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The external tools directory (`scripts/registry-tools` installs into it).
+pub fn tools_dir() -> std::path::PathBuf {
+    let out = std::process::Command::new(repo_root().join("scripts/registry-tools"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/registry-tools failed");
+    std::path::PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    )
+}
