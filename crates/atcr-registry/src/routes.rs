@@ -152,10 +152,10 @@ async fn authorize(
     let name = RepoName::parse(raw_name).map_err(|e| error(reg, e, None))?;
     let scope = format!(
         "repository:{raw_name}:{}",
-        if action == "pull" {
-            "pull"
-        } else {
-            "pull,push"
+        match action {
+            "pull" => "pull",
+            "delete" => "delete",
+            _ => "pull,push",
         }
     );
     let claims = match bearer(headers).and_then(|t| reg.tokens().verify(t)) {
@@ -176,14 +176,21 @@ async fn authorize(
                 Some(&scope),
             )
         } else {
-            error(
+            // 403 with the challenge too (error="insufficient_scope"), so
+            // clients that reuse one token across scopes know to fetch another.
+            let mut r = error(
                 reg,
                 RegistryError::new(
                     ErrorCode::Denied,
                     format!("requested access to the resource is denied ({action} on {raw_name})"),
                 ),
                 None,
-            )
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                hv(&format!("{},error=\"insufficient_scope\"", challenge(reg, Some(&scope)))),
+            );
+            r
         });
     }
     let did = reg

@@ -111,8 +111,10 @@ impl S3Server {
         let bin = std::env::var_os("ATCR_S3S_FS")
             .map(PathBuf::from)
             .or_else(|| {
-                let home = std::env::var_os("HOME")?;
-                let p = PathBuf::from(home).join(".cache/atcr-tools/bin/s3s-fs");
+                let dir = std::env::var_os("ATCR_TOOLS_DIR")
+                    .map(PathBuf::from)
+                    .or_else(|| Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/atcr-tools")))?;
+                let p = dir.join("bin/s3s-fs");
                 p.exists().then_some(p)
             })
             .expect("s3s-fs not found: run scripts/test (it installs it) or set ATCR_S3S_FS");

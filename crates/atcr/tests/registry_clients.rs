@@ -1,0 +1,264 @@
+//! Real clients against the registry: skopeo and podman (Debian), oras (the
+//! ORAS Python SDK from PyPI), on local storage and on a real S3-compatible
+//! server with presigned redirects. `scripts/registry-tools` installs them.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const PW: &str = "app password for tests";
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    out
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mkimage(dir: &Path, layers: u32, bytes: u32) -> String {
+    ok(Command::new("python3")
+        .arg(repo_root().join("crates/atcr/tests/support/mkimage.py"))
+        .arg(dir)
+        .arg(layers.to_string())
+        .arg(bytes.to_string()))
+    .trim()
+    .to_owned()
+}
+
+fn skopeo() -> Command {
+    tools_dir();
+    let mut c = Command::new("skopeo");
+    // No user registries.conf / auth file from the machine.
+    c.env("REGISTRY_AUTH_FILE", "/nonexistent/auth.json");
+    c
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        out.insert(
+            e.file_name().into_string().unwrap(),
+            std::fs::read(e.path()).unwrap(),
+        );
+    }
+    out
+}
+
+async fn skopeo_roundtrip(s: &Server) {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let digest = mkimage(&src, 3, 200_000);
+    let dest = format!("docker://{}/alice.test/app:v1", s.host);
+    let creds = format!("alice.test:{PW}");
+    let src_ref = format!("oci:{}:latest", src.display());
+    // In, with credentials, digests preserved.
+    let s2 = src_ref.clone();
+    let (d2, c2) = (dest.clone(), creds.clone());
+    tokio::task::spawn_blocking(move || {
+        ok(skopeo().args([
+            "copy",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &c2,
+            &s2,
+            &d2,
+        ]))
+    })
+    .await
+    .unwrap();
+    // Out, anonymously, into another layout: byte-identical.
+    let out = work.path().join("out");
+    let (d2, o2) = (dest.clone(), format!("oci:{}:latest", out.display()));
+    tokio::task::spawn_blocking(move || ok(skopeo().args(["copy", "--src-tls-verify=false", &d2, &o2])))
+        .await
+        .unwrap();
+    assert_eq!(tree(&src), tree(&out), "the image came back byte-identical");
+    let insp = ok(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest]));
+    assert_eq!(sha256(insp.as_bytes()), digest);
+    // Wrong password: refused, nothing written.
+    let (s2, d2) = (src_ref.clone(), format!("docker://{}/alice.test/app:bad", s.host));
+    let bad = tokio::task::spawn_blocking(move || {
+        run(skopeo().args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "alice.test:wrong",
+            &s2,
+            &d2,
+        ]))
+    })
+    .await
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unauthorized"));
+    // Someone else's namespace: denied.
+    let (s2, d2, c2) = (src_ref, format!("docker://{}/bob.test/app:v1", s.host), creds);
+    let denied = tokio::task::spawn_blocking(move || {
+        run(skopeo().args(["copy", "--dest-tls-verify=false", "--dest-creds", &c2, &s2, &d2]))
+    })
+    .await
+    .unwrap();
+    assert!(!denied.status.success());
+    let tags = ok(skopeo().args([
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{}/alice.test/app", s.host),
+    ]));
+    assert!(tags.contains("\"v1\"") && !tags.contains("bad"), "{tags}");
+}
+
+async fn with_accounts(s: &Server) {
+    account(s, "alice.test", PW).await;
+    account(s, "bob.test", PW).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_in_and_out_byte_identical() {
+    let s = start(&[]).await;
+    with_accounts(&s).await;
+    skopeo_roundtrip(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_on_s3_with_presigned_redirects() {
+    let s3 = atcr_testkit::S3Server::start();
+    let s = start(&[
+        ("ATCR_STORAGE_BACKEND", "s3".into()),
+        ("ATCR_STORAGE_S3_ENDPOINT", s3.endpoint.clone()),
+        ("ATCR_STORAGE_S3_BUCKET", s3.bucket.clone()),
+        ("ATCR_STORAGE_S3_ACCESS_KEY_ID", s3.access_key.clone()),
+        ("ATCR_STORAGE_S3_SECRET_ACCESS_KEY", s3.secret_key.clone()),
+        ("ATCR_STORAGE_S3_REDIRECT", "true".into()),
+        ("ATCR_STORAGE_S3_PART_SIZE", (5 * 1024 * 1024).to_string()),
+    ])
+    .await;
+    with_accounts(&s).await;
+    skopeo_roundtrip(&s).await;
+    // A blob GET is a 307 to a presigned URL on the S3 server, which serves it.
+    let tok = token(&s, None, &["repository:alice.test/app:pull"]).await;
+    let m: serde_json::Value = http()
+        .get(format!("{}/v2/alice.test/app/manifests/v1", s.url))
+        .bearer_auth(&tok)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let r = http()
+        .get(format!("{}/v2/alice.test/app/blobs/{layer}", s.url))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(loc.starts_with(&s3.endpoint), "{loc}");
+    assert!(loc.contains("X-Amz-Signature="));
+    let body = http().get(&loc).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&body), layer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_pushes_and_pulls() {
+    let s = start(&[]).await;
+    with_accounts(&s).await;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    mkimage(&src, 2, 100_000);
+    ok(skopeo().args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        &format!("alice.test:{PW}"),
+        &format!("oci:{}:latest", src.display()),
+        &format!("docker://{}/alice.test/base:1", s.host),
+    ]));
+    let root = work.path().join("podman");
+    let podman = move || {
+        let mut c = Command::new("podman");
+        c.args(["--root", &root.join("root").display().to_string()])
+            .args(["--runroot", &root.join("run").display().to_string()])
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .env("REGISTRY_AUTH_FILE", root.join("auth.json"));
+        c
+    };
+    std::fs::create_dir_all(work.path().join("podman")).unwrap();
+    std::fs::write(work.path().join("podman/auth.json"), "{}").unwrap();
+    let host = s.host.clone();
+    let p = podman.clone();
+    tokio::task::spawn_blocking(move || {
+        ok(p().args(["pull", "--tls-verify=false", &format!("{host}/alice.test/base:1")]));
+        ok(p().args([
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "alice.test",
+            "-p",
+            PW,
+            &host,
+        ]));
+        ok(p().args([
+            "push",
+            "--tls-verify=false",
+            &format!("{host}/alice.test/base:1"),
+            &format!("{host}/alice.test/pushed:2"),
+        ]));
+        ok(p().args(["rmi", "-a", "-f"]));
+        ok(p().args(["pull", "--tls-verify=false", &format!("{host}/alice.test/pushed:2")]));
+        let images = ok(p().args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+        assert!(images.contains("alice.test/pushed:2"), "{images}");
+        // Pushing into bob's namespace is refused.
+        let out = run(p().args([
+            "push",
+            "--tls-verify=false",
+            &format!("{host}/alice.test/pushed:2"),
+            &format!("{host}/bob.test/stolen:1"),
+        ]));
+        assert!(!out.status.success());
+    })
+    .await
+    .unwrap();
+    // The push left records in alice's PDS.
+    let pds = s.services.pds.as_ref().unwrap();
+    let did = pds.lookup_did("alice.test").await.unwrap();
+    let (_, tag) = pds
+        .get_record(&did, "io.atcr.tag", "pushed:2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tag["repository"], "pushed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oras_pushes_pulls_and_deletes_an_artifact() {
+    let s = start(&[]).await;
+    with_accounts(&s).await;
+    let tools = tools_dir();
+    let work = tempfile::tempdir().unwrap();
+    let (host, dir) = (s.host.clone(), work.path().to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        ok(Command::new(tools.join("oras-venv/bin/python"))
+            .arg(repo_root().join("crates/atcr/tests/support/oras_roundtrip.py"))
+            .args([&host, "alice.test", PW, "alice.test/artifacts"])
+            .arg(&dir))
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("ok"), "{out}");
+}
