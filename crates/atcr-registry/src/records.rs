@@ -163,9 +163,12 @@ impl OwnerPds for RemoteOwner {
     }
     fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
         Box::pin(async move {
-            let writes = writes
-                .into_iter()
-                .map(|w| match w {
+            // applyWrites#update of a record that does not exist fails on the
+            // reference PDS, so an upsert becomes a create when it is absent
+            // (the caller holds the owner's write lock).
+            let mut mapped = Vec::with_capacity(writes.len());
+            for w in writes {
+                mapped.push(match w {
                     Write::Create {
                         collection,
                         rkey,
@@ -180,16 +183,33 @@ impl OwnerPds for RemoteOwner {
                         rkey,
                         record,
                         ..
-                    } => ApplyWrite::Update {
-                        collection,
-                        rkey,
-                        value: record,
-                    },
+                    } => {
+                        let exists =
+                            match self.client.get_record(&self.did, &collection, &rkey).await {
+                                Ok(_) => true,
+                                Err(e) if e.xrpc_name() == Some("RecordNotFound") => false,
+                                Err(e) => return Err(from_client(&self.did, e)),
+                            };
+                        if exists {
+                            ApplyWrite::Update {
+                                collection,
+                                rkey,
+                                value: record,
+                            }
+                        } else {
+                            ApplyWrite::Create {
+                                collection,
+                                rkey: Some(rkey),
+                                value: record,
+                            }
+                        }
+                    }
                     Write::Delete {
                         collection, rkey, ..
                     } => ApplyWrite::Delete { collection, rkey },
-                })
-                .collect();
+                });
+            }
+            let writes = mapped;
             let input = ApplyWritesInput {
                 repo: self.did.clone(),
                 validate: Some(false),

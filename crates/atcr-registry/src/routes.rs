@@ -188,7 +188,10 @@ async fn authorize(
             );
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                hv(&format!("{},error=\"insufficient_scope\"", challenge(reg, Some(&scope)))),
+                hv(&format!(
+                    "{},error=\"insufficient_scope\"",
+                    challenge(reg, Some(&scope))
+                )),
             );
             r
         });

