@@ -278,3 +278,322 @@ async fn cli_account_commands_and_config_init() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pds.key_alg"));
 }
+
+mod common;
+
+const REG_PW: &str = "registry crash password";
+
+async fn reg_token(url: &str) -> String {
+    use base64::Engine as _;
+    let r = common::http()
+        .get(format!("{url}/auth/token"))
+        .query(&[("scope", "repository:crash.test/app:pull,push,delete")])
+        .header(
+            "Authorization",
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("crash.test:{REG_PW}"))
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Chunked upload of `data` (two PATCHes and a PUT); Ok(()) when acknowledged.
+async fn upload(http: &reqwest::Client, url: &str, tok: &str, data: &[u8]) -> Result<(), String> {
+    let e = |e: reqwest::Error| e.to_string();
+    let r = http
+        .post(format!("{url}/v2/crash.test/app/blobs/uploads/"))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .map_err(e)?;
+    let loc = format!(
+        "{url}{}",
+        r.headers()
+            .get("location")
+            .ok_or("no location")?
+            .to_str()
+            .map_err(|e| e.to_string())?
+    );
+    let half = data.len() / 2;
+    http.patch(&loc)
+        .bearer_auth(tok)
+        .header("content-range", format!("0-{}", half - 1))
+        .body(data[..half].to_vec())
+        .send()
+        .await
+        .map_err(e)?;
+    let r = http
+        .put(&loc)
+        .query(&[("digest", common::sha256(data))])
+        .bearer_auth(tok)
+        .body(data[half..].to_vec())
+        .send()
+        .await
+        .map_err(e)?;
+    if r.status() == 201 {
+        Ok(())
+    } else {
+        Err(r.status().to_string())
+    }
+}
+
+/// kill -9 while blobs upload and manifests are pushed, then restart: every
+/// acknowledged blob and tag is there, no blob at a content address is
+/// corrupt, the index and the PDS agree record for record, and an upload
+/// session acknowledged before the kill resumes and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_upload_and_mid_manifest_push() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = spawn(&data, port);
+    wait_ready(&url).await;
+    let out = atcr(&data, port)
+        .args([
+            "account",
+            "create",
+            "--handle",
+            "crash.test",
+            "--password",
+            REG_PW,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let tok = reg_token(&url).await;
+    let http = common::http();
+
+    // A session with one acknowledged chunk, to resume after the restart.
+    let resumable: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let r = http
+        .post(format!("{url}/v2/crash.test/app/blobs/uploads/"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    let session = format!("{url}{}", r.headers()["location"].to_str().unwrap());
+    let r = http
+        .patch(&session)
+        .bearer_auth(&tok)
+        .header("content-range", "0-999999")
+        .body(resumable[..1_000_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    let blobs_ok = Arc::new(Mutex::new(Vec::<String>::new()));
+    let tags_ok = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let mut tasks = vec![];
+    for w in 0..3u32 {
+        let (http, url, tok, acked) = (http.clone(), url.clone(), tok.clone(), blobs_ok.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0u32.. {
+                let blob: Vec<u8> = (0..2_000_000u32)
+                    .map(|i| (i ^ (w << 20) ^ n) as u8)
+                    .collect();
+                if upload(&http, &url, &tok, &blob).await.is_err() {
+                    return;
+                }
+                acked.lock().unwrap().push(common::sha256(&blob));
+            }
+        }));
+    }
+    for w in 0..3u32 {
+        let (http, url, tok, acked) = (http.clone(), url.clone(), tok.clone(), tags_ok.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0u32.. {
+                let cfg = format!("{{\"w\":{w},\"n\":{n}}}").into_bytes();
+                if upload(&http, &url, &tok, &cfg).await.is_err() {
+                    return;
+                }
+                let m = serde_json::to_vec(&serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": common::sha256(&cfg), "size": cfg.len()},
+                    "layers": [],
+                }))
+                .unwrap();
+                let tag = format!("w{w}-{n}");
+                let Ok(r) = http
+                    .put(format!("{url}/v2/crash.test/app/manifests/{tag}"))
+                    .bearer_auth(&tok)
+                    .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                    .body(m.clone())
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if r.status() != 201 {
+                    return;
+                }
+                acked.lock().unwrap().push((tag, common::sha256(&m)));
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let blobs_ok = blobs_ok.lock().unwrap().clone();
+    let tags_ok = tags_ok.lock().unwrap().clone();
+    assert!(
+        blobs_ok.len() >= 3 && tags_ok.len() >= 3,
+        "too little done before the kill: {} blobs, {} tags",
+        blobs_ok.len(),
+        tags_ok.len()
+    );
+
+    let mut server = spawn(&data, port);
+    wait_ready(&url).await;
+    let tok = reg_token(&url).await;
+
+    // Nothing unverified sits at a content address.
+    let mut files = 0;
+    for entry in walk(&data.join("blobs/blobs/sha256")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        let name = entry.file_name().unwrap().to_str().unwrap().to_owned();
+        assert_eq!(
+            common::sha256(&bytes),
+            format!("sha256:{name}"),
+            "corrupt blob {name}"
+        );
+        files += 1;
+    }
+    assert!(files >= blobs_ok.len());
+    // Every acknowledged blob and tag survived.
+    for d in &blobs_ok {
+        let r = http
+            .get(format!("{url}/v2/crash.test/app/blobs/{d}"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(&common::sha256(&r.bytes().await.unwrap()), d);
+    }
+    for (tag, d) in &tags_ok {
+        let r = http
+            .head(format!("{url}/v2/crash.test/app/manifests/{tag}"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "acknowledged tag {tag} lost");
+        assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+    }
+    // Index and PDS agree: every tag the registry serves has its tag record
+    // pointing at a manifest record, and every record is served.
+    let pds = PdsClient::new(
+        url.parse().unwrap(),
+        atcr_http::client(Duration::from_secs(5)),
+    );
+    let index_tags: Vec<String> = serde_json::from_value(
+        http.get(format!("{url}/v2/crash.test/app/tags/list"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()["tags"]
+            .clone(),
+    )
+    .unwrap();
+    let tag_records = all_records(&pds, &did, "io.atcr.tag").await;
+    let manifest_records = all_records(&pds, &did, "io.atcr.manifest").await;
+    let mut record_tags: Vec<String> = tag_records
+        .iter()
+        .map(|r| r.value["tag"].as_str().unwrap().to_owned())
+        .collect();
+    record_tags.sort();
+    assert_eq!(
+        record_tags, index_tags,
+        "tags in the index vs tag records in the PDS"
+    );
+    let manifest_uris: HashSet<String> = manifest_records.iter().map(|r| r.uri.clone()).collect();
+    for r in &tag_records {
+        assert!(
+            manifest_uris.contains(r.value["manifest"].as_str().unwrap()),
+            "tag record without its manifest record"
+        );
+    }
+    for r in &manifest_records {
+        let d = r.value["digest"].as_str().unwrap();
+        let s = http
+            .head(format!("{url}/v2/crash.test/app/manifests/{d}"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(s, 200, "manifest record {d} not served by the registry");
+    }
+    assert!(manifest_records.len() >= tags_ok.len());
+
+    // The session acknowledged before the kill resumes.
+    let r = http.get(&session).bearer_auth(&tok).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-999999");
+    let r = http
+        .put(&session)
+        .query(&[("digest", common::sha256(&resumable))])
+        .bearer_auth(&tok)
+        .header("content-range", "1000000-2999999")
+        .body(resumable[1_000_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    server.kill().unwrap();
+    let _ = server.wait();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+async fn all_records(
+    pds: &PdsClient,
+    did: &str,
+    collection: &str,
+) -> Vec<atcr_xrpc::types::RecordOutput> {
+    let mut out = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = pds
+            .list_records(did, collection, 100, cursor.as_deref())
+            .await
+            .unwrap();
+        let n = page.records.len();
+        out.extend(page.records);
+        cursor = page.cursor;
+        if n < 100 || cursor.is_none() {
+            return out;
+        }
+    }
+}
