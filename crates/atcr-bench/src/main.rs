@@ -12,6 +12,11 @@
 //! in SQLite before it is acknowledged), and `sync.getRecord` proofs served/s
 //! at 8 concurrent readers.
 //!
+//! `atcr-bench registry --url URL …` drives any OCI registry over HTTP and
+//! `atcr-bench ceiling` is the hash-and-write ceiling server (see
+//! [`registry`]); `scripts/bench-registry` runs them side by side with CNCF
+//! Distribution.
+//!
 //! Run it in release mode: `cargo run --release -p atcr-bench -- repo`.
 
 use anyhow::{Context, Result, bail};
@@ -27,11 +32,23 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("repo") => repo_bench(&args[1..]),
         Some("pds") => pds_bench(&args[1..]),
+        Some("registry") => tokio_main(registry::run(&args[1..])),
+        Some("ceiling") => tokio_main(registry::ceiling(&args[1..])),
         Some("fuzz-seeds") => fuzz_seeds(args.get(1).context("usage: atcr-bench fuzz-seeds DIR")?),
         _ => bail!(
-            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | fuzz-seeds DIR"
+            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] | ceiling --listen ADDR --dir DIR | fuzz-seeds DIR"
         ),
     }
+}
+
+mod registry;
+
+fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
+    atcr_http::install_crypto_provider();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
 }
 
 fn flag(args: &[String], name: &str, default: usize) -> Result<usize> {

@@ -455,6 +455,42 @@ impl Pds {
         )
     }
 
+    /// Stores several blobs in one transaction (one fsync), returning their
+    /// blob references in order.
+    pub async fn put_blobs(
+        &self,
+        did: &str,
+        blobs: Vec<(Vec<u8>, String)>,
+    ) -> PdsResult<Vec<serde_json::Value>> {
+        if let Some((b, _)) = blobs
+            .iter()
+            .find(|(b, _)| b.len() > self.config().max_blob_bytes)
+        {
+            return Err(PdsError(XrpcError::new(
+                413,
+                "PayloadTooLarge",
+                format!("blob of {} bytes is over the limit", b.len()),
+            )));
+        }
+        let d = did.to_owned();
+        let now = atcr_syntax::Datetime::now().to_string();
+        self.db()
+            .write(move |tx| {
+                let mut refs = Vec::with_capacity(blobs.len());
+                for (bytes, mime) in blobs {
+                    let cid = cid_for_raw(&bytes).to_string();
+                    let size = bytes.len() as i64;
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO blob (did, cid, mime_type, size, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute((&d, &cid, &mime, size, &bytes, &now))?;
+                    refs.push(serde_json::json!({"$type": "blob", "ref": {"$link": cid}, "mimeType": mime, "size": size}));
+                }
+                Ok::<_, PdsError>(refs)
+            })
+            .await
+    }
+
     /// A blob's bytes and MIME type.
     pub async fn get_blob(&self, did: &str, cid: &str) -> PdsResult<Option<(Vec<u8>, String)>> {
         let (d, c) = (did.to_owned(), cid.to_owned());

@@ -476,31 +476,33 @@ impl Index {
             .await
     }
 
-    /// Applies a manifest push to the index and closes its journal entry,
-    /// in one transaction.
-    pub async fn commit_manifest(&self, pending: i64, c: ManifestCommit) -> Result<()> {
+    /// Applies a batch of manifest pushes (one PDS commit) to the index and
+    /// closes its journal entry, in one transaction.
+    pub async fn commit_manifests(&self, pending: i64, commits: Vec<ManifestCommit>) -> Result<()> {
         self.db
             .write(move |tx| {
-                if let Some(m) = &c.manifest {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO manifest (did, repo, digest, media_type, size, bytes, artifact_type, subject, annotations, record_rkey, record_cid, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                        rusqlite::params![
+                for c in &commits {
+                    if let Some(m) = &c.manifest {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO manifest (did, repo, digest, media_type, size, bytes, artifact_type, subject, annotations, record_rkey, record_cid, created_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        )?
+                        .execute(rusqlite::params![
                             c.did, c.repo, m.digest, m.media_type, m.size as i64, m.bytes,
                             m.artifact_type, m.subject, m.annotations, m.record_rkey, m.record_cid, now()
-                        ],
-                    )?;
+                        ])?;
+                    }
+                    if let Some((tag, digest, cid)) = &c.tag {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO tag (did, repo, tag, digest, record_cid, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        )?
+                        .execute((&c.did, &c.repo, tag, digest, cid, now()))?;
+                    }
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO repository (did, repo, display) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute((&c.did, &c.repo, &c.display))?;
                 }
-                if let Some((tag, digest, cid)) = &c.tag {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO tag (did, repo, tag, digest, record_cid, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        (&c.did, &c.repo, tag, digest, cid, now()),
-                    )?;
-                }
-                tx.execute(
-                    "INSERT OR IGNORE INTO repository (did, repo, display) VALUES (?1, ?2, ?3)",
-                    (&c.did, &c.repo, &c.display),
-                )?;
                 tx.execute("DELETE FROM pending WHERE id = ?1", [pending])?;
                 Ok(())
             })

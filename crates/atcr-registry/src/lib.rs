@@ -130,6 +130,44 @@ pub struct PulledManifest {
     pub size: u64,
 }
 
+/// One queued manifest push.
+struct PushJob {
+    repo: String,
+    display: String,
+    digest: String,
+    tag: Option<String>,
+    parsed: ParsedManifest,
+    bytes: Vec<u8>,
+}
+
+type Reply = tokio::sync::oneshot::Sender<Result<()>>;
+
+/// Most pushes written in one PDS commit (each is up to two writes; a
+/// commit takes at most 200).
+const MAX_BATCH: usize = 64;
+
+/// Per-owner group commit: the queue and the lock its leader holds.
+#[derive(Default)]
+struct OwnerQueue {
+    jobs: Mutex<Vec<(PushJob, Reply)>>,
+    commit: tokio::sync::Mutex<()>,
+}
+
+fn manifest_row(j: &PushJob, rkey: &str, cid: String) -> ManifestRow {
+    ManifestRow {
+        digest: j.digest.clone(),
+        media_type: j.parsed.media_type.clone(),
+        size: j.bytes.len() as u64,
+        bytes: j.bytes.clone(),
+        artifact_type: j.parsed.effective_artifact_type(),
+        subject: j.parsed.subject.as_ref().map(|s| s.digest.to_string()),
+        annotations: (!j.parsed.annotations.is_empty())
+            .then(|| serde_json::to_string(&j.parsed.annotations).unwrap_or_default()),
+        record_rkey: rkey.to_owned(),
+        record_cid: cid,
+    }
+}
+
 /// Result of a mount request.
 pub enum MountOutcome {
     /// The blob is now linked.
@@ -151,8 +189,8 @@ struct Inner {
     credentials: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Upload sessions with a request in flight.
     busy: Mutex<HashSet<String>>,
-    /// Serializes record writes per owner (PDS commits are per repository).
-    owner_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Group-commit queues of manifest pushes, per owner.
+    queues: Mutex<HashMap<String, Arc<OwnerQueue>>>,
 }
 
 /// The registry service. Cheap to clone.
@@ -228,7 +266,7 @@ impl Registry {
                 clock: TidClock::new(),
                 credentials: Mutex::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
-                owner_locks: Mutex::new(HashMap::new()),
+                queues: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -429,16 +467,6 @@ impl Registry {
             did: did.to_owned(),
             index: self.inner.index.clone(),
         }))
-    }
-
-    fn owner_lock(&self, did: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.inner
-            .owner_locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(did.to_owned())
-            .or_default()
-            .clone()
     }
 
     // ---- blobs ----
@@ -690,6 +718,11 @@ impl Registry {
     }
 
     /// Validates and stores a manifest, writing its records to the owner's PDS.
+    ///
+    /// Concurrent pushes for one owner are group-committed: whoever holds
+    /// the owner's commit lock takes every push queued so far and writes them
+    /// as one PDS commit (one signature, one fsync per store), so throughput
+    /// grows with concurrency instead of serializing on the commit.
     pub async fn manifest_put(
         &self,
         name: &RepoName,
@@ -748,157 +781,237 @@ impl Registry {
             }
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
-        let tag = match reference {
-            Reference::Tag(t) => Some(t.clone()),
-            Reference::Digest(_) => None,
-        };
-        let d = digest.to_string();
-
-        // One writer per owner: PDS commits on one repository are serial anyway.
-        let lock = self.owner_lock(did);
-        let _guard = lock.lock().await;
-        let existing = self.inner.index.manifest(did, repo, &d, false).await?;
-        if let Some(t) = &tag
-            && existing.is_some()
-            && self
-                .inner
-                .index
-                .tag(did, repo, t)
-                .await?
-                .map(|x| x.0)
-                .as_deref()
-                == Some(&d)
-        {
-            return Ok(PushedManifest { digest, subject });
-        }
-        if existing.is_some() && tag.is_none() {
-            return Ok(PushedManifest { digest, subject });
-        }
-        let owner = self.owner_pds(did).await?;
-        let rkey = existing
-            .as_ref()
-            .map(|m| m.record_rkey.clone())
-            .unwrap_or_else(|| self.inner.clock.next().to_string());
-        let op = PendingOp::Put {
+        let job = PushJob {
             repo: repo.to_owned(),
             display: name.to_string(),
-            digest: d.clone(),
-            media_type: parsed.media_type.clone(),
-            bytes: {
-                use base64::Engine as _;
-                base64::engine::general_purpose::STANDARD.encode(&bytes)
+            digest: digest.to_string(),
+            tag: match reference {
+                Reference::Tag(t) => Some(t.clone()),
+                Reference::Digest(_) => None,
             },
-            rkey: rkey.clone(),
-            new_manifest: existing.is_none(),
-            tag: tag.clone(),
+            parsed,
+            bytes,
         };
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let queue = self.owner_queue(did);
+        queue
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((job, tx));
+        loop {
+            {
+                let _leader = queue.commit.lock().await;
+                let batch: Vec<_> = {
+                    let mut jobs = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                    let n = jobs.len().min(MAX_BATCH);
+                    jobs.drain(..n).collect()
+                };
+                if !batch.is_empty() {
+                    self.commit_batch(did, batch).await;
+                }
+            }
+            // Results are sent while the lock is held: ours is either here
+            // or still queued behind a full batch (then lead again).
+            match rx.try_recv() {
+                Ok(r) => return r.map(|()| PushedManifest { digest, subject }),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(err(ErrorCode::Unknown, "manifest push was dropped"));
+                }
+            }
+        }
+    }
+
+    fn owner_queue(&self, did: &str) -> Arc<OwnerQueue> {
+        self.inner
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(did.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Commits a batch of pushes; a batch the PDS refuses is retried one push
+    /// at a time so one bad manifest cannot fail the others.
+    async fn commit_batch(&self, did: &str, batch: Vec<(PushJob, Reply)>) {
+        let (jobs, replies): (Vec<PushJob>, Vec<Reply>) = batch.into_iter().unzip();
+        match self.write_batch(did, &jobs).await {
+            Ok(()) => {
+                for r in replies {
+                    let _ = r.send(Ok(()));
+                }
+            }
+            Err(e) if jobs.len() > 1 && e.code == ErrorCode::ManifestInvalid => {
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    let r = self.write_batch(did, std::slice::from_ref(&job)).await;
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Journals, writes the records of, and indexes a batch of pushes.
+    async fn write_batch(&self, did: &str, jobs: &[PushJob]) -> Result<()> {
+        // Work out what each push changes (against the index and the batch).
+        let mut ops: Vec<PendingOp> = vec![];
+        let mut rkeys: HashMap<(String, String), String> = HashMap::new();
+        let mut todo: Vec<(usize, bool, String)> = vec![]; // (job, new manifest, rkey)
+        for (i, j) in jobs.iter().enumerate() {
+            let key = (j.repo.clone(), j.digest.clone());
+            let existing = match rkeys.get(&key) {
+                Some(r) => Some(r.clone()),
+                None => self
+                    .inner
+                    .index
+                    .manifest(did, &j.repo, &j.digest, false)
+                    .await?
+                    .map(|m| m.record_rkey),
+            };
+            if let Some(t) = &j.tag
+                && existing.is_some()
+                && self
+                    .inner
+                    .index
+                    .tag(did, &j.repo, t)
+                    .await?
+                    .map(|x| x.0)
+                    .as_deref()
+                    == Some(&j.digest)
+            {
+                continue;
+            }
+            if existing.is_some() && j.tag.is_none() {
+                continue;
+            }
+            let new_manifest = existing.is_none();
+            let rkey = existing.unwrap_or_else(|| self.inner.clock.next().to_string());
+            rkeys.insert(key, rkey.clone());
+            ops.push(PendingOp::Put {
+                repo: j.repo.clone(),
+                display: j.display.clone(),
+                digest: j.digest.clone(),
+                media_type: j.parsed.media_type.clone(),
+                bytes: {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(&j.bytes)
+                },
+                rkey: rkey.clone(),
+                new_manifest,
+                tag: j.tag.clone(),
+            });
+            todo.push((i, new_manifest, rkey));
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let owner = self.owner_pds(did).await?;
         let pending = self
             .inner
             .index
-            .begin_pending(did, &serde_json::to_string(&op).unwrap_or_default())
+            .begin_pending(did, &serde_json::to_string(&ops).unwrap_or_default())
             .await?;
-        let result = self
-            .write_manifest_records(
-                owner.as_ref(),
-                repo,
-                &d,
-                &parsed,
-                &bytes,
-                &rkey,
-                existing.is_none(),
-                tag.as_deref(),
-            )
-            .await;
-        let cids = match result {
+        let written = self.write_records(owner.as_ref(), jobs, &todo).await;
+        let cids = match written {
             Ok(c) => c,
             Err(e) => {
-                // The commit did not happen (the PDS answered with an error):
-                // nothing to reconcile.
-                if !matches!(e.code, ErrorCode::Unavailable) {
+                // The PDS answered with an error: the commit did not happen.
+                // (When it could not be reached, start-up recovery decides.)
+                if e.code != ErrorCode::Unavailable {
                     self.inner.index.drop_pending(pending).await?;
                 }
                 return Err(e);
             }
         };
-        let manifest_row = existing.is_none().then(|| ManifestRow {
-            digest: d.clone(),
-            media_type: parsed.media_type.clone(),
-            size: bytes.len() as u64,
-            bytes: bytes.clone(),
-            artifact_type: parsed.effective_artifact_type(),
-            subject: subject.clone(),
-            annotations: (!parsed.annotations.is_empty())
-                .then(|| serde_json::to_string(&parsed.annotations).unwrap_or_default()),
-            record_rkey: rkey.clone(),
-            record_cid: cids.0.clone().unwrap_or_default(),
-        });
-        self.inner
-            .index
-            .commit_manifest(
-                pending,
+        let commits = todo
+            .iter()
+            .zip(cids)
+            .map(|((i, new_manifest, rkey), (mcid, tcid))| {
+                let j = &jobs[*i];
                 ManifestCommit {
                     did: did.to_owned(),
-                    repo: repo.to_owned(),
-                    display: name.to_string(),
-                    manifest: manifest_row,
-                    tag: tag.map(|t| (t, d.clone(), cids.1.unwrap_or_default())),
-                },
-            )
-            .await?;
-        Ok(PushedManifest { digest, subject })
+                    repo: j.repo.clone(),
+                    display: j.display.clone(),
+                    manifest: new_manifest.then(|| manifest_row(j, rkey, mcid.unwrap_or_default())),
+                    tag: j
+                        .tag
+                        .clone()
+                        .map(|t| (t, j.digest.clone(), tcid.unwrap_or_default())),
+                }
+            })
+            .collect();
+        self.inner.index.commit_manifests(pending, commits).await?;
+        Ok(())
     }
 
-    /// Uploads the manifest blob (for a new manifest) and writes the records
-    /// in one commit. Returns (manifest record CID, tag record CID).
-    #[allow(clippy::too_many_arguments)]
-    async fn write_manifest_records(
+    /// Uploads the manifest blobs of new manifests, then writes every record
+    /// of the batch as one commit. Returns (manifest CID, tag CID) per entry.
+    async fn write_records(
         &self,
         owner: &dyn OwnerPds,
-        repo: &str,
-        digest: &str,
-        parsed: &ParsedManifest,
-        bytes: &[u8],
-        rkey: &str,
-        new_manifest: bool,
-        tag: Option<&str>,
-    ) -> Result<(Option<String>, Option<String>)> {
+        jobs: &[PushJob],
+        todo: &[(usize, bool, String)],
+    ) -> Result<Vec<(Option<String>, Option<String>)>> {
         let now = atcr_syntax::Datetime::now().to_string();
-        let uri = at_uri(owner.did(), MANIFEST_COLLECTION, rkey);
+        let uploads: Vec<(Vec<u8>, String)> = todo
+            .iter()
+            .filter(|(_, new, _)| *new)
+            .map(|(i, _, _)| (jobs[*i].bytes.clone(), jobs[*i].parsed.media_type.clone()))
+            .collect();
+        let mut blobs = owner
+            .upload_blobs(uploads)
+            .await
+            .map_err(from_record)?
+            .into_iter();
         let mut writes = vec![];
-        if new_manifest {
-            let blob = owner
-                .upload_blob(bytes.to_vec(), parsed.media_type.clone())
-                .await
-                .map_err(from_record)?;
-            let json: serde_json::Value = serde_json::from_slice(bytes)
-                .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
-            writes.push(Write::Create {
-                collection: MANIFEST_COLLECTION.into(),
-                rkey: Some(rkey.to_owned()),
-                record: manifest_record(repo, digest, &parsed.media_type, &json, blob, &now),
-            });
+        let mut shape = vec![];
+        for (i, new, rkey) in todo {
+            let j = &jobs[*i];
+            let uri = at_uri(owner.did(), MANIFEST_COLLECTION, rkey);
+            if *new {
+                let blob = blobs
+                    .next()
+                    .ok_or_else(|| err(ErrorCode::Unknown, "missing blob reference"))?;
+                let json: serde_json::Value = serde_json::from_slice(&j.bytes)
+                    .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
+                writes.push(Write::Create {
+                    collection: MANIFEST_COLLECTION.into(),
+                    rkey: Some(rkey.clone()),
+                    record: manifest_record(
+                        &j.repo,
+                        &j.digest,
+                        &j.parsed.media_type,
+                        &json,
+                        blob,
+                        &now,
+                    ),
+                });
+            }
+            if let Some(t) = &j.tag {
+                writes.push(Write::Put {
+                    collection: TAG_COLLECTION.into(),
+                    rkey: tag_rkey(&j.repo, t),
+                    record: tag_record(&j.repo, t, &j.digest, &uri, &now),
+                    swap: None,
+                });
+            }
+            shape.push((*new, j.tag.is_some()));
         }
-        if let Some(t) = tag {
-            writes.push(Write::Put {
-                collection: TAG_COLLECTION.into(),
-                rkey: tag_rkey(repo, t),
-                record: tag_record(repo, t, digest, &uri, &now),
-                swap: None,
-            });
-        }
-        let cids = owner.write(writes).await.map_err(from_record)?;
-        let mut it = cids.into_iter();
-        let m = if new_manifest {
-            it.next().flatten()
-        } else {
-            None
-        };
-        let t = if tag.is_some() {
-            it.next().flatten()
-        } else {
-            None
-        };
-        Ok((m, t))
+        let mut cids = owner.write(writes).await.map_err(from_record)?.into_iter();
+        Ok(shape
+            .into_iter()
+            .map(|(m, t)| {
+                let m = if m { cids.next().flatten() } else { None };
+                let t = if t { cids.next().flatten() } else { None };
+                (m, t)
+            })
+            .collect())
     }
 
     /// Deletes a manifest by digest (with the tags pointing at it) or a tag.
@@ -908,8 +1021,8 @@ impl Registry {
         repo: &str,
         reference: &Reference,
     ) -> Result<()> {
-        let lock = self.owner_lock(did);
-        let _guard = lock.lock().await;
+        let queue = self.owner_queue(did);
+        let _guard = queue.commit.lock().await;
         let (digest, rkey, tags) = match reference {
             Reference::Digest(d) => {
                 let m = self
@@ -940,7 +1053,7 @@ impl Registry {
         let pending = self
             .inner
             .index
-            .begin_pending(did, &serde_json::to_string(&op).unwrap_or_default())
+            .begin_pending(did, &serde_json::to_string(&[op]).unwrap_or_default())
             .await?;
         let mut writes: Vec<Write> = tags
             .iter()
@@ -1015,8 +1128,8 @@ impl Registry {
     /// (operations completed, operations dropped, sessions kept).
     pub async fn recover(&self) -> Result<(usize, usize, usize)> {
         let (mut done, mut dropped) = (0, 0);
-        for (id, did, op) in self.inner.index.pending().await? {
-            let Ok(op) = serde_json::from_str::<PendingOp>(&op) else {
+        for (id, did, ops) in self.inner.index.pending().await? {
+            let Ok(ops) = serde_json::from_str::<Vec<PendingOp>>(&ops) else {
                 self.inner.index.drop_pending(id).await?;
                 dropped += 1;
                 continue;
@@ -1028,7 +1141,7 @@ impl Registry {
                     continue;
                 }
             };
-            match self.reconcile(id, &did, owner.as_ref(), op).await {
+            match self.reconcile(id, &did, owner.as_ref(), ops).await {
                 Ok(true) => done += 1,
                 Ok(false) => dropped += 1,
                 Err(e) => tracing::warn!("recovery of {did}: {e}; retried at next start"),
@@ -1062,113 +1175,125 @@ impl Registry {
         Ok((done, dropped, kept.len()))
     }
 
+    /// Settles one journal entry (one PDS commit): if its records are in
+    /// the PDS, the index is brought up to date; if not, the entry is dropped.
     async fn reconcile(
         &self,
         id: i64,
         did: &str,
         owner: &dyn OwnerPds,
-        op: PendingOp,
+        ops: Vec<PendingOp>,
     ) -> Result<bool> {
-        match op {
+        // A commit is atomic, so its first operation tells whether it happened.
+        let Some(first) = ops.first() else {
+            self.inner.index.drop_pending(id).await?;
+            return Ok(false);
+        };
+        let committed = match first {
             PendingOp::Put {
                 repo,
-                display,
                 digest,
-                media_type,
-                bytes,
                 rkey,
-                new_manifest,
                 tag,
-            } => {
-                let manifest = owner
+                ..
+            } => match tag {
+                Some(t) => owner
+                    .get_record(TAG_COLLECTION.into(), tag_rkey(repo, t))
+                    .await
+                    .map_err(from_record)?
+                    .is_some_and(|(_, v)| v["manifestDigest"] == digest.as_str()),
+                None => owner
                     .get_record(MANIFEST_COLLECTION.into(), rkey.clone())
                     .await
-                    .map_err(from_record)?;
-                let tag_rec = match &tag {
-                    Some(t) => owner
-                        .get_record(TAG_COLLECTION.into(), tag_rkey(&repo, t))
-                        .await
-                        .map_err(from_record)?
-                        .filter(|(_, v)| v["manifestDigest"] == digest.as_str()),
-                    None => None,
-                };
-                // The commit is atomic: either all of its records are there or none.
-                let committed = if tag.is_some() {
-                    tag_rec.is_some()
-                } else {
-                    manifest.is_some()
-                };
-                if !committed {
-                    self.inner.index.drop_pending(id).await?;
-                    return Ok(false);
-                }
-                let bytes = {
-                    use base64::Engine as _;
-                    base64::engine::general_purpose::STANDARD
-                        .decode(bytes)
-                        .map_err(|e| err(ErrorCode::Unknown, e.to_string()))?
-                };
-                let parsed = parse_manifest(&bytes, Some(&media_type))?;
-                let row = match (new_manifest, manifest) {
-                    (true, Some((cid, _))) => Some(ManifestRow {
-                        digest: digest.clone(),
-                        media_type,
-                        size: bytes.len() as u64,
-                        bytes,
-                        artifact_type: parsed.effective_artifact_type(),
-                        subject: parsed.subject.as_ref().map(|s| s.digest.to_string()),
-                        annotations: (!parsed.annotations.is_empty()).then(|| {
-                            serde_json::to_string(&parsed.annotations).unwrap_or_default()
-                        }),
-                        record_rkey: rkey,
-                        record_cid: cid,
-                    }),
-                    _ => None,
-                };
-                self.inner
-                    .index
-                    .commit_manifest(
-                        id,
-                        ManifestCommit {
-                            did: did.to_owned(),
-                            repo,
-                            display,
-                            manifest: row,
-                            tag: tag.zip(tag_rec).map(|(t, (cid, _))| (t, digest, cid)),
-                        },
-                    )
-                    .await?;
-                Ok(true)
-            }
+                    .map_err(from_record)?
+                    .is_some(),
+            },
             PendingOp::Delete {
-                repo,
-                digest,
-                rkey,
-                tags,
+                repo, rkey, tags, ..
             } => {
-                let still = match (&rkey, tags.first()) {
+                let still = match (rkey, tags.first()) {
                     (Some(r), _) => owner
                         .get_record(MANIFEST_COLLECTION.into(), r.clone())
                         .await
                         .map_err(from_record)?
                         .is_some(),
                     (None, Some(t)) => owner
-                        .get_record(TAG_COLLECTION.into(), tag_rkey(&repo, t))
+                        .get_record(TAG_COLLECTION.into(), tag_rkey(repo, t))
                         .await
                         .map_err(from_record)?
                         .is_some(),
                     (None, None) => false,
                 };
-                if still {
-                    self.inner.index.drop_pending(id).await?;
-                    return Ok(false);
+                !still
+            }
+        };
+        if !committed {
+            self.inner.index.drop_pending(id).await?;
+            return Ok(false);
+        }
+        let mut commits = vec![];
+        for op in ops {
+            match op {
+                PendingOp::Put {
+                    repo,
+                    display,
+                    digest,
+                    media_type,
+                    bytes,
+                    rkey,
+                    new_manifest,
+                    tag,
+                } => {
+                    let bytes = {
+                        use base64::Engine as _;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(bytes)
+                            .map_err(|e| err(ErrorCode::Unknown, e.to_string()))?
+                    };
+                    let mcid = owner
+                        .get_record(MANIFEST_COLLECTION.into(), rkey.clone())
+                        .await
+                        .map_err(from_record)?
+                        .map(|(c, _)| c);
+                    let tcid = match &tag {
+                        Some(t) => owner
+                            .get_record(TAG_COLLECTION.into(), tag_rkey(&repo, t))
+                            .await
+                            .map_err(from_record)?
+                            .map(|(c, _)| c),
+                        None => None,
+                    };
+                    let job = PushJob {
+                        repo: repo.clone(),
+                        display: display.clone(),
+                        digest: digest.clone(),
+                        tag: tag.clone(),
+                        parsed: parse_manifest(&bytes, Some(&media_type))?,
+                        bytes,
+                    };
+                    commits.push(ManifestCommit {
+                        did: did.to_owned(),
+                        repo,
+                        display,
+                        manifest: match (new_manifest, mcid) {
+                            (true, Some(cid)) => Some(manifest_row(&job, &rkey, cid)),
+                            _ => None,
+                        },
+                        tag: tag.zip(tcid).map(|(t, c)| (t, digest, c)),
+                    });
                 }
-                self.inner
-                    .index
-                    .commit_delete(id, did, &repo, digest.as_deref(), &tags)
-                    .await?;
-                Ok(true)
+                PendingOp::Delete {
+                    repo, digest, tags, ..
+                } => {
+                    self.inner
+                        .index
+                        .commit_delete(id, did, &repo, digest.as_deref(), &tags)
+                        .await?;
+                    return Ok(true);
+                }
             }
         }
+        self.inner.index.commit_manifests(id, commits).await?;
+        Ok(true)
     }
 }

@@ -34,12 +34,11 @@ pub enum RecordError {
 pub trait OwnerPds: Send + Sync {
     /// The owner DID.
     fn did(&self) -> &str;
-    /// Stores a blob; returns the blob reference (atproto JSON).
-    fn upload_blob(
+    /// Stores blobs `(bytes, mime)`; returns their blob references (atproto JSON).
+    fn upload_blobs(
         &self,
-        bytes: Vec<u8>,
-        mime: String,
-    ) -> BoxFut<'_, Result<serde_json::Value, RecordError>>;
+        blobs: Vec<(Vec<u8>, String)>,
+    ) -> BoxFut<'_, Result<Vec<serde_json::Value>, RecordError>>;
     /// Applies writes as one commit; returns the new CID of each (None for deletes).
     fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>>;
     /// A record's current CID and value, `None` when absent.
@@ -68,17 +67,11 @@ impl OwnerPds for EmbeddedOwner {
     fn did(&self) -> &str {
         &self.did
     }
-    fn upload_blob(
+    fn upload_blobs(
         &self,
-        bytes: Vec<u8>,
-        mime: String,
-    ) -> BoxFut<'_, Result<serde_json::Value, RecordError>> {
-        Box::pin(async move {
-            self.pds
-                .put_blob(&self.did, bytes, &mime)
-                .await
-                .map_err(from_pds)
-        })
+        blobs: Vec<(Vec<u8>, String)>,
+    ) -> BoxFut<'_, Result<Vec<serde_json::Value>, RecordError>> {
+        Box::pin(async move { self.pds.put_blobs(&self.did, blobs).await.map_err(from_pds) })
     }
     fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
         Box::pin(async move {
@@ -148,17 +141,28 @@ impl OwnerPds for RemoteOwner {
     fn did(&self) -> &str {
         &self.did
     }
-    fn upload_blob(
+    fn upload_blobs(
         &self,
-        bytes: Vec<u8>,
-        mime: String,
-    ) -> BoxFut<'_, Result<serde_json::Value, RecordError>> {
+        blobs: Vec<(Vec<u8>, String)>,
+    ) -> BoxFut<'_, Result<Vec<serde_json::Value>, RecordError>> {
         Box::pin(async move {
             let before = self.client.session();
-            let r = self.client.upload_blob(bytes, &mime).await;
+            let mut out = Vec::with_capacity(blobs.len());
+            let mut failed = None;
+            for (bytes, mime) in blobs {
+                match self.client.upload_blob(bytes, &mime).await {
+                    Ok(o) => out.push(o.blob),
+                    Err(e) => {
+                        failed = Some(from_client(&self.did, e));
+                        break;
+                    }
+                }
+            }
             self.save(before).await;
-            let out = r.map_err(|e| from_client(&self.did, e))?;
-            Ok(out.blob)
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(out),
+            }
         })
     }
     fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
