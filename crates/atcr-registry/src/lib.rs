@@ -191,6 +191,10 @@ struct Inner {
     busy: Mutex<HashSet<String>>,
     /// Group-commit queues of manifest pushes, per owner.
     queues: Mutex<HashMap<String, Arc<OwnerQueue>>>,
+    /// Embedded handles → (DID, resolved at).
+    handles: Mutex<HashMap<String, (String, Instant)>>,
+    /// Write-through cache of upload sessions: id → (did, repo, state).
+    uploads: Mutex<HashMap<String, (String, String, UploadState)>>,
 }
 
 /// The registry service. Cheap to clone.
@@ -200,6 +204,9 @@ pub struct Registry {
 }
 
 const CREDENTIAL_CACHE: Duration = Duration::from_secs(300);
+/// How long an embedded account's handle → DID answer is reused (remote
+/// handles are cached by the identity resolver).
+const HANDLE_CACHE: Duration = Duration::from_secs(10);
 
 /// Marks an upload session busy for the guard's lifetime.
 struct Busy<'a> {
@@ -267,6 +274,8 @@ impl Registry {
                 credentials: Mutex::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
                 queues: Mutex::new(HashMap::new()),
+                handles: Mutex::new(HashMap::new()),
+                uploads: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -291,9 +300,24 @@ impl Registry {
         match name.owner() {
             Owner::Did(d) => Ok(d.to_string()),
             Owner::Handle(h) => {
+                if let Some((did, at)) = self
+                    .inner
+                    .handles
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(h.as_str())
+                    && at.elapsed() < HANDLE_CACHE
+                {
+                    return Ok(did.clone());
+                }
                 if let Some(pds) = &self.inner.pds
                     && let Ok(did) = pds.lookup_did(h.as_str()).await
                 {
+                    self.inner
+                        .handles
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(h.to_string(), (did.clone(), Instant::now()));
                     return Ok(did);
                 }
                 let ident = AtIdentifier::Handle(h.clone());
@@ -529,6 +553,7 @@ impl Registry {
             .index
             .create_upload(&id, did, repo, &st.to_json())
             .await?;
+        self.cache_upload(did, repo, Some(&st), &id);
         Ok(id)
     }
 
@@ -561,11 +586,39 @@ impl Registry {
                 "blob upload unknown to registry",
             )
         };
-        let (d, r, state) = self.inner.index.upload(id).await?.ok_or_else(unknown)?;
+        let cached = self
+            .inner
+            .uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        let (d, r, st) = match cached {
+            Some(c) => c,
+            None => {
+                let (d, r, state) = self.inner.index.upload(id).await?.ok_or_else(unknown)?;
+                (d, r, UploadState::from_json(&state).map_err(from_blob)?)
+            }
+        };
         if d != did || r != repo {
             return Err(unknown());
         }
-        UploadState::from_json(&state).map_err(from_blob)
+        Ok(st)
+    }
+
+    fn cache_upload(&self, did: &str, repo: &str, st: Option<&UploadState>, id: &str) {
+        let mut m = self.inner.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        match st {
+            Some(st) => {
+                if m.len() > 10_000 {
+                    m.clear();
+                }
+                m.insert(id.to_owned(), (did.to_owned(), repo.to_owned(), st.clone()));
+            }
+            None => {
+                m.remove(id);
+            }
+        }
     }
 
     fn mark_busy(&self, id: &str) -> Result<Busy<'_>> {
@@ -617,7 +670,9 @@ impl Registry {
             .append(&mut st, body)
             .await
             .map_err(from_blob)?;
+        self.cache_upload(did, repo, None, id);
         self.inner.index.update_upload(id, &st.to_json()).await?;
+        self.cache_upload(did, repo, Some(&st), id);
         Ok(st.offset)
     }
 
@@ -637,6 +692,8 @@ impl Registry {
         let repo = name.repo();
         let _busy = self.mark_busy(id)?;
         let mut st = self.session(did, repo, id).await?;
+        // Whatever happens next, the cached state is no longer the truth.
+        self.cache_upload(did, repo, None, id);
         if let Some(b) = body {
             self.inner
                 .blobs
@@ -672,6 +729,7 @@ impl Registry {
     pub async fn upload_cancel(&self, did: &str, repo: &str, id: &str) -> Result<()> {
         let _busy = self.mark_busy(id)?;
         let st = self.session(did, repo, id).await?;
+        self.cache_upload(did, repo, None, id);
         self.inner.index.delete_upload(id).await?;
         self.inner.blobs.abort(st).await.map_err(from_blob)
     }

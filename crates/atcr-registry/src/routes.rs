@@ -714,9 +714,19 @@ async fn upload_put(
             ));
         }
     }
-    reg.upload_finish(&ctx.name, &ctx.did, id, &d, Some(body_stream(body)))
-        .await
-        .map_err(|e| error(reg, e, None))?;
+    // An empty closing PUT (after PATCHes) has nothing to append.
+    let empty = headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0");
+    reg.upload_finish(
+        &ctx.name,
+        &ctx.did,
+        id,
+        &d,
+        (!empty).then(|| body_stream(body)),
+    )
+    .await
+    .map_err(|e| error(reg, e, None))?;
     Ok(blob_created(name, &d))
 }
 
