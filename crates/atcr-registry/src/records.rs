@@ -332,4 +332,34 @@ mod tests {
         let longest = tag_rkey(&"a/".repeat(120), &"t".repeat(128));
         assert!(atcr_syntax::RecordKey::new(&longest).is_ok());
     }
+
+    fn required(lexicon: &str) -> Vec<String> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../lexicons/io/atcr")
+            .join(lexicon);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        serde_json::from_value(v["defs"]["main"]["record"]["required"].clone()).unwrap()
+    }
+
+    #[test]
+    fn records_carry_every_field_their_lexicon_requires() {
+        let m = manifest_record(
+            "team/app",
+            "sha256:00",
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::json!({"schemaVersion": 2, "layers": []}),
+            serde_json::json!({"$type": "blob"}),
+            "2026-11-22T00:00:00.000Z",
+        );
+        for f in required("manifest.json") {
+            assert!(m.get(&f).is_some(), "manifest record lacks {f}");
+        }
+        assert_eq!(m["$type"], MANIFEST_COLLECTION);
+        let t = tag_record("team/app", "v1", "sha256:00", "at://x/y/z", "2026-11-22T00:00:00.000Z");
+        for f in required("tag.json") {
+            assert!(t.get(&f).is_some(), "tag record lacks {f}");
+        }
+        assert_eq!(t["$type"], TAG_COLLECTION);
+    }
 }

@@ -7,7 +7,8 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const PW: &str = "app password for tests";
+/// The accounts' main password; clients log in with app passwords.
+const MAIN_PW: &str = "main password, never given to clients";
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
@@ -55,12 +56,12 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     out
 }
 
-async fn skopeo_roundtrip(s: &Server) {
+async fn skopeo_roundtrip(s: &Server, app: &str) {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     let digest = mkimage(&src, 3, 200_000);
     let dest = format!("docker://{}/alice.test/app:v1", s.host);
-    let creds = format!("alice.test:{PW}");
+    let creds = format!("alice.test:{app}");
     let src_ref = format!("oci:{}:latest", src.display());
     // In, with credentials, digests preserved.
     let s2 = src_ref.clone();
@@ -135,16 +136,26 @@ async fn skopeo_roundtrip(s: &Server) {
     assert!(tags.contains("\"v1\"") && !tags.contains("bad"), "{tags}");
 }
 
-async fn with_accounts(s: &Server) {
-    account(s, "alice.test", PW).await;
-    account(s, "bob.test", PW).await;
+/// Creates alice and bob; returns an app password of alice's (what
+/// `docker login` is given).
+async fn with_accounts(s: &Server) -> String {
+    let did = account(s, "alice.test", MAIN_PW).await;
+    account(s, "bob.test", MAIN_PW).await;
+    s.services
+        .pds
+        .as_ref()
+        .unwrap()
+        .create_app_password(&did, "registry")
+        .await
+        .unwrap()
+        .password
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_copies_in_and_out_byte_identical() {
     let s = start(&[]).await;
-    with_accounts(&s).await;
-    skopeo_roundtrip(&s).await;
+    let app = with_accounts(&s).await;
+    skopeo_roundtrip(&s, &app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,8 +171,8 @@ async fn skopeo_on_s3_with_presigned_redirects() {
         ("ATCR_STORAGE_S3_PART_SIZE", (5 * 1024 * 1024).to_string()),
     ])
     .await;
-    with_accounts(&s).await;
-    skopeo_roundtrip(&s).await;
+    let app = with_accounts(&s).await;
+    skopeo_roundtrip(&s, &app).await;
     // A blob GET is a 307 to a presigned URL on the S3 server, which serves it.
     let tok = token(&s, None, &["repository:alice.test/app:pull"]).await;
     let m: serde_json::Value = http()
@@ -199,7 +210,7 @@ async fn skopeo_on_s3_with_presigned_redirects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn podman_pushes_and_pulls() {
     let s = start(&[]).await;
-    with_accounts(&s).await;
+    let app = with_accounts(&s).await;
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     mkimage(&src, 2, 100_000);
@@ -207,7 +218,7 @@ async fn podman_pushes_and_pulls() {
         "copy",
         "--dest-tls-verify=false",
         "--dest-creds",
-        &format!("alice.test:{PW}"),
+        &format!("alice.test:{app}"),
         &format!("oci:{}:latest", src.display()),
         &format!("docker://{}/alice.test/base:1", s.host),
     ]));
@@ -224,6 +235,7 @@ async fn podman_pushes_and_pulls() {
     std::fs::write(work.path().join("podman/auth.json"), "{}").unwrap();
     let host = s.host.clone();
     let p = podman.clone();
+    let app2 = app.clone();
     tokio::task::spawn_blocking(move || {
         ok(p().args([
             "pull",
@@ -236,7 +248,7 @@ async fn podman_pushes_and_pulls() {
             "-u",
             "alice.test",
             "-p",
-            PW,
+            &app2,
             &host,
         ]));
         ok(p().args([
@@ -278,14 +290,14 @@ async fn podman_pushes_and_pulls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oras_pushes_pulls_and_deletes_an_artifact() {
     let s = start(&[]).await;
-    with_accounts(&s).await;
+    let app = with_accounts(&s).await;
     let tools = tools_dir();
     let work = tempfile::tempdir().unwrap();
     let (host, dir) = (s.host.clone(), work.path().to_owned());
     let out = tokio::task::spawn_blocking(move || {
         ok(Command::new(tools.join("oras-venv/bin/python"))
             .arg(repo_root().join("crates/atcr/tests/support/oras_roundtrip.py"))
-            .args([&host, "alice.test", PW, "alice.test/artifacts"])
+            .args([&host, "alice.test", &app, "alice.test/artifacts"])
             .arg(&dir))
     })
     .await
