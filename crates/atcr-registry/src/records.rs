@@ -356,7 +356,13 @@ mod tests {
             assert!(m.get(&f).is_some(), "manifest record lacks {f}");
         }
         assert_eq!(m["$type"], MANIFEST_COLLECTION);
-        let t = tag_record("team/app", "v1", "sha256:00", "at://x/y/z", "2026-11-22T00:00:00.000Z");
+        let t = tag_record(
+            "team/app",
+            "v1",
+            "sha256:00",
+            "at://x/y/z",
+            "2026-11-22T00:00:00.000Z",
+        );
         for f in required("tag.json") {
             assert!(t.get(&f).is_some(), "tag record lacks {f}");
         }
