@@ -246,6 +246,20 @@ async fn pull_blob(c: &Client, digest: &str) -> Result<u64> {
     Ok(n)
 }
 
+/// GET or HEAD of a manifest by tag; the body is read to the end.
+async fn get_manifest(c: &Client, m: reqwest::Method, tag: &str) -> Result<bytes::Bytes> {
+    let r = c
+        .req(m.clone(), &format!("/v2/{}/manifests/{tag}", c.repo))
+        .await?
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await?;
+    if r.status() != 200 {
+        bail!("{m} manifest: {}", r.status());
+    }
+    Ok(r.bytes().await?)
+}
+
 /// Samples a process's resident set every 10 ms; `peak()` is the max seen.
 struct RssSampler {
     peak: Arc<AtomicU64>,
@@ -432,27 +446,10 @@ pub async fn run(args: &[String]) -> Result<()> {
                         }
                         lat.0.push(t.elapsed());
                         let t = Instant::now();
-                        let r = c
-                            .req(reqwest::Method::GET, &format!("/v2/{}/manifests/{tag}", c.repo))
-                            .await?
-                            .header("accept", "application/vnd.oci.image.manifest.v1+json")
-                            .send()
-                            .await?;
-                        if r.status() != 200 {
-                            bail!("GET manifest: {}", r.status());
-                        }
-                        r.bytes().await?;
+                        get_manifest(&c, reqwest::Method::GET, &tag).await?;
                         lat.1.push(t.elapsed());
                         let t = Instant::now();
-                        let r = c
-                            .req(reqwest::Method::HEAD, &format!("/v2/{}/manifests/{tag}", c.repo))
-                            .await?
-                            .header("accept", "application/vnd.oci.image.manifest.v1+json")
-                            .send()
-                            .await?;
-                        if r.status() != 200 {
-                            bail!("HEAD manifest: {}", r.status());
-                        }
+                        get_manifest(&c, reqwest::Method::HEAD, &tag).await?;
                         lat.2.push(t.elapsed());
                     }
                 }));
@@ -527,16 +524,8 @@ pub async fn run(args: &[String]) -> Result<()> {
             }
             push.push(t.elapsed());
             let t = Instant::now();
-            let r = c
-                .req(
-                    reqwest::Method::GET,
-                    &format!("/v2/{}/manifests/{tag}", c.repo),
-                )
-                .await?
-                .header("accept", "application/vnd.oci.image.manifest.v1+json")
-                .send()
-                .await?;
-            let mv: serde_json::Value = r.json().await?;
+            let mv: serde_json::Value =
+                serde_json::from_slice(&get_manifest(&c, reqwest::Method::GET, &tag).await?)?;
             let mut ds = vec![mv["config"]["digest"].as_str().unwrap_or("").to_owned()];
             for l in mv["layers"].as_array().into_iter().flatten() {
                 ds.push(l["digest"].as_str().unwrap_or("").to_owned());

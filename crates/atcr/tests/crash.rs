@@ -47,22 +47,16 @@ fn spawn(data: &std::path::Path, port: u16) -> Child {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn kill_9_mid_burst_keeps_exactly_the_committed_writes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut server = spawn(&data, port);
-    wait_ready(&url).await;
-    let out = atcr(&data, port)
+/// `atcr account create` against the data directory; returns the DID.
+fn create_account(data: &std::path::Path, port: u16, handle: &str, password: &str) -> String {
+    let out = atcr(data, port)
         .args([
             "account",
             "create",
             "--handle",
-            "crash.test",
+            handle,
             "--password",
-            "correct horse",
+            password,
         ])
         .output()
         .unwrap();
@@ -71,7 +65,47 @@ async fn kill_9_mid_burst_keeps_exactly_the_committed_writes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A server child process over a fresh data directory, with one account.
+struct Booted {
+    _tmp: tempfile::TempDir,
+    data: std::path::PathBuf,
+    port: u16,
+    url: String,
+    server: Child,
+    did: String,
+}
+
+async fn boot(password: &str) -> Booted {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let server = spawn(&data, port);
+    wait_ready(&url).await;
+    let did = create_account(&data, port, "crash.test", password);
+    Booted {
+        _tmp: tmp,
+        data,
+        port,
+        url,
+        server,
+        did,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_mid_burst_keeps_exactly_the_committed_writes() {
+    let Booted {
+        _tmp,
+        data,
+        port,
+        url,
+        mut server,
+        did,
+    } = boot("correct horse").await;
 
     let client = Arc::new(PdsClient::new(
         url.parse().unwrap(),
@@ -351,25 +385,14 @@ async fn upload(http: &reqwest::Client, url: &str, tok: &str, data: &[u8]) -> Re
 /// session acknowledged before the kill resumes and completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_upload_and_mid_manifest_push() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut server = spawn(&data, port);
-    wait_ready(&url).await;
-    let out = atcr(&data, port)
-        .args([
-            "account",
-            "create",
-            "--handle",
-            "crash.test",
-            "--password",
-            REG_PW,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let did = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let Booted {
+        _tmp,
+        data,
+        port,
+        url,
+        mut server,
+        did,
+    } = boot(REG_PW).await;
     let tok = reg_token(&url).await;
     let http = common::http();
 

@@ -273,20 +273,11 @@ async fn the_reference_client_logs_in_to_our_pds() {
         .create_account("api.test", Some("correct horse".into()), None)
         .await
         .unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        node("api-client.js")
-            .args([url.as_str(), "api.test", "correct horse"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "@atproto/api failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = common::node_json(
+        "api-client.js",
+        vec![url.clone(), "api.test".into(), "correct horse".into()],
+    )
+    .await;
     assert_eq!(summary["did"], created.did);
     assert_eq!(summary["cid"], summary["gotCid"]);
     assert_eq!(summary["listed"], 1);
@@ -450,21 +441,16 @@ async fn an_image_pushed_by_a_reference_pds_user_lands_in_their_pds() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 
     // The reference client reads the records from the reference PDS.
-    let (pds, d2) = (stack.pds.clone(), did.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        node("read-records.js")
-            .args([&pds, &d2, "io.atcr.manifest", "io.atcr.tag"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let recs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recs = common::node_json(
+        "read-records.js",
+        vec![
+            stack.pds.clone(),
+            did.clone(),
+            "io.atcr.manifest".into(),
+            "io.atcr.tag".into(),
+        ],
+    )
+    .await;
     let m = &recs["io.atcr.manifest"][0];
     assert_eq!(m["value"]["digest"], md.as_str());
     assert_eq!(m["value"]["repository"], "web");

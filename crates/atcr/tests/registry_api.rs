@@ -42,6 +42,9 @@ impl Ctx {
     fn req(&self, m: reqwest::Method, p: &str) -> reqwest::RequestBuilder {
         self.c.request(m, self.url(p)).bearer_auth(&self.tok)
     }
+    async fn call(&self, m: reqwest::Method, p: &str) -> reqwest::Response {
+        self.req(m, p).send().await.unwrap()
+    }
     /// Monolithic POST + PUT of a blob.
     async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
         let d = sha256(data);
@@ -115,7 +118,7 @@ async fn version_check_and_token_flow() {
     );
     expect_error(r, 401, "UNAUTHORIZED").await;
     // With a token: 200.
-    let r = t.req(reqwest::Method::GET, "").send().await.unwrap();
+    let r = t.call(reqwest::Method::GET, "").await;
     assert_eq!(r.status(), 200);
     // Wrong password: the token endpoint refuses.
     let r = http()
@@ -205,18 +208,14 @@ async fn blob_uploads_every_way() {
     // POST then PUT (monolithic).
     assert_eq!(t.push_blob("alice.test/app", &data).await, d);
     let r = t
-        .req(reqwest::Method::HEAD, &format!("alice.test/app/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::HEAD, &format!("alice.test/app/blobs/{d}"))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], "300000");
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     let r = t
-        .req(reqwest::Method::GET, &format!("alice.test/app/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, &format!("alice.test/app/blobs/{d}"))
+        .await;
     assert_eq!(r.bytes().await.unwrap(), data);
     // Range read.
     let r = t
@@ -255,10 +254,8 @@ async fn blob_uploads_every_way() {
     let chunked: Vec<u8> = (0..250_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let cd = sha256(&chunked);
     let r = t
-        .req(reqwest::Method::POST, "alice.test/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::POST, "alice.test/app/blobs/uploads/")
+        .await;
     assert_eq!(r.status(), 202);
     assert!(r.headers().contains_key("oci-chunk-min-length"));
     assert!(r.headers().contains_key("docker-upload-uuid"));
@@ -320,10 +317,8 @@ async fn blob_uploads_every_way() {
             .unwrap();
     assert_eq!(r.status(), 201);
     let r = t
-        .req(reqwest::Method::GET, &format!("alice.test/app/blobs/{cd}"))
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, &format!("alice.test/app/blobs/{cd}"))
+        .await;
     assert_eq!(r.bytes().await.unwrap(), chunked);
     // The session is gone once closed.
     let r = t.c.get(&loc).bearer_auth(&t.tok).send().await.unwrap();
@@ -331,10 +326,8 @@ async fn blob_uploads_every_way() {
 
     // Digest mismatch: 400 DIGEST_INVALID and nothing readable.
     let r = t
-        .req(reqwest::Method::POST, "alice.test/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::POST, "alice.test/app/blobs/uploads/")
+        .await;
     let loc = format!("{}{}", t.s.url, r.headers()["location"].to_str().unwrap());
     let wrong = sha256(b"not this");
     let r =
@@ -348,18 +341,14 @@ async fn blob_uploads_every_way() {
     expect_error(r, 400, "DIGEST_INVALID").await;
     for dg in [wrong, sha256(b"tampered")] {
         let r = t
-            .req(reqwest::Method::HEAD, &format!("alice.test/app/blobs/{dg}"))
-            .send()
-            .await
-            .unwrap();
+            .call(reqwest::Method::HEAD, &format!("alice.test/app/blobs/{dg}"))
+            .await;
         assert_eq!(r.status(), 404);
     }
     // Invalid digest strings.
     let r = t
-        .req(reqwest::Method::GET, "alice.test/app/blobs/sha256:xyz")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, "alice.test/app/blobs/sha256:xyz")
+        .await;
     expect_error(r, 400, "DIGEST_INVALID").await;
     let r =
         t.c.put(&loc)
@@ -371,10 +360,8 @@ async fn blob_uploads_every_way() {
     assert_eq!(r.status(), 400);
     // PUT without digest.
     let r = t
-        .req(reqwest::Method::POST, "alice.test/app/blobs/uploads/")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::POST, "alice.test/app/blobs/uploads/")
+        .await;
     let loc = format!("{}{}", t.s.url, r.headers()["location"].to_str().unwrap());
     let r = t.c.put(&loc).bearer_auth(&t.tok).send().await.unwrap();
     expect_error(r, 400, "DIGEST_INVALID").await;
@@ -396,23 +383,19 @@ async fn blob_uploads_every_way() {
 
     // Unknown blob.
     let r = t
-        .req(
+        .call(
             reqwest::Method::GET,
             &format!("alice.test/app/blobs/{}", sha256(b"never")),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     expect_error(r, 404, "BLOB_UNKNOWN").await;
     // Blobs are per repository: not visible in "other" until mounted.
     let r = t
-        .req(
+        .call(
             reqwest::Method::HEAD,
             &format!("alice.test/other/blobs/{d}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 404);
     let r = t
         .req(reqwest::Method::POST, "alice.test/other/blobs/uploads/")
@@ -423,13 +406,11 @@ async fn blob_uploads_every_way() {
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     let r = t
-        .req(
+        .call(
             reqwest::Method::HEAD,
             &format!("alice.test/other/blobs/{d}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 200);
     // Mount of an unknown blob falls back to an upload session.
     let r = t
@@ -451,38 +432,30 @@ async fn blob_uploads_every_way() {
 
     // Delete.
     let r = t
-        .req(
+        .call(
             reqwest::Method::DELETE,
             &format!("alice.test/other/blobs/{d}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     let r = t
-        .req(
+        .call(
             reqwest::Method::HEAD,
             &format!("alice.test/other/blobs/{d}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 404);
     let r = t
-        .req(
+        .call(
             reqwest::Method::DELETE,
             &format!("alice.test/other/blobs/{d}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     expect_error(r, 404, "BLOB_UNKNOWN").await;
     // Still in app.
     let r = t
-        .req(reqwest::Method::HEAD, &format!("alice.test/app/blobs/{d}"))
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::HEAD, &format!("alice.test/app/blobs/{d}"))
+        .await;
     assert_eq!(r.status(), 200);
 
     // Invalid names.
@@ -493,10 +466,8 @@ async fn blob_uploads_every_way() {
         "alice.test/a//b",
     ] {
         let r = t
-            .req(reqwest::Method::GET, &format!("{bad}/tags/list"))
-            .send()
-            .await
-            .unwrap();
+            .call(reqwest::Method::GET, &format!("{bad}/tags/list"))
+            .await;
         expect_error(r, 400, "NAME_INVALID").await;
     }
 }
@@ -526,23 +497,19 @@ async fn manifests_tags_referrers_and_records() {
     // Exact bytes back by tag and by digest; HEAD has the headers only.
     for reference in ["v1", md.as_str()] {
         let r = t
-            .req(
+            .call(
                 reqwest::Method::GET,
                 &format!("alice.test/app/manifests/{reference}"),
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["content-type"], OCI_MANIFEST);
         assert_eq!(r.headers()["docker-content-digest"], md.as_str());
         assert_eq!(r.bytes().await.unwrap(), m);
     }
     let r = t
-        .req(reqwest::Method::HEAD, "alice.test/app/manifests/v1")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::HEAD, "alice.test/app/manifests/v1")
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-length"].to_str().unwrap(),
@@ -617,10 +584,8 @@ async fn manifests_tags_referrers_and_records() {
     assert_eq!(r.status(), 400);
     assert_eq!(pds.latest_commit(&t.alice).await.unwrap().cid, head.cid);
     let r = t
-        .req(reqwest::Method::GET, "alice.test/app/manifests/bad")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, "alice.test/app/manifests/bad")
+        .await;
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
 
     // Tag listing with n / last and Link.
@@ -633,10 +598,8 @@ async fn manifests_tags_referrers_and_records() {
         );
     }
     let r = t
-        .req(reqwest::Method::GET, "alice.test/app/tags/list?n=2")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, "alice.test/app/tags/list?n=2")
+        .await;
     assert_eq!(
         r.headers()["link"],
         "</v2/alice.test/app/tags/list?n=2&last=b>; rel=\"next\""
@@ -644,28 +607,20 @@ async fn manifests_tags_referrers_and_records() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body, json!({"name": "alice.test/app", "tags": ["a", "b"]}));
     let r = t
-        .req(reqwest::Method::GET, "alice.test/app/tags/list?n=2&last=b")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, "alice.test/app/tags/list?n=2&last=b")
+        .await;
     assert!(r.headers().get("link").is_some());
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["tags"], json!(["c", "latest"]));
     let r = t
-        .req(reqwest::Method::GET, "alice.test/app/tags/list")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, "alice.test/app/tags/list")
+        .await;
     assert!(r.headers().get("link").is_none());
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["tags"], json!(["a", "b", "c", "latest", "v1"]));
 
     // Catalog.
-    let r = t
-        .req(reqwest::Method::GET, "_catalog")
-        .send()
-        .await
-        .unwrap();
+    let r = t.call(reqwest::Method::GET, "_catalog").await;
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["repositories"], json!(["alice.test/app"]));
 
@@ -687,13 +642,11 @@ async fn manifests_tags_referrers_and_records() {
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["oci-subject"], md.as_str());
     let r = t
-        .req(
+        .call(
             reqwest::Method::GET,
             &format!("alice.test/app/referrers/{md}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"],
@@ -708,41 +661,33 @@ async fn manifests_tags_referrers_and_records() {
     );
     assert_eq!(idx["manifests"][0]["annotations"]["org.example"], "yes");
     let r = t
-        .req(
+        .call(
             reqwest::Method::GET,
             &format!("alice.test/app/referrers/{md}?artifactType=application/vnd.example.sig"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
     let idx: serde_json::Value = r.json().await.unwrap();
     assert_eq!(idx["manifests"].as_array().unwrap().len(), 1);
     let r = t
-        .req(
+        .call(
             reqwest::Method::GET,
             &format!("alice.test/app/referrers/{md}?artifactType=other/type"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     let idx: serde_json::Value = r.json().await.unwrap();
     assert_eq!(idx["manifests"], json!([]));
     // No referrers: an empty index, never 404.
     let r = t
-        .req(
+        .call(
             reqwest::Method::GET,
             &format!("alice.test/app/referrers/{}", sha256(b"nothing")),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 200);
     let r = t
-        .req(reqwest::Method::GET, "alice.test/app/referrers/sha256:bad")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, "alice.test/app/referrers/sha256:bad")
+        .await;
     expect_error(r, 400, "DIGEST_INVALID").await;
 
     // Index (and Docker manifest list) needing its child manifests.
@@ -793,10 +738,8 @@ async fn manifests_tags_referrers_and_records() {
         .await;
     assert_eq!(r.status(), 201);
     let r = t
-        .req(reqwest::Method::GET, "alice.test/app/manifests/docker")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, "alice.test/app/manifests/docker")
+        .await;
     assert_eq!(
         r.headers()["content-type"],
         "application/vnd.docker.distribution.manifest.v2+json"
@@ -823,10 +766,8 @@ async fn manifests_tags_referrers_and_records() {
 
     // Delete a tag: the tag record goes, the manifest stays.
     let r = t
-        .req(reqwest::Method::DELETE, "alice.test/app/manifests/latest")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::DELETE, "alice.test/app/manifests/latest")
+        .await;
     assert_eq!(r.status(), 202);
     assert!(
         pds.get_record(&t.alice, "io.atcr.tag", "app:latest")
@@ -835,20 +776,16 @@ async fn manifests_tags_referrers_and_records() {
             .is_none()
     );
     let r = t
-        .req(reqwest::Method::GET, "alice.test/app/manifests/latest")
-        .send()
-        .await
-        .unwrap();
+        .call(reqwest::Method::GET, "alice.test/app/manifests/latest")
+        .await;
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
     // Delete the manifest: its record and the tags pointing at it go.
     let r = t
-        .req(
+        .call(
             reqwest::Method::DELETE,
             &format!("alice.test/app/manifests/{md}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 202);
     assert!(
         pds.get_record(&t.alice, "io.atcr.manifest", rkey)
@@ -865,22 +802,18 @@ async fn manifests_tags_referrers_and_records() {
         );
     }
     let r = t
-        .req(
+        .call(
             reqwest::Method::GET,
             &format!("alice.test/app/manifests/{md}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
     let r = t
-        .req(
+        .call(
             reqwest::Method::DELETE,
             &format!("alice.test/app/manifests/{md}"),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     expect_error(r, 404, "MANIFEST_UNKNOWN").await;
 
     // Push into bob's namespace with alice's credentials: denied, nothing written.

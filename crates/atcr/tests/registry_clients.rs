@@ -43,6 +43,16 @@ fn skopeo() -> Command {
     c
 }
 
+/// `skopeo copy FLAGS SRC DEST`, off the async runtime.
+async fn skopeo_copy(flags: &[&str], src: &str, dest: &str) -> Output {
+    let mut args: Vec<String> = vec!["copy".into()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend([src.to_owned(), dest.to_owned()]);
+    tokio::task::spawn_blocking(move || run(skopeo().args(&args)))
+        .await
+        .unwrap()
+}
+
 /// Every file under `dir`, relative path → bytes.
 fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
@@ -64,69 +74,58 @@ async fn skopeo_roundtrip(s: &Server, app: &str) {
     let creds = format!("alice.test:{app}");
     let src_ref = format!("oci:{}:latest", src.display());
     // In, with credentials, digests preserved.
-    let s2 = src_ref.clone();
-    let (d2, c2) = (dest.clone(), creds.clone());
-    tokio::task::spawn_blocking(move || {
-        ok(skopeo().args([
-            "copy",
+    let copied = skopeo_copy(
+        &[
             "--preserve-digests",
             "--dest-tls-verify=false",
             "--dest-creds",
-            &c2,
-            &s2,
-            &d2,
-        ]))
-    })
-    .await
-    .unwrap();
+            &creds,
+        ],
+        &src_ref,
+        &dest,
+    )
+    .await;
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
     // Out, anonymously, into another layout: byte-identical.
     let out = work.path().join("out");
-    let (d2, o2) = (dest.clone(), format!("oci:{}:latest", out.display()));
-    tokio::task::spawn_blocking(move || {
-        ok(skopeo().args(["copy", "--src-tls-verify=false", &d2, &o2]))
-    })
-    .await
-    .unwrap();
+    let copied = skopeo_copy(
+        &["--src-tls-verify=false"],
+        &dest,
+        &format!("oci:{}:latest", out.display()),
+    )
+    .await;
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
     assert_eq!(tree(&src), tree(&out), "the image came back byte-identical");
     let insp = ok(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest]));
     assert_eq!(sha256(insp.as_bytes()), digest);
     // Wrong password: refused, nothing written.
-    let (s2, d2) = (
-        src_ref.clone(),
-        format!("docker://{}/alice.test/app:bad", s.host),
-    );
-    let bad = tokio::task::spawn_blocking(move || {
-        run(skopeo().args([
-            "copy",
+    let bad = skopeo_copy(
+        &[
             "--dest-tls-verify=false",
             "--dest-creds",
             "alice.test:wrong",
-            &s2,
-            &d2,
-        ]))
-    })
-    .await
-    .unwrap();
+        ],
+        &src_ref,
+        &format!("docker://{}/alice.test/app:bad", s.host),
+    )
+    .await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unauthorized"));
     // Someone else's namespace: denied.
-    let (s2, d2, c2) = (
-        src_ref,
-        format!("docker://{}/bob.test/app:v1", s.host),
-        creds,
-    );
-    let denied = tokio::task::spawn_blocking(move || {
-        run(skopeo().args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--dest-creds",
-            &c2,
-            &s2,
-            &d2,
-        ]))
-    })
-    .await
-    .unwrap();
+    let denied = skopeo_copy(
+        &["--dest-tls-verify=false", "--dest-creds", &creds],
+        &src_ref,
+        &format!("docker://{}/bob.test/app:v1", s.host),
+    )
+    .await;
     assert!(!denied.status.success());
     let tags = ok(skopeo().args([
         "list-tags",

