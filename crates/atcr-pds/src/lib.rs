@@ -23,7 +23,7 @@ mod store;
 
 pub use accounts::AccountCreated;
 pub use auth::{AuthScope, Claims};
-pub use repo::{Write, WriteResult};
+pub use repo::{Write, WriteResult, blob_ref};
 
 use atcr_crypto::Algorithm;
 use atcr_plc::PlcDirectory;

@@ -61,6 +61,26 @@ fn swap_error(m: impl Into<String>) -> PdsError {
     PdsError(XrpcError::new(400, "InvalidSwap", m))
 }
 
+/// The blob reference of bytes (raw-codec CIDv1, as every PDS computes it).
+pub fn blob_ref(bytes: &[u8], mime: &str) -> serde_json::Value {
+    serde_json::json!({"$type": "blob", "ref": {"$link": cid_for_raw(bytes).to_string()}, "mimeType": mime, "size": bytes.len()})
+}
+
+fn insert_blobs(
+    tx: &rusqlite::Transaction<'_>,
+    did: &str,
+    blobs: Vec<(Vec<u8>, String)>,
+) -> rusqlite::Result<()> {
+    let now = atcr_syntax::Datetime::now().to_string();
+    for (bytes, mime) in blobs {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO blob (did, cid, mime_type, size, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute((did, cid_for_raw(&bytes).to_string(), &mime, bytes.len() as i64, &bytes, &now))?;
+    }
+    Ok(())
+}
+
 /// Persists a commit's blocks and record-index changes (the caller updates the head).
 pub(crate) fn store_commit(
     tx: &rusqlite::Transaction<'_>,
@@ -141,13 +161,28 @@ impl Pds {
         writes: Vec<Write>,
         swap_commit: Option<String>,
     ) -> PdsResult<WriteResult> {
+        self.write_with_blobs(did, vec![], writes, swap_commit)
+            .await
+    }
+
+    /// Stores blobs `(bytes, mime)` and applies writes (which may reference
+    /// them) as one signed commit, in one transaction.
+    pub async fn write_with_blobs(
+        &self,
+        did: &str,
+        blobs: Vec<(Vec<u8>, String)>,
+        writes: Vec<Write>,
+        swap_commit: Option<String>,
+    ) -> PdsResult<WriteResult> {
         if writes.is_empty() || writes.len() > 200 {
             return Err(invalid("a commit takes 1 to 200 writes"));
         }
+        self.check_blob_sizes(&blobs)?;
         let this = self.clone();
         let did = did.to_owned();
         self.db()
             .write(move |tx| {
+                insert_blobs(tx, &did, blobs)?;
                 let (head, rev) = repo_root(tx, &did)?.ok_or_else(|| {
                     PdsError(XrpcError::new(
                         400,
@@ -455,40 +490,18 @@ impl Pds {
         )
     }
 
-    /// Stores several blobs in one transaction (one fsync), returning their
-    /// blob references in order.
-    pub async fn put_blobs(
-        &self,
-        did: &str,
-        blobs: Vec<(Vec<u8>, String)>,
-    ) -> PdsResult<Vec<serde_json::Value>> {
-        if let Some((b, _)) = blobs
+    fn check_blob_sizes(&self, blobs: &[(Vec<u8>, String)]) -> PdsResult<()> {
+        match blobs
             .iter()
             .find(|(b, _)| b.len() > self.config().max_blob_bytes)
         {
-            return Err(PdsError(XrpcError::new(
+            Some((b, _)) => Err(PdsError(XrpcError::new(
                 413,
                 "PayloadTooLarge",
                 format!("blob of {} bytes is over the limit", b.len()),
-            )));
+            ))),
+            None => Ok(()),
         }
-        let d = did.to_owned();
-        let now = atcr_syntax::Datetime::now().to_string();
-        self.db()
-            .write(move |tx| {
-                let mut refs = Vec::with_capacity(blobs.len());
-                for (bytes, mime) in blobs {
-                    let cid = cid_for_raw(&bytes).to_string();
-                    let size = bytes.len() as i64;
-                    tx.prepare_cached(
-                        "INSERT OR IGNORE INTO blob (did, cid, mime_type, size, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?
-                    .execute((&d, &cid, &mime, size, &bytes, &now))?;
-                    refs.push(serde_json::json!({"$type": "blob", "ref": {"$link": cid}, "mimeType": mime, "size": size}));
-                }
-                Ok::<_, PdsError>(refs)
-            })
-            .await
     }
 
     /// A blob's bytes and MIME type.

@@ -477,10 +477,12 @@ impl Index {
     }
 
     /// Applies a batch of manifest pushes (one PDS commit) to the index and
-    /// closes its journal entry, in one transaction.
+    /// closes its journal entry, in one transaction. Not fsynced: if a crash
+    /// loses it, the journal entry (durable, written before the PDS commit)
+    /// is still open and start-up recovery re-applies it from the PDS.
     pub async fn commit_manifests(&self, pending: i64, commits: Vec<ManifestCommit>) -> Result<()> {
         self.db
-            .write(move |tx| {
+            .write_relaxed(move |tx| {
                 for c in &commits {
                     if let Some(m) = &c.manifest {
                         tx.prepare_cached(

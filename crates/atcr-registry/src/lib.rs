@@ -1017,25 +1017,15 @@ impl Registry {
         todo: &[(usize, bool, String)],
     ) -> Result<Vec<(Option<String>, Option<String>)>> {
         let now = atcr_syntax::Datetime::now().to_string();
-        let uploads: Vec<(Vec<u8>, String)> = todo
-            .iter()
-            .filter(|(_, new, _)| *new)
-            .map(|(i, _, _)| (jobs[*i].bytes.clone(), jobs[*i].parsed.media_type.clone()))
-            .collect();
-        let mut blobs = owner
-            .upload_blobs(uploads)
-            .await
-            .map_err(from_record)?
-            .into_iter();
+        let mut blobs = vec![];
         let mut writes = vec![];
         let mut shape = vec![];
         for (i, new, rkey) in todo {
             let j = &jobs[*i];
             let uri = at_uri(owner.did(), MANIFEST_COLLECTION, rkey);
             if *new {
-                let blob = blobs
-                    .next()
-                    .ok_or_else(|| err(ErrorCode::Unknown, "missing blob reference"))?;
+                let blob = atcr_pds::blob_ref(&j.bytes, &j.parsed.media_type);
+                blobs.push((j.bytes.clone(), j.parsed.media_type.clone()));
                 let json: serde_json::Value = serde_json::from_slice(&j.bytes)
                     .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
                 writes.push(Write::Create {
@@ -1061,7 +1051,11 @@ impl Registry {
             }
             shape.push((*new, j.tag.is_some()));
         }
-        let mut cids = owner.write(writes).await.map_err(from_record)?.into_iter();
+        let mut cids = owner
+            .commit(blobs, writes)
+            .await
+            .map_err(from_record)?
+            .into_iter();
         Ok(shape
             .into_iter()
             .map(|(m, t)| {
@@ -1128,7 +1122,7 @@ impl Registry {
                 swap: None,
             });
         }
-        if let Err(e) = owner.write(writes).await {
+        if let Err(e) = owner.commit(vec![], writes).await {
             let e = from_record(e);
             if !matches!(e.code, ErrorCode::Unavailable) {
                 self.inner.index.drop_pending(pending).await?;

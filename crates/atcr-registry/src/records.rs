@@ -34,13 +34,14 @@ pub enum RecordError {
 pub trait OwnerPds: Send + Sync {
     /// The owner DID.
     fn did(&self) -> &str;
-    /// Stores blobs `(bytes, mime)`; returns their blob references (atproto JSON).
-    fn upload_blobs(
+    /// Stores blobs `(bytes, mime)` (their references are
+    /// [`atcr_pds::blob_ref`]) and applies writes as one commit; returns the
+    /// new CID of each write (None for deletes).
+    fn commit(
         &self,
         blobs: Vec<(Vec<u8>, String)>,
-    ) -> BoxFut<'_, Result<Vec<serde_json::Value>, RecordError>>;
-    /// Applies writes as one commit; returns the new CID of each (None for deletes).
-    fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>>;
+        writes: Vec<Write>,
+    ) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>>;
     /// A record's current CID and value, `None` when absent.
     fn get_record(
         &self,
@@ -67,17 +68,16 @@ impl OwnerPds for EmbeddedOwner {
     fn did(&self) -> &str {
         &self.did
     }
-    fn upload_blobs(
+    fn commit(
         &self,
         blobs: Vec<(Vec<u8>, String)>,
-    ) -> BoxFut<'_, Result<Vec<serde_json::Value>, RecordError>> {
-        Box::pin(async move { self.pds.put_blobs(&self.did, blobs).await.map_err(from_pds) })
-    }
-    fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
+        writes: Vec<Write>,
+    ) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
+        // One transaction for the blobs and the commit: one fsync.
         Box::pin(async move {
             let r = self
                 .pds
-                .write(&self.did, writes, None)
+                .write_with_blobs(&self.did, blobs, writes, None)
                 .await
                 .map_err(from_pds)?;
             Ok(r.results.into_iter().map(|(_, cid)| cid).collect())
@@ -137,36 +137,42 @@ impl RemoteOwner {
     }
 }
 
+impl RemoteOwner {
+    /// Uploads blobs; each reference the PDS returns must be the one the
+    /// records were built with.
+    async fn upload_blobs(&self, blobs: Vec<(Vec<u8>, String)>) -> Result<(), RecordError> {
+        for (bytes, mime) in blobs {
+            let expected = atcr_pds::blob_ref(&bytes, &mime);
+            let out = self
+                .client
+                .upload_blob(bytes, &mime)
+                .await
+                .map_err(|e| from_client(&self.did, e))?;
+            if out.blob["ref"] != expected["ref"] {
+                return Err(RecordError::Rejected(format!(
+                    "the PDS stored the blob as {}, expected {}",
+                    out.blob["ref"], expected["ref"]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl OwnerPds for RemoteOwner {
     fn did(&self) -> &str {
         &self.did
     }
-    fn upload_blobs(
+    fn commit(
         &self,
         blobs: Vec<(Vec<u8>, String)>,
-    ) -> BoxFut<'_, Result<Vec<serde_json::Value>, RecordError>> {
+        writes: Vec<Write>,
+    ) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
         Box::pin(async move {
             let before = self.client.session();
-            let mut out = Vec::with_capacity(blobs.len());
-            let mut failed = None;
-            for (bytes, mime) in blobs {
-                match self.client.upload_blob(bytes, &mime).await {
-                    Ok(o) => out.push(o.blob),
-                    Err(e) => {
-                        failed = Some(from_client(&self.did, e));
-                        break;
-                    }
-                }
-            }
+            let uploaded = self.upload_blobs(blobs).await;
             self.save(before).await;
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(out),
-            }
-        })
-    }
-    fn write(&self, writes: Vec<Write>) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
-        Box::pin(async move {
+            uploaded?;
             // applyWrites#update of a record that does not exist fails on the
             // reference PDS, so an upsert becomes a create when it is absent
             // (the caller holds the owner's write lock).

@@ -73,8 +73,31 @@ impl Db {
         &self.path
     }
 
-    /// Runs `f` in a write transaction (committed if `f` returns `Ok`).
+    /// Runs `f` in a write transaction (committed if `f` returns `Ok`),
+    /// durable (fsynced) when this returns.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.write_with(true, f).await
+    }
+
+    /// Like [`Db::write`], but the commit is not fsynced (`synchronous =
+    /// NORMAL` for this transaction): it is atomic, and durable once any later
+    /// durable write commits, but a crash before that may lose it. For state
+    /// that a durable journal can rebuild.
+    pub async fn write_relaxed<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.write_with(false, f).await
+    }
+
+    async fn write_with<T, E, F>(&self, durable: bool, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
@@ -83,15 +106,34 @@ impl Db {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            if durable {
+                return Self::transact(&mut conn, f);
+            }
+            conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(|e| E::from(DbError::from(e)))?;
-            let out = f(&tx)?;
-            tx.commit().map_err(|e| E::from(DbError::from(e)))?;
-            Ok(out)
+            let out = Self::transact(&mut conn, f);
+            // Back to durable for every other writer of this connection; if
+            // that fails the connection must not be used relaxed by accident.
+            if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+                return Err(E::from(DbError::from(e)));
+            }
+            out
         })
         .await
         .map_err(|e| E::from(DbError::Task(e.to_string())))?
+    }
+
+    fn transact<T, E, F>(conn: &mut Connection, f: F) -> Result<T, E>
+    where
+        E: From<DbError>,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, E>,
+    {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| E::from(DbError::from(e)))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| E::from(DbError::from(e)))?;
+        Ok(out)
     }
 
     /// Runs `f` on a read connection (a consistent snapshot for its duration
