@@ -1,0 +1,178 @@
+//! Start-up reconciliation, deterministically: a journaled push whose PDS
+//! commit happened (but whose index update was lost) is completed from the
+//! PDS; one whose commit never happened is dropped; an interrupted delete is
+//! completed.
+
+use atcr_blobstore::{BlobStore, StoreConfig};
+use atcr_oci::{Reference, RepoName};
+use atcr_pds::{Pds, PdsConfig, Write};
+use atcr_registry::records::{manifest_record, tag_record};
+use atcr_registry::{Registry, RegistryConfig};
+use base64::Engine as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+const INDEX: &[u8] =
+    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+fn digest(b: &[u8]) -> String {
+    atcr_oci::Digest::sha256(b).to_string()
+}
+
+async fn setup(dir: &std::path::Path) -> (Registry, Pds, String) {
+    let plc = atcr_plc_server::Directory::open(&dir.join("plc.sqlite")).unwrap();
+    let url: url::Url = "http://127.0.0.1:9".parse().unwrap();
+    let pds = Pds::open(
+        PdsConfig::new(url.clone(), vec![7; 32]),
+        &dir.join("pds.sqlite"),
+        Arc::new(plc),
+    )
+    .unwrap();
+    let did = match pds.lookup_did("alice.test").await {
+        Ok(d) => d,
+        Err(_) => {
+            pds.create_account("alice.test", Some("password-1".into()), None)
+                .await
+                .unwrap()
+                .did
+        }
+    };
+    let reg = Registry::open(
+        RegistryConfig {
+            public_url: url,
+            secret: vec![7; 32],
+            token_ttl: Duration::from_secs(60),
+            anonymous_pull: true,
+            chunk_min_length: 0,
+            upload_ttl: Duration::from_secs(3600),
+        },
+        &dir.join("registry.sqlite"),
+        BlobStore::open(&StoreConfig::Local(dir.join("blobs"))).unwrap(),
+        Some(pds.clone()),
+        atcr_identity::IdentityResolver::new(Default::default()).unwrap(),
+    )
+    .unwrap();
+    (reg, pds, did)
+}
+
+fn put_op(rkey: &str, tag: &str) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "put", "repo": "app", "display": "alice.test/app", "digest": digest(INDEX),
+        "media_type": INDEX_TYPE,
+        "bytes": base64::engine::general_purpose::STANDARD.encode(INDEX),
+        "rkey": rkey, "new_manifest": true, "tag": tag,
+    })
+}
+
+#[tokio::test]
+async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, pds, did) = setup(tmp.path()).await;
+    let name = RepoName::parse("alice.test/app").unwrap();
+    let tag = |t: &str| Reference::Tag(t.into());
+
+    // 1. The PDS committed the records, the index never heard of it.
+    let rkey = "3n2w7c3d7h5b4";
+    reg.index()
+        .begin_pending(&did, &serde_json::to_string(&[put_op(rkey, "v1")]).unwrap())
+        .await
+        .unwrap();
+    let uri = format!("at://{did}/io.atcr.manifest/{rkey}");
+    let now = "2026-11-22T00:00:00.000Z";
+    let json: serde_json::Value = serde_json::from_slice(INDEX).unwrap();
+    pds.write_with_blobs(
+        &did,
+        vec![(INDEX.to_vec(), INDEX_TYPE.into())],
+        vec![
+            Write::Create {
+                collection: "io.atcr.manifest".into(),
+                rkey: Some(rkey.into()),
+                record: manifest_record(
+                    "app",
+                    &digest(INDEX),
+                    INDEX_TYPE,
+                    &json,
+                    atcr_pds::blob_ref(INDEX, INDEX_TYPE),
+                    now,
+                ),
+            },
+            Write::Put {
+                collection: "io.atcr.tag".into(),
+                rkey: "app:v1".into(),
+                record: tag_record("app", "v1", &digest(INDEX), &uri, now),
+                swap: None,
+            },
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    // 2. A push whose commit never happened.
+    reg.index()
+        .begin_pending(
+            &did,
+            &serde_json::to_string(&[put_op("3n2w7c3d7h5b5", "ghost")]).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        reg.manifest_get(&did, "app", &tag("v1"), true)
+            .await
+            .is_err()
+    );
+
+    let (done, dropped, _) = reg.recover().await.unwrap();
+    assert_eq!((done, dropped), (1, 1));
+    let m = reg
+        .manifest_get(&did, "app", &tag("v1"), true)
+        .await
+        .unwrap();
+    assert_eq!(m.bytes, INDEX);
+    assert!(
+        reg.manifest_get(&did, "app", &tag("ghost"), true)
+            .await
+            .is_err()
+    );
+    assert!(reg.index().pending().await.unwrap().is_empty());
+
+    // 3. A delete whose PDS commit happened before the crash.
+    pds.write(
+        &did,
+        vec![
+            Write::Delete {
+                collection: "io.atcr.tag".into(),
+                rkey: "app:v1".into(),
+                swap: None,
+            },
+            Write::Delete {
+                collection: "io.atcr.manifest".into(),
+                rkey: rkey.into(),
+                swap: None,
+            },
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    let op = serde_json::json!([{"kind": "delete", "repo": "app", "digest": digest(INDEX), "rkey": rkey, "tags": ["v1"]}]);
+    reg.index()
+        .begin_pending(&did, &op.to_string())
+        .await
+        .unwrap();
+    drop(reg);
+    // Restart: a new registry over the same files.
+    let (reg, _, _) = setup(tmp.path()).await;
+    assert_eq!(reg.recover().await.unwrap().0, 1);
+    assert!(
+        reg.manifest_get(&did, "app", &tag("v1"), false)
+            .await
+            .is_err()
+    );
+    // The registry serves exactly what the PDS holds: nothing.
+    let pushed = reg
+        .manifest_put(&name, &did, &tag("v2"), Some(INDEX_TYPE), INDEX.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(pushed.digest.to_string(), digest(INDEX));
+}
