@@ -367,7 +367,9 @@ pub async fn run(args: &[String]) -> Result<()> {
                 let mut push = vec![];
                 let mut pull = vec![];
                 let rss = RssSampler::start(pid);
-                for _ in 0..reps {
+                // Small blobs take milliseconds: more runs for a stable median.
+                let runs = if size <= 8 { reps.max(20) } else { reps };
+                for _ in 0..runs {
                     seed += 1;
                     let b = Blob::new(&block, seed, size * MIB);
                     let d = b.digest();

@@ -214,7 +214,7 @@ pub enum BlobRead {
     Redirect(url::Url),
 }
 
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
 
 impl BlobStore {
     /// Opens the configured backend (creating the local directories).

@@ -247,7 +247,9 @@ impl Index {
             .await
     }
 
-    /// Creates an upload session record.
+    /// Creates an upload session record. Not fsynced: a session that a crash
+    /// loses has no bytes yet (the first chunk's durable update carries it),
+    /// so the client just gets BLOB_UPLOAD_UNKNOWN and starts again.
     pub async fn create_upload(&self, id: &str, did: &str, repo: &str, state: &str) -> Result<()> {
         let (i, d, r, s) = (
             id.to_owned(),
@@ -256,7 +258,7 @@ impl Index {
             state.to_owned(),
         );
         self.db
-            .write(move |tx| {
+            .write_relaxed(move |tx| {
                 tx.execute(
                     "INSERT INTO upload (id, did, repo, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     (&i, &d, &r, &s, now()),
