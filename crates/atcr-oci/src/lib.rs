@@ -11,11 +11,13 @@
 //!   version, descriptors) yielding what the registry must check exists, the
 //!   subject and the artifact type. The manifest bytes themselves are never
 //!   re-serialized: digests are over the exact bytes pushed.
+//! * [`signature`]: the ATProto signature artifact (DESIGN §5).
 
 mod digest;
 mod error;
 pub mod manifest;
 mod name;
+pub mod signature;
 
 pub use digest::{Digest, DigestAlgorithm, DigestHasher};
 pub use error::{ErrorCode, RegistryError};

@@ -513,7 +513,8 @@ impl Index {
             .await
     }
 
-    /// Removes a manifest (and the tags given) and closes the journal entry.
+    /// Removes a manifest (with the registry's signature artifacts for it, and
+    /// the tags given) and closes the journal entry.
     pub async fn commit_delete(
         &self,
         pending: i64,
@@ -534,6 +535,12 @@ impl Index {
                     tx.execute(
                         "DELETE FROM manifest WHERE did = ?1 AND repo = ?2 AND digest = ?3",
                         (&d, &r, g),
+                    )?;
+                    // The registry's signature artifacts go with their subject.
+                    tx.execute(
+                        "DELETE FROM manifest WHERE did = ?1 AND repo = ?2 AND subject = ?3
+                           AND artifact_type = ?4 AND record_rkey = ''",
+                        (&d, &r, g, atcr_oci::signature::SIGNATURE_ARTIFACT_TYPE),
                     )?;
                 }
                 for tag in &t {

@@ -16,6 +16,7 @@
 pub mod index;
 pub mod records;
 pub mod routes;
+mod signing;
 pub mod token;
 
 use atcr_blobstore::{BlobError, BlobRead, BlobStore, UploadState};
@@ -970,13 +971,23 @@ impl Registry {
             return Ok(());
         }
         let owner = self.owner_pds(did).await?;
+        // Resolved before anything is written: a push whose artifact cannot
+        // be made fails whole.
+        let signer = if todo
+            .iter()
+            .any(|(i, new, _)| *new && signing::needs_artifact(&jobs[*i].parsed))
+        {
+            Some(self.signer(did).await?)
+        } else {
+            None
+        };
         let pending = self
             .inner
             .index
             .begin_pending(did, &serde_json::to_string(&ops).unwrap_or_default())
             .await?;
         let written = self.write_records(owner.as_ref(), jobs, &todo).await;
-        let cids = match written {
+        let (commit_cid, cids) = match written {
             Ok(c) => c,
             Err(e) => {
                 // The PDS answered with an error: the commit did not happen.
@@ -987,7 +998,7 @@ impl Registry {
                 return Err(e);
             }
         };
-        let commits = todo
+        let mut commits: Vec<ManifestCommit> = todo
             .iter()
             .zip(cids)
             .map(|((i, new_manifest, rkey), (mcid, tcid))| {
@@ -1004,6 +1015,25 @@ impl Registry {
                 }
             })
             .collect();
+        if let Some(signer) = &signer {
+            let signed = todo
+                .iter()
+                .filter(|(i, new, _)| *new && signing::needs_artifact(&jobs[*i].parsed))
+                .map(|(i, _, rkey)| {
+                    let j = &jobs[*i];
+                    signing::Signed {
+                        repo: &j.repo,
+                        display: &j.display,
+                        digest: &j.digest,
+                        media_type: &j.parsed.media_type,
+                        size: j.bytes.len() as u64,
+                        record_uri: at_uri(did, MANIFEST_COLLECTION, rkey),
+                    }
+                })
+                .collect();
+            let cid = commit_cid.unwrap_or_default();
+            commits.extend(self.signature_artifacts(signer, &cid, signed).await?);
+        }
         self.inner.index.commit_manifests(pending, commits).await?;
         Ok(())
     }
@@ -1015,7 +1045,7 @@ impl Registry {
         owner: &dyn OwnerPds,
         jobs: &[PushJob],
         todo: &[(usize, bool, String)],
-    ) -> Result<Vec<(Option<String>, Option<String>)>> {
+    ) -> Result<(Option<String>, Vec<(Option<String>, Option<String>)>)> {
         let now = atcr_syntax::Datetime::now().to_string();
         let mut blobs = vec![];
         let mut writes = vec![];
@@ -1051,19 +1081,17 @@ impl Registry {
             }
             shape.push((*new, j.tag.is_some()));
         }
-        let mut cids = owner
-            .commit(blobs, writes)
-            .await
-            .map_err(from_record)?
-            .into_iter();
-        Ok(shape
+        let committed = owner.commit(blobs, writes).await.map_err(from_record)?;
+        let mut cids = committed.cids.into_iter();
+        let per_job = shape
             .into_iter()
             .map(|(m, t)| {
                 let m = if m { cids.next().flatten() } else { None };
                 let t = if t { cids.next().flatten() } else { None };
                 (m, t)
             })
-            .collect())
+            .collect();
+        Ok((committed.commit_cid, per_job))
     }
 
     /// Deletes a manifest by digest (with the tags pointing at it) or a tag.
@@ -1086,7 +1114,9 @@ impl Registry {
                         err(ErrorCode::ManifestUnknown, format!("manifest unknown: {d}"))
                     })?;
                 let tags = self.inner.index.tags_of(did, repo, &m.digest).await?;
-                (Some(m.digest), Some(m.record_rkey), tags)
+                // Registry-made signature artifacts have no record of their own.
+                let rkey = (!m.record_rkey.is_empty()).then_some(m.record_rkey);
+                (Some(m.digest), rkey, tags)
             }
             Reference::Tag(t) => {
                 if self.inner.index.tag(did, repo, t).await?.is_none() {
@@ -1122,7 +1152,9 @@ impl Registry {
                 swap: None,
             });
         }
-        if let Err(e) = owner.commit(vec![], writes).await {
+        if !writes.is_empty()
+            && let Err(e) = owner.commit(vec![], writes).await
+        {
             let e = from_record(e);
             if !matches!(e.code, ErrorCode::Unavailable) {
                 self.inner.index.drop_pending(pending).await?;
@@ -1284,6 +1316,9 @@ impl Registry {
             return Ok(false);
         }
         let mut commits = vec![];
+        // (repo, display, digest, media type, size, rkey) of manifests that
+        // get a signature artifact.
+        let mut to_sign: Vec<(String, String, String, String, u64, String)> = vec![];
         for op in ops {
             match op {
                 PendingOp::Put {
@@ -1323,6 +1358,16 @@ impl Registry {
                         parsed: parse_manifest(&bytes, Some(&media_type))?,
                         bytes,
                     };
+                    if new_manifest && mcid.is_some() && signing::needs_artifact(&job.parsed) {
+                        to_sign.push((
+                            repo.clone(),
+                            display.clone(),
+                            digest.clone(),
+                            job.parsed.media_type.clone(),
+                            job.bytes.len() as u64,
+                            rkey.clone(),
+                        ));
+                    }
                     commits.push(ManifestCommit {
                         did: did.to_owned(),
                         repo,
@@ -1344,6 +1389,24 @@ impl Registry {
                     return Ok(true);
                 }
             }
+        }
+        if !to_sign.is_empty() {
+            // The exact commit is not known after a crash; the record is in
+            // the current one (the artifact's commit CID is only a hint).
+            let head = owner.latest_commit().await.map_err(from_record)?;
+            let signer = self.signer(did).await?;
+            let signed = to_sign
+                .iter()
+                .map(|(repo, display, digest, mt, size, rkey)| signing::Signed {
+                    repo,
+                    display,
+                    digest,
+                    media_type: mt,
+                    size: *size,
+                    record_uri: at_uri(did, MANIFEST_COLLECTION, rkey),
+                })
+                .collect();
+            commits.extend(self.signature_artifacts(&signer, &head, signed).await?);
         }
         self.inner.index.commit_manifests(id, commits).await?;
         Ok(true)

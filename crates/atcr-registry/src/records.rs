@@ -30,18 +30,28 @@ pub enum RecordError {
     Unavailable(String),
 }
 
+/// What one commit wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    /// CID of the new commit (`None` when nothing changed).
+    pub commit_cid: Option<String>,
+    /// The new CID of each write (`None` for deletes).
+    pub cids: Vec<Option<String>>,
+}
+
 /// Write access to one owner's repository.
 pub trait OwnerPds: Send + Sync {
     /// The owner DID.
     fn did(&self) -> &str;
     /// Stores blobs `(bytes, mime)` (their references are
-    /// [`atcr_pds::blob_ref`]) and applies writes as one commit; returns the
-    /// new CID of each write (None for deletes).
+    /// [`atcr_pds::blob_ref`]) and applies writes as one commit.
     fn commit(
         &self,
         blobs: Vec<(Vec<u8>, String)>,
         writes: Vec<Write>,
-    ) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>>;
+    ) -> BoxFut<'_, Result<Committed, RecordError>>;
+    /// CID of the repository's current commit.
+    fn latest_commit(&self) -> BoxFut<'_, Result<String, RecordError>>;
     /// A record's current CID and value, `None` when absent.
     fn get_record(
         &self,
@@ -68,11 +78,17 @@ impl OwnerPds for EmbeddedOwner {
     fn did(&self) -> &str {
         &self.did
     }
+    fn latest_commit(&self) -> BoxFut<'_, Result<String, RecordError>> {
+        Box::pin(async move {
+            let c = self.pds.latest_commit(&self.did).await.map_err(from_pds)?;
+            Ok(c.cid)
+        })
+    }
     fn commit(
         &self,
         blobs: Vec<(Vec<u8>, String)>,
         writes: Vec<Write>,
-    ) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
+    ) -> BoxFut<'_, Result<Committed, RecordError>> {
         // One transaction for the blobs and the commit: one fsync.
         Box::pin(async move {
             let r = self
@@ -80,7 +96,10 @@ impl OwnerPds for EmbeddedOwner {
                 .write_with_blobs(&self.did, blobs, writes, None)
                 .await
                 .map_err(from_pds)?;
-            Ok(r.results.into_iter().map(|(_, cid)| cid).collect())
+            Ok(Committed {
+                commit_cid: r.commit.map(|c| c.cid),
+                cids: r.results.into_iter().map(|(_, cid)| cid).collect(),
+            })
         })
     }
     fn get_record(
@@ -163,11 +182,21 @@ impl OwnerPds for RemoteOwner {
     fn did(&self) -> &str {
         &self.did
     }
+    fn latest_commit(&self) -> BoxFut<'_, Result<String, RecordError>> {
+        Box::pin(async move {
+            let c = self
+                .client
+                .get_latest_commit(&self.did)
+                .await
+                .map_err(|e| from_client(&self.did, e))?;
+            Ok(c.cid)
+        })
+    }
     fn commit(
         &self,
         blobs: Vec<(Vec<u8>, String)>,
         writes: Vec<Write>,
-    ) -> BoxFut<'_, Result<Vec<Option<String>>, RecordError>> {
+    ) -> BoxFut<'_, Result<Committed, RecordError>> {
         Box::pin(async move {
             let before = self.client.session();
             let uploaded = self.upload_blobs(blobs).await;
@@ -230,16 +259,18 @@ impl OwnerPds for RemoteOwner {
             let r = self.client.apply_writes(&input).await;
             self.save(before).await;
             let out = r.map_err(|e| from_client(&self.did, e))?;
-            Ok(out
-                .results
-                .into_iter()
-                .map(|r| match r {
-                    ApplyWriteResult::Create { cid, .. } | ApplyWriteResult::Update { cid, .. } => {
-                        Some(cid)
-                    }
-                    ApplyWriteResult::Delete {} => None,
-                })
-                .collect())
+            Ok(Committed {
+                commit_cid: Some(out.commit.cid),
+                cids: out
+                    .results
+                    .into_iter()
+                    .map(|r| match r {
+                        ApplyWriteResult::Create { cid, .. }
+                        | ApplyWriteResult::Update { cid, .. } => Some(cid),
+                        ApplyWriteResult::Delete {} => None,
+                    })
+                    .collect(),
+            })
         })
     }
     fn get_record(

@@ -129,6 +129,21 @@ async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed()
         .await
         .unwrap();
     assert_eq!(m.bytes, INDEX);
+    // The completed push got its signature artifact, pointing at the record.
+    let refs = reg
+        .referrers(
+            &did,
+            "app",
+            &atcr_oci::Digest::parse(&digest(INDEX)).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refs.len(), 1);
+    assert_eq!(
+        refs[0].artifact_type.as_deref(),
+        Some("application/vnd.atproto.signature.v1+json")
+    );
+    assert!(refs[0].annotations.as_deref().unwrap().contains(&uri));
     assert!(
         reg.manifest_get(&did, "app", &tag("ghost"), true)
             .await

@@ -654,12 +654,12 @@ async fn manifests_tags_referrers_and_records() {
     );
     assert!(r.headers().get("oci-filters-applied").is_none());
     let idx: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(idx["manifests"][0]["digest"], ad.as_str());
-    assert_eq!(
-        idx["manifests"][0]["artifactType"],
-        "application/vnd.example.sig"
-    );
-    assert_eq!(idx["manifests"][0]["annotations"]["org.example"], "yes");
+    // Ours, and the registry's signature artifact of the image.
+    let all = idx["manifests"].as_array().unwrap();
+    assert_eq!(all.len(), 2, "{idx}");
+    let ours = all.iter().find(|m| m["digest"] == ad.as_str()).unwrap();
+    assert_eq!(ours["artifactType"], "application/vnd.example.sig");
+    assert_eq!(ours["annotations"]["org.example"], "yes");
     let r = t
         .call(
             reqwest::Method::GET,
@@ -839,5 +839,169 @@ async fn manifests_tags_referrers_and_records() {
             .unwrap()
             .0
             .is_empty()
+    );
+}
+
+const SIG_TYPE: &str = "application/vnd.atproto.signature.v1+json";
+
+/// Digests of the registry's signature artifacts for `subject`.
+async fn signature_artifacts(t: &Ctx, repo: &str, subject: &str) -> Vec<String> {
+    let r = t
+        .call(
+            reqwest::Method::GET,
+            // `+` must be escaped in a query.
+            &format!(
+                "{repo}/referrers/{subject}?artifactType={}",
+                SIG_TYPE.replace('+', "%2B")
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    let idx: serde_json::Value = r.json().await.unwrap();
+    idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["artifactType"], SIG_TYPE);
+            m["digest"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_push_gets_a_signature_artifact_pointing_at_its_record() {
+    let t = setup().await;
+    let cfg = t.push_blob("alice.test/app", b"{\"config\":1}").await;
+    let layer = t.push_blob("alice.test/app", b"layer bytes").await;
+    let m = image(&cfg, 12, &[(&layer, 11)]);
+    let md = sha256(&m);
+    let r = t
+        .put_manifest("alice.test/app", "signed", OCI_MANIFEST, &m)
+        .await;
+    assert_eq!(r.status(), 201);
+
+    // Exactly one artifact, listed under the signature artifactType.
+    let arts = signature_artifacts(&t, "alice.test/app", &md).await;
+    assert_eq!(arts.len(), 1, "{arts:?}");
+    let r = t
+        .req(
+            reqwest::Method::GET,
+            &format!("alice.test/app/manifests/{}", arts[0]),
+        )
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(sha256(&bytes), arts[0], "served bytes hash to the digest");
+    let art: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(art["artifactType"], SIG_TYPE);
+    assert_eq!(art["subject"]["digest"], md.as_str());
+    assert_eq!(art["subject"]["size"], m.len());
+    assert_eq!(
+        art["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+    assert_eq!(art["annotations"]["io.atcr.atproto.did"], t.alice.as_str());
+    let record_uri = art["annotations"]["io.atcr.atproto.recordUri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The layer names the owner, its current key, and the manifest record.
+    let ld = art["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(art["layers"][0]["mediaType"], SIG_TYPE);
+    let r = t
+        .call(reqwest::Method::GET, &format!("alice.test/app/blobs/{ld}"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let layer_bytes = r.bytes().await.unwrap();
+    assert_eq!(sha256(&layer_bytes), ld);
+    let l: serde_json::Value = serde_json::from_slice(&layer_bytes).unwrap();
+    assert_eq!(l["$type"], "io.atcr.atproto.signature");
+    assert_eq!(l["subject"]["digest"], md.as_str());
+    assert_eq!(l["subject"]["mediaType"], OCI_MANIFEST);
+    assert_eq!(l["atproto"]["did"], t.alice.as_str());
+    assert_eq!(l["atproto"]["recordUri"], record_uri.as_str());
+    assert!(
+        l["atproto"]["commitCid"]
+            .as_str()
+            .unwrap()
+            .starts_with("bafy")
+    );
+    assert_eq!(l["signature"]["keyId"], format!("{}#atproto", t.alice));
+    let pds = t.s.services.pds.as_ref().unwrap();
+    let doc = pds.did_document(&t.alice).await.unwrap();
+    assert_eq!(
+        l["signature"]["publicKeyMultibase"],
+        doc["verificationMethod"][0]["publicKeyMultibase"]
+    );
+    assert!(
+        ["ECDSA-K256-SHA256", "ECDSA-P256-SHA256"]
+            .contains(&l["signature"]["algorithm"].as_str().unwrap())
+    );
+    let prefix = format!("at://{}/io.atcr.manifest/", t.alice);
+    let rkey = record_uri.strip_prefix(&prefix).unwrap();
+    let (_, rec) = pds
+        .get_record(&t.alice, "io.atcr.manifest", rkey)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec["digest"], md.as_str());
+    assert_eq!(rec["repository"], "app");
+
+    // Re-pushing the same manifest makes no second artifact.
+    let r = t
+        .put_manifest("alice.test/app", "again", OCI_MANIFEST, &m)
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(signature_artifacts(&t, "alice.test/app", &md).await, arts);
+
+    // A pushed signature artifact gets none of its own.
+    let empty = t.push_blob("alice.test/app", b"{}").await;
+    let cosig = t.push_blob("alice.test/app", b"co-signature").await;
+    let sig = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SIG_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": SIG_TYPE, "digest": cosig, "size": 12}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": md, "size": m.len()},
+    }))
+    .unwrap();
+    let sd = sha256(&sig);
+    let r = t
+        .put_manifest("alice.test/app", &sd, OCI_MANIFEST, &sig)
+        .await;
+    assert_eq!(r.status(), 201);
+    assert!(
+        signature_artifacts(&t, "alice.test/app", &sd)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        signature_artifacts(&t, "alice.test/app", &md).await.len(),
+        2
+    );
+
+    // Deleting the subject removes the registry's artifact with it.
+    let r = t
+        .call(
+            reqwest::Method::DELETE,
+            &format!("alice.test/app/manifests/{md}"),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let r = t
+        .call(
+            reqwest::Method::GET,
+            &format!("alice.test/app/manifests/{}", arts[0]),
+        )
+        .await;
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+    assert_eq!(
+        signature_artifacts(&t, "alice.test/app", &md).await,
+        vec![sd.clone()]
     );
 }

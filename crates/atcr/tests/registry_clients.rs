@@ -106,6 +106,43 @@ async fn skopeo_roundtrip(s: &Server, app: &str) {
     assert_eq!(tree(&src), tree(&out), "the image came back byte-identical");
     let insp = ok(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest]));
     assert_eq!(sha256(insp.as_bytes()), digest);
+    // The registry's signature artifact, found by the Referrers API, is
+    // fetched and copied out with skopeo.
+    let tok = token(
+        s,
+        Some(("alice.test", app)),
+        &["repository:alice.test/app:pull"],
+    )
+    .await;
+    let refs: serde_json::Value = http()
+        .get(format!(
+            "{}/v2/alice.test/app/referrers/{digest}?artifactType=application/vnd.atproto.signature.v1%2Bjson",
+            s.url
+        ))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sig = refs["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let sig_ref = format!("docker://{}/alice.test/app@{sig}", s.host);
+    let raw = ok(skopeo().args(["inspect", "--raw", "--tls-verify=false", &sig_ref]));
+    assert_eq!(sha256(raw.as_bytes()), sig);
+    assert!(raw.contains(&digest), "{raw}");
+    let sig_out = work.path().join("sig");
+    let copied = skopeo_copy(
+        &["--src-tls-verify=false"],
+        &sig_ref,
+        &format!("oci:{}:sig", sig_out.display()),
+    )
+    .await;
+    assert!(
+        copied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copied.stderr)
+    );
     // Wrong password: refused, nothing written.
     let bad = skopeo_copy(
         &[

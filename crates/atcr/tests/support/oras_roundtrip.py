@@ -25,10 +25,35 @@ for tag, chunked in (("mono", False), ("chunked", True)):
 
 tags = client.get_tags(f"{host}/{repo}")
 assert sorted(tags) == ["chunked", "mono"], tags
+
+# The registry's signature artifact of "mono": listed by the Referrers API
+# (artifactType filter), its manifest and layer fetched with oras.
+SIG = "application/vnd.atproto.signature.v1+json"
+mono = client.get_manifest(f"{host}/{repo}:mono")
+subject = "sha256:" + hashlib.sha256(
+    client.do_request(f"http://{host}/v2/{repo}/manifests/mono", "GET",
+                      headers={"Accept": mono["mediaType"]}).content).hexdigest()
+r = client.do_request(f"http://{host}/v2/{repo}/referrers/{subject}?artifactType="
+                      + SIG.replace("+", "%2B"), "GET")
+assert r.status_code == 200, r.status_code
+assert r.headers.get("OCI-Filters-Applied") == "artifactType", r.headers
+refs = r.json()["manifests"]
+assert len(refs) == 1 and refs[0]["artifactType"] == SIG, refs
+sig = client.get_manifest(f"{host}/{repo}@{refs[0]['digest']}")
+assert sig["subject"]["digest"] == subject, sig
+layer = sig["layers"][0]
+path = client.download_blob(f"{host}/{repo}", layer["digest"], os.path.join(work, "sig.json"))
+import json
+doc = json.load(open(path))
+assert doc["$type"] == "io.atcr.atproto.signature" and doc["subject"]["digest"] == subject, doc
 assert client.delete_tag(f"{host}/{repo}", "mono")
 tags = client.get_tags(f"{host}/{repo}")
 # oras deletes by digest: the manifest and every tag on it are gone.
 assert "mono" not in tags, tags
+# ...and took its signature artifact with it.
+r = client.do_request(f"http://{host}/v2/{repo}/manifests/{refs[0]['digest']}", "GET",
+                      headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+assert r.status_code == 404, r.status_code
 try:
     client.pull(target=f"{host}/{repo}:mono", outdir=os.path.join(work, "gone"))
 except Exception:
