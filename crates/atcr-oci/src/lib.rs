@@ -22,3 +22,17 @@ pub mod signature;
 pub use digest::{Digest, DigestAlgorithm, DigestHasher};
 pub use error::{ErrorCode, RegistryError};
 pub use name::{Owner, Reference, RepoName, validate_tag};
+
+/// Collection of `io.atcr.manifest` records (rkey = TID).
+pub const MANIFEST_COLLECTION: &str = "io.atcr.manifest";
+/// Collection of `io.atcr.tag` records (rkey = [`tag_rkey`]).
+pub const TAG_COLLECTION: &str = "io.atcr.tag";
+/// Collection of `io.atcr.signature` co-signature records (rkey = TID).
+pub const SIGNATURE_COLLECTION: &str = "io.atcr.signature";
+
+/// The record key of the tag record for (REPO, TAG): `/` in REPO becomes `~`
+/// (which names never contain), joined to the tag with `:` (which neither
+/// contains), so the mapping is one-to-one and always a legal record key.
+pub fn tag_rkey(repo: &str, tag: &str) -> String {
+    format!("{}:{}", repo.replace('/', "~"), tag)
+}

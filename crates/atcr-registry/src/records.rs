@@ -9,9 +9,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 /// The manifest record collection.
-pub const MANIFEST_COLLECTION: &str = "io.atcr.manifest";
+pub use atcr_oci::MANIFEST_COLLECTION;
 /// The tag record collection.
-pub const TAG_COLLECTION: &str = "io.atcr.tag";
+pub use atcr_oci::TAG_COLLECTION;
 
 /// A boxed future (the trait is object-safe).
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -288,12 +288,7 @@ impl OwnerPds for RemoteOwner {
     }
 }
 
-/// The record key of the tag record for (REPO, TAG): `/` in REPO becomes `~`
-/// (which names never contain), joined to the tag with `:` (which neither
-/// contains), so the mapping is one-to-one and always a legal record key.
-pub fn tag_rkey(repo: &str, tag: &str) -> String {
-    format!("{}:{}", repo.replace('/', "~"), tag)
-}
+pub use atcr_oci::tag_rkey;
 
 /// The at-uri of a record.
 pub fn at_uri(did: &str, collection: &str, rkey: &str) -> String {

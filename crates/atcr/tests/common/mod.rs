@@ -235,3 +235,47 @@ impl Drop for RefStack {
         let _ = self.child.wait();
     }
 }
+
+/// Pushes a one-layer OCI image to `name:tag` over the HTTP API (blobs
+/// monolithic, POST then PUT); returns the manifest digest.
+pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str) -> String {
+    let c = http();
+    let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
+    let layer = format!("layer of {seed}").into_bytes();
+    for blob in [&config, &layer] {
+        let r = c
+            .post(format!("{}/v2/{name}/blobs/uploads/", s.url))
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let r = c
+            .put(format!("{}{loc}", s.url))
+            .query(&[("digest", sha256(blob))])
+            .bearer_auth(tok)
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = c
+        .put(format!("{}/v2/{name}/manifests/{tag}", s.url))
+        .bearer_auth(tok)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    sha256(&m)
+}

@@ -1,0 +1,740 @@
+//! Verifies that a container image was published by the ATProto identity
+//! in its name (DESIGN §6).
+//!
+//! For `HOST/OWNER/REPO[:TAG|@DIGEST]`:
+//! 1. OWNER → DID (a handle only when its DID document points back) → DID
+//!    document → PDS and current `#atproto` key.
+//! 2. The digest is computed from the manifest bytes the registry serves. For
+//!    a tag, the owner's `io.atcr.tag` record is read with its proof and must
+//!    name that digest.
+//! 3. Signature artifacts are found with the Referrers API. They are only
+//!    pointers: each names a record, which is fetched with
+//!    `com.atproto.sync.getRecord` from the signer's PDS (as its DID document
+//!    says, not the artifact) and verified: commit DID, commit signature under
+//!    the signer's current key, MST inclusion, record hash. A record that the
+//!    proof shows absent is revoked.
+//! 4. The record must name this image: `digest` and `repository` for the
+//!    owner's `io.atcr.manifest`, `subject` for an `io.atcr.signature`.
+//!
+//! Without a trust policy the image passes when at least one owner signature
+//! is valid. Every failure has a stable reason code ([`Reason`]).
+
+pub mod oci;
+
+use atcr_identity::{IdentityError, IdentityResolver, ResolvedIdentity};
+use atcr_oci::signature::{SIGNATURE_ARTIFACT_TYPE, SignatureLayer};
+use atcr_oci::{
+    Digest, MANIFEST_COLLECTION, Owner, Reference, RepoName, SIGNATURE_COLLECTION, TAG_COLLECTION,
+    tag_rkey,
+};
+use atcr_repo::{ProofError, verify_record_proof};
+use atcr_syntax::{AtIdentifier, AtUri, Nsid, RecordKey};
+use oci::{Credentials, RegistryClient};
+use serde::Serialize;
+use std::time::Duration;
+
+/// Why verification could not be completed (exit code 3), or bad input
+/// (exit code 2). A failed check is not an error: it is a [`Report`].
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The image reference is malformed.
+    #[error("invalid image reference {0:?}: {1}")]
+    BadReference(String, String),
+    /// The registry could not be read.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// A DID document, handle or PDS could not be reached.
+    #[error("{0}")]
+    Network(String),
+}
+
+impl VerifyError {
+    /// The CLI exit code: 2 for bad input, 3 when verification could not
+    /// complete.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::BadReference(..) => 2,
+            Self::Registry(_) | Self::Network(_) => 3,
+        }
+    }
+}
+
+/// A parsed `HOST/OWNER/REPO[:TAG|@DIGEST]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Registry host (with port).
+    pub host: String,
+    /// `OWNER/REPO`.
+    pub name: RepoName,
+    /// Tag or digest (`latest` when neither is given).
+    pub reference: Reference,
+}
+
+impl ImageRef {
+    /// Parses an image reference.
+    pub fn parse(s: &str) -> Result<Self, VerifyError> {
+        let bad = |why: &str| VerifyError::BadReference(s.to_owned(), why.to_owned());
+        let (host, rest) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected HOST/OWNER/REPO[:TAG|@DIGEST]"))?;
+        if host.is_empty() || !host.contains(['.', ':']) && host != "localhost" {
+            return Err(bad("the first component must be a registry host"));
+        }
+        let (path, reference) = if let Some((p, d)) = rest.split_once('@') {
+            let d = Digest::parse(d).map_err(|e| bad(&e.message))?;
+            (p, Reference::Digest(d))
+        } else {
+            // A ':' after the last '/' separates the tag.
+            let slash = rest.rfind('/').unwrap_or(0);
+            match rest[slash..].find(':') {
+                Some(i) => {
+                    let (p, t) = rest.split_at(slash + i);
+                    let t = &t[1..];
+                    atcr_oci::validate_tag(t).map_err(|e| bad(&e.message))?;
+                    (p, Reference::Tag(t.to_owned()))
+                }
+                None => (rest, Reference::Tag("latest".into())),
+            }
+        };
+        let name = RepoName::parse(path).map_err(|e| bad(&e.message))?;
+        Ok(Self {
+            host: host.to_owned(),
+            name,
+            reference,
+        })
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reference {
+            Reference::Tag(t) => write!(f, "{}/{}:{t}", self.host, self.name),
+            Reference::Digest(d) => write!(f, "{}/{}@{d}", self.host, self.name),
+        }
+    }
+}
+
+/// Stable failure reason codes (the `reason` fields of the JSON output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The owner's handle and DID document do not point at each other.
+    HandleMismatch,
+    /// The DID document has no usable key or PDS.
+    IdentityInvalid,
+    /// The registry does not have the image.
+    ImageNotFound,
+    /// The owner has no tag record for the tag.
+    TagNotSigned,
+    /// The registry's digest for the tag differs from the owner's tag record.
+    TagMismatch,
+    /// No signature artifact names a record.
+    NoSignatures,
+    /// The artifact is malformed or names a record it cannot (another DID,
+    /// collection or subject).
+    ArtifactInvalid,
+    /// An owner-signature artifact names a DID that is not the owner's.
+    DidMismatch,
+    /// The commit is not signed by the signer's current key.
+    BadCommitSignature,
+    /// The proof does not establish the record (commit DID, MST path, blocks).
+    ProofInvalid,
+    /// The record is gone from the signer's repository.
+    Revoked,
+    /// The record names another digest.
+    DigestMismatch,
+    /// The record names another repository.
+    RepositoryMismatch,
+    /// The signer's PDS could not be read.
+    Unreachable,
+}
+
+impl Reason {
+    /// The code as it appears in JSON.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::HandleMismatch => "handle_mismatch",
+            Self::IdentityInvalid => "identity_invalid",
+            Self::ImageNotFound => "image_not_found",
+            Self::TagNotSigned => "tag_not_signed",
+            Self::TagMismatch => "tag_mismatch",
+            Self::NoSignatures => "no_signatures",
+            Self::ArtifactInvalid => "artifact_invalid",
+            Self::DidMismatch => "did_mismatch",
+            Self::BadCommitSignature => "bad_commit_signature",
+            Self::ProofInvalid => "proof_invalid",
+            Self::Revoked => "revoked",
+            Self::DigestMismatch => "digest_mismatch",
+            Self::RepositoryMismatch => "repository_mismatch",
+            Self::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// The owner as resolved.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerReport {
+    /// DID.
+    pub did: String,
+    /// Handle, when bidirectionally verified.
+    pub handle: Option<String>,
+    /// PDS endpoint from the DID document.
+    pub pds: String,
+}
+
+/// The tag check.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagReport {
+    /// The tag.
+    pub tag: String,
+    /// Digest the owner's tag record names (`None` when there is none).
+    pub signed_digest: Option<String>,
+    /// Digest the registry answered.
+    pub registry_digest: String,
+    /// Commit CID of the proof.
+    pub commit_cid: Option<String>,
+    /// Whether they agree.
+    pub valid: bool,
+}
+
+/// One signature, as verified.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureReport {
+    /// `owner` (io.atcr.manifest) or `cosign` (io.atcr.signature).
+    pub kind: &'static str,
+    /// Signer DID.
+    pub did: String,
+    /// Signer handle (bidirectionally verified), if any.
+    pub handle: Option<String>,
+    /// The record.
+    pub record_uri: String,
+    /// Record CID (from the proof).
+    pub record_cid: Option<String>,
+    /// Commit CID (from the proof).
+    pub commit_cid: Option<String>,
+    /// Commit revision.
+    pub rev: Option<String>,
+    /// Key id that verified the commit.
+    pub key_id: Option<String>,
+    /// `createdAt` of the signed record.
+    pub signed_at: Option<String>,
+    /// The cryptographic chain holds and the record names this image.
+    pub valid: bool,
+    /// Counted by the policy.
+    pub trusted: bool,
+    /// Why it is not valid.
+    pub reason: Option<Reason>,
+    /// Details of the failure.
+    pub detail: Option<String>,
+}
+
+/// The verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Verified and allowed.
+    Pass,
+    /// Failed.
+    Fail,
+}
+
+/// The full result (the JSON output, schema version 1).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Schema version of this document.
+    pub schema_version: u32,
+    /// The image as given.
+    pub image: String,
+    /// The image digest (computed from the registry's bytes).
+    pub digest: Option<String>,
+    /// The owner.
+    pub owner: Option<OwnerReport>,
+    /// The tag check (tag references only).
+    pub tag: Option<TagReport>,
+    /// Every signature found.
+    pub signatures: Vec<SignatureReport>,
+    /// The verdict.
+    pub decision: Decision,
+    /// Why it failed (image-level reasons).
+    pub reasons: Vec<Reason>,
+    /// Human-readable details of the failure.
+    pub details: Vec<String>,
+}
+
+impl Report {
+    fn new(image: &ImageRef) -> Self {
+        Self {
+            schema_version: 1,
+            image: image.to_string(),
+            digest: None,
+            owner: None,
+            tag: None,
+            signatures: vec![],
+            decision: Decision::Fail,
+            reasons: vec![],
+            details: vec![],
+        }
+    }
+    fn fail(mut self, r: Reason, detail: impl Into<String>) -> Self {
+        self.reasons.push(r);
+        self.details.push(detail.into());
+        self.decision = Decision::Fail;
+        self
+    }
+    /// The CLI exit code of this report: 0 pass, 1 fail.
+    pub fn exit_code(&self) -> i32 {
+        match self.decision {
+            Decision::Pass => 0,
+            Decision::Fail => 1,
+        }
+    }
+}
+
+/// Verifier settings.
+#[derive(Debug, Clone, Default)]
+pub struct VerifierConfig {
+    /// Identity resolution (PLC directory URL, plain http, overrides).
+    pub identity: atcr_identity::ResolverConfig,
+    /// Talk plain HTTP to registries on loopback addresses.
+    pub plain_http_loopback: bool,
+    /// Registry credentials by host.
+    pub credentials: Vec<(String, Credentials)>,
+}
+
+/// The verifier. Cheap to share; caches DID documents (successes only).
+pub struct Verifier {
+    resolver: IdentityResolver,
+    http: reqwest::Client,
+    cfg: VerifierConfig,
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+fn identity_error(e: IdentityError) -> Result<Reason, VerifyError> {
+    if e.is_transient() {
+        return Err(VerifyError::Network(e.to_string()));
+    }
+    Ok(match e {
+        IdentityError::HandleMismatch { .. } => Reason::HandleMismatch,
+        _ => Reason::IdentityInvalid,
+    })
+}
+
+impl Verifier {
+    /// A verifier.
+    pub fn new(cfg: VerifierConfig) -> Result<Self, VerifyError> {
+        let resolver = IdentityResolver::new(cfg.identity.clone())
+            .map_err(|e| VerifyError::Network(e.to_string()))?;
+        Ok(Self {
+            resolver,
+            http: atcr_http::client(Duration::from_secs(30)),
+            cfg,
+        })
+    }
+
+    fn registry(&self, host: &str) -> RegistryClient {
+        let creds = self
+            .cfg
+            .credentials
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, c)| c.clone());
+        RegistryClient::new(
+            self.http.clone(),
+            host,
+            self.cfg.plain_http_loopback && is_loopback(host),
+            creds,
+        )
+    }
+
+    /// Verifies an image. `Err` only when verification could not complete
+    /// (network, registry) — never for a failed check.
+    pub async fn verify(&self, image: &ImageRef) -> Result<Report, VerifyError> {
+        let mut report = Report::new(image);
+        // 1. The owner.
+        let ident = match image.name.owner() {
+            Owner::Handle(h) => AtIdentifier::Handle(h.clone()),
+            Owner::Did(d) => AtIdentifier::Did(d.clone()),
+        };
+        let owner = match self.resolver.resolve(&ident).await {
+            Ok(o) => o,
+            Err(e) => {
+                let detail = e.to_string();
+                return Ok(report.fail(identity_error(e)?, detail));
+            }
+        };
+        report.owner = Some(OwnerReport {
+            did: owner.did.to_string(),
+            handle: owner.handle.as_ref().map(|h| h.to_string()),
+            pds: owner.pds.to_string(),
+        });
+        let repo = image.name.repo();
+        let path = image.name.to_string();
+
+        // 2. The digest, and for a tag the owner's signed tag record.
+        let registry = self.registry(&image.host);
+        let reference = match &image.reference {
+            Reference::Tag(t) => t.clone(),
+            Reference::Digest(d) => d.to_string(),
+        };
+        let Some((_, digest)) = registry.manifest(&path, &reference).await? else {
+            return Ok(report.fail(
+                Reason::ImageNotFound,
+                format!("{image}: the registry has no such manifest"),
+            ));
+        };
+        if let Reference::Digest(d) = &image.reference
+            && *d != digest
+        {
+            return Err(VerifyError::Registry(format!(
+                "the registry answered {d} with bytes hashing to {digest}"
+            )));
+        }
+        report.digest = Some(digest.to_string());
+        if let Reference::Tag(t) = &image.reference {
+            let proof = self
+                .record(&owner, TAG_COLLECTION, &tag_rkey(repo, t))
+                .await;
+            let mut tr = TagReport {
+                tag: t.clone(),
+                signed_digest: None,
+                registry_digest: digest.to_string(),
+                commit_cid: None,
+                valid: false,
+            };
+            match proof {
+                Ok(p) => {
+                    tr.commit_cid = Some(p.commit_cid.to_string());
+                    if let Some((_, v)) = &p.record {
+                        let j = atcr_data::json::to_json(v);
+                        tr.signed_digest = j["manifestDigest"].as_str().map(str::to_owned);
+                        tr.valid = tr.signed_digest.as_deref() == Some(&digest.to_string())
+                            && j["repository"] == repo
+                            && j["tag"] == t.as_str();
+                    }
+                }
+                Err((reason, detail)) => {
+                    report.tag = Some(tr);
+                    return Ok(report.fail(reason, detail));
+                }
+            }
+            let (valid, signed) = (tr.valid, tr.signed_digest.clone());
+            report.tag = Some(tr);
+            if !valid {
+                return Ok(match signed {
+                    None => report.fail(
+                        Reason::TagNotSigned,
+                        format!("{} has no io.atcr.tag record for {repo}:{t}", owner.did),
+                    ),
+                    Some(s) => report.fail(
+                        Reason::TagMismatch,
+                        format!("the registry serves {digest} for {t}, the owner signed {s}"),
+                    ),
+                });
+            }
+        }
+
+        // 3–4. Signatures.
+        let arts = registry
+            .referrers(&path, &digest, SIGNATURE_ARTIFACT_TYPE)
+            .await?;
+        for a in arts {
+            let sig = self
+                .check_artifact(&registry, &path, &owner, image, &digest, &a)
+                .await?;
+            report.signatures.push(sig);
+        }
+        // Without a policy: one valid owner signature.
+        for s in &mut report.signatures {
+            s.trusted = s.valid && s.kind == "owner";
+        }
+        if report.signatures.iter().any(|s| s.trusted) {
+            report.decision = Decision::Pass;
+            Ok(report)
+        } else if report.signatures.is_empty() {
+            Ok(report.fail(
+                Reason::NoSignatures,
+                format!("no signature artifact refers to {digest}"),
+            ))
+        } else {
+            let why: Vec<&str> = report
+                .signatures
+                .iter()
+                .filter_map(|s| s.reason.map(Reason::code))
+                .collect();
+            let first = report.signatures.iter().find_map(|s| s.reason);
+            Ok(report.fail(
+                first.unwrap_or(Reason::NoSignatures),
+                format!("no valid owner signature ({})", why.join(", ")),
+            ))
+        }
+    }
+
+    /// Fetches and verifies a record proof from `who`'s PDS against their
+    /// current key.
+    async fn record(
+        &self,
+        who: &ResolvedIdentity,
+        collection: &str,
+        rkey: &str,
+    ) -> Result<atcr_repo::VerifiedRecord, (Reason, String)> {
+        let (Ok(nsid), Ok(rk)) = (Nsid::new(collection), RecordKey::new(rkey)) else {
+            return Err((
+                Reason::ArtifactInvalid,
+                format!("bad record path {collection}/{rkey}"),
+            ));
+        };
+        let client = atcr_xrpc::PdsClient::new(who.pds.clone(), self.http.clone());
+        let car = client
+            .sync_get_record(who.did.as_str(), collection, rkey)
+            .await
+            .map_err(|e| (Reason::Unreachable, format!("{}: getRecord: {e}", who.pds)))?;
+        verify_record_proof(&car, &who.did, &who.signing_key, &nsid, &rk).map_err(|e| {
+            let reason = match &e {
+                ProofError::Commit(atcr_repo::CommitError::Signature(_)) => {
+                    Reason::BadCommitSignature
+                }
+                _ => Reason::ProofInvalid,
+            };
+            (reason, format!("{}/{collection}/{rkey}: {e}", who.did))
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn check_artifact(
+        &self,
+        registry: &RegistryClient,
+        path: &str,
+        owner: &ResolvedIdentity,
+        image: &ImageRef,
+        digest: &Digest,
+        artifact: &Digest,
+    ) -> Result<SignatureReport, VerifyError> {
+        let mut s = SignatureReport {
+            kind: "owner",
+            did: String::new(),
+            handle: None,
+            record_uri: String::new(),
+            record_cid: None,
+            commit_cid: None,
+            rev: None,
+            key_id: None,
+            signed_at: None,
+            valid: false,
+            trusted: false,
+            reason: None,
+            detail: None,
+        };
+        let fail = |mut s: SignatureReport, r: Reason, d: String| {
+            s.reason = Some(r);
+            s.detail = Some(d);
+            Ok(s)
+        };
+        // The artifact: only the record it points at is used.
+        let Some((bytes, _)) = registry.manifest(path, &artifact.to_string()).await? else {
+            return fail(
+                s,
+                Reason::ArtifactInvalid,
+                format!("artifact {artifact} is gone"),
+            );
+        };
+        let m: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return fail(s, Reason::ArtifactInvalid, format!("artifact: {e}")),
+        };
+        let Some(layer) = m["layers"][0]["digest"]
+            .as_str()
+            .and_then(|d| Digest::parse(d).ok())
+        else {
+            return fail(s, Reason::ArtifactInvalid, "artifact has no layer".into());
+        };
+        let layer = match SignatureLayer::parse(&registry.blob(path, &layer).await?) {
+            Ok(l) => l,
+            Err(e) => return fail(s, Reason::ArtifactInvalid, e),
+        };
+        s.did = layer.atproto.did.clone();
+        s.record_uri = layer.atproto.record_uri.clone();
+        let Ok(uri) = AtUri::parse(&layer.atproto.record_uri) else {
+            return fail(
+                s,
+                Reason::ArtifactInvalid,
+                "record URI is not an at-uri".into(),
+            );
+        };
+        let (Some(collection), Some(rkey)) = (uri.collection(), uri.rkey()) else {
+            return fail(
+                s,
+                Reason::ArtifactInvalid,
+                "record URI names no record".into(),
+            );
+        };
+        let AtIdentifier::Did(signer_did) = uri.authority() else {
+            return fail(
+                s,
+                Reason::ArtifactInvalid,
+                "record URI authority is not a DID".into(),
+            );
+        };
+        if signer_did.as_str() != layer.atproto.did {
+            return fail(
+                s,
+                Reason::ArtifactInvalid,
+                "the artifact's DID and record URI disagree".into(),
+            );
+        }
+        let cosign = match collection.as_str() {
+            MANIFEST_COLLECTION => false,
+            SIGNATURE_COLLECTION => true,
+            other => {
+                return fail(
+                    s,
+                    Reason::ArtifactInvalid,
+                    format!("record of collection {other}"),
+                );
+            }
+        };
+        if cosign {
+            s.kind = "cosign";
+        } else if *signer_did != owner.did {
+            return fail(
+                s,
+                Reason::DidMismatch,
+                format!(
+                    "the artifact names {signer_did}, but {} is owned by {}",
+                    image.name, owner.did
+                ),
+            );
+        }
+        // The signer's identity, from its own DID document.
+        let signer = if *signer_did == owner.did {
+            owner.clone()
+        } else {
+            match self
+                .resolver
+                .resolve(&AtIdentifier::Did(signer_did.clone()))
+                .await
+            {
+                Ok(i) => i,
+                Err(e) => {
+                    let d = e.to_string();
+                    return fail(s, identity_error(e)?, d);
+                }
+            }
+        };
+        s.handle = signer.handle.as_ref().map(|h| h.to_string());
+        s.key_id = Some(format!("{}#atproto", signer.did));
+        let proof = match self
+            .record(&signer, collection.as_str(), rkey.as_str())
+            .await
+        {
+            Ok(p) => p,
+            Err((Reason::Unreachable, d)) => return Err(VerifyError::Network(d)),
+            Err((r, d)) => return fail(s, r, d),
+        };
+        s.commit_cid = Some(proof.commit_cid.to_string());
+        s.rev = Some(proof.commit.rev.to_string());
+        let Some((cid, value)) = proof.record else {
+            return fail(
+                s,
+                Reason::Revoked,
+                format!(
+                    "{} is no longer in {}'s repository",
+                    uri.as_str(),
+                    signer.did
+                ),
+            );
+        };
+        s.record_cid = Some(cid.to_string());
+        let j = atcr_data::json::to_json(&value);
+        s.signed_at = j["createdAt"].as_str().map(str::to_owned);
+        let (rec_digest, rec_repo_ok) = if cosign {
+            let subj = &j["subject"];
+            let named = subj["repository"].as_str().unwrap_or_default();
+            (subj["digest"].as_str(), names_image(named, image, owner))
+        } else {
+            (j["digest"].as_str(), j["repository"] == image.name.repo())
+        };
+        if rec_digest != Some(digest.to_string().as_str()) {
+            return fail(
+                s,
+                Reason::DigestMismatch,
+                format!(
+                    "the record signs {}, the image is {digest}",
+                    rec_digest.unwrap_or("nothing")
+                ),
+            );
+        }
+        if !rec_repo_ok {
+            return fail(
+                s,
+                Reason::RepositoryMismatch,
+                format!("the record is for another repository than {}", image.name),
+            );
+        }
+        s.valid = true;
+        Ok(s)
+    }
+}
+
+/// Whether a co-signature's `subject.repository` (OWNER/REPO, OWNER a handle
+/// or DID) names this image's repository.
+fn names_image(named: &str, image: &ImageRef, owner: &ResolvedIdentity) -> bool {
+    let Ok(n) = RepoName::parse(named) else {
+        return false;
+    };
+    if n.repo() != image.name.repo() {
+        return false;
+    }
+    match n.owner() {
+        Owner::Did(d) => *d == owner.did,
+        Owner::Handle(h) => owner.handle.as_ref() == Some(h),
+    }
+}
+
+/// Re-exported for callers building identities.
+pub use atcr_identity::ResolverConfig;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_parse() {
+        let i = ImageRef::parse("127.0.0.1:5000/alice.test/app:v1").unwrap();
+        assert_eq!(i.host, "127.0.0.1:5000");
+        assert_eq!(i.name.to_string(), "alice.test/app");
+        assert_eq!(i.reference, Reference::Tag("v1".into()));
+        let i = ImageRef::parse("atcr.io/did-plc-abcdefghijklmnopqrstuvwx/a/b").unwrap();
+        assert_eq!(i.reference, Reference::Tag("latest".into()));
+        assert_eq!(i.name.repo(), "a/b");
+        let d = format!("sha256:{}", "0".repeat(64));
+        let i = ImageRef::parse(&format!("localhost/alice.test/app@{d}")).unwrap();
+        assert_eq!(i.reference, Reference::Digest(Digest::parse(&d).unwrap()));
+        for bad in [
+            "alice.test/app",
+            "host.io/alice.test",
+            "h.io/alice.test/app:bad tag",
+            "h.io/alice.test/app@sha256:xyz",
+            "",
+        ] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("localhost:80"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("atcr.io"));
+        assert!(!is_loopback("10.0.0.1:5000"));
+    }
+}

@@ -1,0 +1,184 @@
+//! `atcr-verify IMAGE`: verifies that an image was published by the identity
+//! in its name. Exit codes: 0 verified, 1 verification failed, 2 usage or
+//! configuration error, 3 could not complete (network, registry, PDS).
+
+use atcr_verify::oci::Credentials;
+use atcr_verify::{Decision, ImageRef, Report, Verifier, VerifierConfig};
+use clap::{Parser, ValueEnum};
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Verify an ATCR image against its owner's ATProto repository.
+#[derive(Parser)]
+#[command(name = "atcr-verify", version)]
+struct Cli {
+    /// HOST/OWNER/REPO[:TAG|@DIGEST]
+    image: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    /// Print nothing; the exit code is the answer.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print every signature checked, with its proof details.
+    #[arg(long, short)]
+    verbose: bool,
+    /// PLC directory URL.
+    #[arg(long, env = "ATCR_PLC_URL", default_value = "https://plc.directory")]
+    plc_url: String,
+    /// Use plain HTTP for registries, PDSes and DID documents on loopback
+    /// addresses (127.0.0.1, ::1, localhost).
+    #[arg(long)]
+    plain_http_loopback: bool,
+    /// Registry user name (handle); otherwise Docker's config.json is used.
+    #[arg(long, env = "ATCR_REGISTRY_USERNAME")]
+    username: Option<String>,
+    /// Registry password (app password).
+    #[arg(long, env = "ATCR_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+/// Credentials for `host` from Docker's `config.json` (`auths.HOST.auth`).
+fn docker_credentials(host: &str) -> Option<Credentials> {
+    use base64::Engine as _;
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(d) => std::path::PathBuf::from(d).join("config.json"),
+        None => std::path::PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
+    };
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let auth = cfg["auths"][host]["auth"].as_str()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
+    let (u, p) = String::from_utf8(raw)
+        .ok()?
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+    Some(Credentials {
+        username: u,
+        password: p,
+    })
+}
+
+fn text(r: &Report, verbose: bool) -> String {
+    let mut out = String::new();
+    let verdict = match r.decision {
+        Decision::Pass => "VERIFIED",
+        Decision::Fail => "FAILED",
+    };
+    out.push_str(&format!("{verdict} {}\n", r.image));
+    if let Some(d) = &r.digest {
+        out.push_str(&format!("  digest: {d}\n"));
+    }
+    if let Some(o) = &r.owner {
+        out.push_str(&format!(
+            "  owner:  {}{} (PDS {})\n",
+            o.did,
+            o.handle
+                .as_deref()
+                .map(|h| format!(" @{h}"))
+                .unwrap_or_default(),
+            o.pds
+        ));
+    }
+    if let Some(t) = &r.tag {
+        out.push_str(&format!(
+            "  tag:    {} → {} ({})\n",
+            t.tag,
+            t.signed_digest.as_deref().unwrap_or("no tag record"),
+            if t.valid {
+                "signed by the owner"
+            } else {
+                "does not match the registry"
+            }
+        ));
+    }
+    for s in &r.signatures {
+        let status = if s.valid { "valid" } else { "invalid" };
+        out.push_str(&format!(
+            "  {} signature by {}: {status}{}\n",
+            s.kind,
+            s.did,
+            s.reason
+                .map(|x| format!(" ({}: {})", x.code(), s.detail.as_deref().unwrap_or("")))
+                .unwrap_or_default()
+        ));
+        if verbose {
+            out.push_str(&format!(
+                "    record {} cid {} commit {} rev {} key {} signed {}\n",
+                s.record_uri,
+                s.record_cid.as_deref().unwrap_or("-"),
+                s.commit_cid.as_deref().unwrap_or("-"),
+                s.rev.as_deref().unwrap_or("-"),
+                s.key_id.as_deref().unwrap_or("-"),
+                s.signed_at.as_deref().unwrap_or("-"),
+            ));
+        }
+    }
+    for (r, d) in r.reasons.iter().zip(&r.details) {
+        out.push_str(&format!("  reason: {}: {d}\n", r.code()));
+    }
+    out
+}
+
+async fn run(cli: Cli) -> Result<Report, (u8, String)> {
+    let image = ImageRef::parse(&cli.image).map_err(|e| (2, e.to_string()))?;
+    let plc_url = url::Url::parse(&cli.plc_url)
+        .map_err(|e| (2, format!("--plc-url {:?}: {e}", cli.plc_url)))?;
+    let creds = match (cli.username, cli.password) {
+        (Some(u), Some(p)) => Some(Credentials {
+            username: u,
+            password: p,
+        }),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err((2, "give both --username and --password, or neither".into()));
+        }
+        (None, None) => docker_credentials(&image.host),
+    };
+    let cfg = VerifierConfig {
+        identity: atcr_verify::ResolverConfig {
+            plc_url,
+            allow_plain_http: cli.plain_http_loopback,
+            ..Default::default()
+        },
+        plain_http_loopback: cli.plain_http_loopback,
+        credentials: creds
+            .map(|c| vec![(image.host.clone(), c)])
+            .unwrap_or_default(),
+    };
+    let v = Verifier::new(cfg).map_err(|e| (2, e.to_string()))?;
+    v.verify(&image)
+        .await
+        .map_err(|e| (e.exit_code() as u8, e.to_string()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    atcr_http::install_crypto_provider();
+    let cli = Cli::parse();
+    let (quiet, verbose, output) = (cli.quiet, cli.verbose, cli.output);
+    match run(cli).await {
+        Ok(r) => {
+            if !quiet {
+                match output {
+                    Output::Json => {
+                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+                    }
+                    Output::Text => print!("{}", text(&r, verbose)),
+                }
+            }
+            ExitCode::from(r.exit_code() as u8)
+        }
+        Err((code, msg)) => {
+            if !quiet {
+                eprintln!("atcr-verify: {msg}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! A minimal OCI Distribution client: what verification reads from a
+//! registry (manifests, blobs, referrers), with the Docker token flow.
+//!
+//! Everything read is checked against its digest here: a registry answer is
+//! content, never a claim.
+
+use crate::VerifyError;
+use atcr_oci::Digest;
+use base64::Engine as _;
+use sha2::Digest as _;
+use std::sync::Mutex;
+
+/// Media types accepted for manifests.
+const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+/// Largest manifest or signature layer read (the registry's own limit).
+const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Registry credentials.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// User name (handle).
+    pub username: String,
+    /// Password (app password).
+    pub password: String,
+}
+
+/// A registry client for one host.
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: String,
+    creds: Option<Credentials>,
+    /// Bearer token from the last challenge.
+    token: Mutex<Option<String>>,
+}
+
+/// sha256 of bytes as a digest.
+pub fn sha256_digest(b: &[u8]) -> Digest {
+    let h = sha2::Sha256::digest(b);
+    let hex: String = h.iter().map(|x| format!("{x:02x}")).collect();
+    // A hex sha256 always parses.
+    Digest::parse(&format!("sha256:{hex}")).unwrap_or_else(|_| unreachable!())
+}
+
+fn registry_err(what: impl std::fmt::Display) -> VerifyError {
+    VerifyError::Registry(what.to_string())
+}
+
+impl RegistryClient {
+    /// A client for `host` over `http` or `https`.
+    pub fn new(
+        http: reqwest::Client,
+        host: &str,
+        plain_http: bool,
+        creds: Option<Credentials>,
+    ) -> Self {
+        let scheme = if plain_http { "http" } else { "https" };
+        Self {
+            http,
+            base: format!("{scheme}://{host}"),
+            creds,
+            token: Mutex::new(None),
+        }
+    }
+
+    /// GET with the token flow: on 401 the `Bearer` challenge is answered
+    /// once (with credentials when given) and the request retried.
+    async fn get(&self, path: &str, accept: &str) -> Result<reqwest::Response, VerifyError> {
+        let url = format!("{}{path}", self.base);
+        for attempt in 0..2 {
+            let mut req = self.http.get(&url).header("accept", accept);
+            let tok = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(t) = tok {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.map_err(registry_err)?;
+            if r.status() != reqwest::StatusCode::UNAUTHORIZED || attempt == 1 {
+                return Ok(r);
+            }
+            let challenge = r
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            self.fetch_token(&challenge).await?;
+        }
+        Err(registry_err("unauthorized"))
+    }
+
+    async fn fetch_token(&self, challenge: &str) -> Result<(), VerifyError> {
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            return Err(registry_err(format!(
+                "{}: unsupported auth challenge {challenge:?}",
+                self.base
+            )));
+        };
+        let mut realm = None;
+        let mut query = vec![];
+        for part in split_params(params) {
+            if let Some((k, v)) = part.split_once('=') {
+                let v = v.trim_matches('"').to_owned();
+                match k.trim() {
+                    "realm" => realm = Some(v),
+                    "service" | "scope" => query.push((k.trim().to_owned(), v)),
+                    _ => {}
+                }
+            }
+        }
+        let realm = realm.ok_or_else(|| registry_err("auth challenge without a realm"))?;
+        let mut req = self.http.get(&realm).query(&query);
+        if let Some(c) = &self.creds {
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.username, c.password));
+            req = req.header("authorization", format!("Basic {basic}"));
+        }
+        let r = req.send().await.map_err(registry_err)?;
+        if !r.status().is_success() {
+            return Err(registry_err(format!(
+                "token request to {realm} failed: {}",
+                r.status()
+            )));
+        }
+        let body: serde_json::Value = r.json().await.map_err(registry_err)?;
+        let tok = body["token"]
+            .as_str()
+            .or_else(|| body["access_token"].as_str())
+            .ok_or_else(|| registry_err("token response without a token"))?;
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(tok.to_owned());
+        Ok(())
+    }
+
+    async fn read_limited(r: reqwest::Response) -> Result<Vec<u8>, VerifyError> {
+        if r.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
+            return Err(registry_err("response larger than 4 MiB"));
+        }
+        let mut r = r;
+        let mut out = vec![];
+        while let Some(chunk) = r.chunk().await.map_err(registry_err)? {
+            if out.len() + chunk.len() > MAX_BYTES {
+                return Err(registry_err("response larger than 4 MiB"));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// A manifest's exact bytes and their digest (computed here). `None` when
+    /// the registry says it does not exist.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<(Vec<u8>, Digest)>, VerifyError> {
+        let r = self
+            .get(&format!("/v2/{repo}/manifests/{reference}"), ACCEPT)
+            .await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !r.status().is_success() {
+            return Err(registry_err(format!(
+                "GET manifest {repo}:{reference}: {}",
+                r.status()
+            )));
+        }
+        let bytes = Self::read_limited(r).await?;
+        let d = sha256_digest(&bytes);
+        Ok(Some((bytes, d)))
+    }
+
+    /// A small blob, checked against its digest.
+    pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Vec<u8>, VerifyError> {
+        let r = self
+            .get(&format!("/v2/{repo}/blobs/{digest}"), "*/*")
+            .await?;
+        if !r.status().is_success() {
+            return Err(registry_err(format!("GET blob {digest}: {}", r.status())));
+        }
+        let bytes = Self::read_limited(r).await?;
+        if sha256_digest(&bytes) != *digest {
+            return Err(registry_err(format!(
+                "blob {digest} does not match its digest"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Referrers of `digest` with `artifact_type` (filtered here too: the
+    /// registry may ignore the filter).
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        artifact_type: &str,
+    ) -> Result<Vec<Digest>, VerifyError> {
+        let r = self
+            .get(
+                &format!(
+                    "/v2/{repo}/referrers/{digest}?artifactType={}",
+                    artifact_type.replace('+', "%2B")
+                ),
+                "application/vnd.oci.image.index.v1+json",
+            )
+            .await?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(vec![]);
+        }
+        if !r.status().is_success() {
+            return Err(registry_err(format!("GET referrers: {}", r.status())));
+        }
+        let idx: serde_json::Value =
+            serde_json::from_slice(&Self::read_limited(r).await?).map_err(registry_err)?;
+        Ok(idx["manifests"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|m| m["artifactType"] == artifact_type)
+                    .filter_map(|m| Digest::parse(m["digest"].as_str()?).ok())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// Splits `a="x,y",b=c` on commas outside quotes.
+fn split_params(s: &str) -> Vec<&str> {
+    let mut out = vec![];
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(s[start..].trim());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn challenge_params_split_outside_quotes() {
+        assert_eq!(
+            super::split_params(
+                r#"realm="http://h/auth",service="h",scope="repository:a/b:pull,push""#
+            ),
+            vec![
+                r#"realm="http://h/auth""#,
+                r#"service="h""#,
+                r#"scope="repository:a/b:pull,push""#
+            ]
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! `atcr-verify` against a running registry with its embedded PDS and PLC:
+//! images verify from DID documents and record proofs, and each way the
+//! chain can break is rejected with its own reason.
+
+mod common;
+use atcr_verify::oci::Credentials;
+use atcr_verify::{Decision, ImageRef, Reason, Report, Verifier, VerifierConfig};
+use common::*;
+
+const PW: &str = "correct horse battery";
+
+fn verifier(s: &Server, user: &str) -> Verifier {
+    Verifier::new(VerifierConfig {
+        identity: atcr_verify::ResolverConfig {
+            plc_url: format!("{}/plc", s.url).parse().unwrap(),
+            allow_plain_http: true,
+            ..Default::default()
+        },
+        plain_http_loopback: true,
+        credentials: vec![(
+            s.host.clone(),
+            Credentials {
+                username: user.into(),
+                password: PW.into(),
+            },
+        )],
+    })
+    .unwrap()
+}
+
+/// The DID in its path-safe form, for image names.
+fn path_did(did: &str) -> String {
+    did.replace(':', "-")
+}
+
+async fn verify(v: &Verifier, image: &str) -> Report {
+    v.verify(&ImageRef::parse(image).unwrap()).await.unwrap()
+}
+
+fn assert_pass(r: &Report) {
+    assert_eq!(r.decision, Decision::Pass, "{r:#?}");
+    assert!(r.reasons.is_empty());
+    let owner = r.signatures.iter().find(|s| s.kind == "owner").unwrap();
+    assert!(owner.valid && owner.trusted);
+    assert!(owner.commit_cid.is_some() && owner.record_cid.is_some() && owner.signed_at.is_some());
+}
+
+fn assert_fail(r: &Report, reason: Reason) {
+    assert_eq!(r.decision, Decision::Fail, "{r:#?}");
+    assert_eq!(r.reasons.first(), Some(&reason), "{r:#?}");
+    assert_eq!(r.exit_code(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_images_verify_for_k256_and_p256_and_after_key_rotation() {
+    let s = start(&[]).await;
+    let pds = s.services.pds.as_ref().unwrap();
+    for (handle, alg) in [
+        ("kay.test", atcr_crypto::Algorithm::K256),
+        ("pea.test", atcr_crypto::Algorithm::P256),
+    ] {
+        let did = pds
+            .create_account(handle, Some(PW.into()), Some(alg))
+            .await
+            .unwrap()
+            .did;
+        let tok = token(
+            &s,
+            Some((handle, PW)),
+            &[&format!("repository:{handle}/app:pull,push")],
+        )
+        .await;
+        let digest = push_image(&s, &tok, &format!("{handle}/app"), "v1", handle).await;
+        let v = verifier(&s, handle);
+        let by_tag = format!("{}/{}/app:v1", s.host, path_did(&did));
+        let r = verify(&v, &by_tag).await;
+        assert_pass(&r);
+        assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
+        assert!(r.tag.as_ref().unwrap().valid);
+        assert_eq!(r.owner.as_ref().unwrap().did, did);
+        let r = verify(&v, &format!("{}/{}/app@{digest}", s.host, path_did(&did))).await;
+        assert_pass(&r);
+        assert!(r.tag.is_none());
+
+        // The owner's key is rotated: the head commit is re-signed with the
+        // new key, and the image still verifies against the new document.
+        pds.rotate_key(&did, None).await.unwrap();
+        let fresh = verifier(&s, handle);
+        assert_pass(&verify(&fresh, &by_tag).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_chains_are_rejected_with_their_reason() {
+    let s = start(&[]).await;
+    let pds = s.services.pds.as_ref().unwrap();
+    let did = account(&s, "alice.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push"],
+    )
+    .await;
+    let d1 = push_image(&s, &tok, "alice.test/app", "v1", "one").await;
+    let d2 = push_image(&s, &tok, "alice.test/app", "v2", "two").await;
+    let v = verifier(&s, "alice.test");
+    let name = format!("{}/{}/app", s.host, path_did(&did));
+    assert_pass(&verify(&v, &format!("{name}:v1")).await);
+
+    // The owner's tag record names another digest than the registry serves
+    // (a registry answering a tag with a digest the owner never signed).
+    let (_, tag) = pds
+        .get_record(&did, "io.atcr.tag", "app:v1")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut forged = tag.clone();
+    forged["manifestDigest"] = serde_json::Value::String(d2.clone());
+    pds.write(
+        &did,
+        vec![atcr_pds::Write::Put {
+            collection: "io.atcr.tag".into(),
+            rkey: "app:v1".into(),
+            record: forged,
+            swap: None,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    let r = verify(&v, &format!("{name}:v1")).await;
+    assert_fail(&r, Reason::TagMismatch);
+    assert_eq!(
+        r.tag.as_ref().unwrap().signed_digest.as_deref(),
+        Some(d2.as_str())
+    );
+
+    // A tag the owner never signed at all.
+    pds.write(
+        &did,
+        vec![atcr_pds::Write::Delete {
+            collection: "io.atcr.tag".into(),
+            rkey: "app:v1".into(),
+            swap: None,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_fail(
+        &verify(&v, &format!("{name}:v1")).await,
+        Reason::TagNotSigned,
+    );
+
+    // The manifest record is deleted from the PDS: revoked, even though the
+    // registry still serves the image and its artifact.
+    let art = artifact_layer(&s, &tok, "alice.test/app", &d1).await;
+    let uri = art["atproto"]["recordUri"].as_str().unwrap();
+    let rkey = uri.rsplit('/').next().unwrap();
+    pds.write(
+        &did,
+        vec![atcr_pds::Write::Delete {
+            collection: "io.atcr.manifest".into(),
+            rkey: rkey.into(),
+            swap: None,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    let r = verify(&v, &format!("{name}@{d1}")).await;
+    assert_fail(&r, Reason::Revoked);
+    assert_eq!(r.signatures[0].reason, Some(Reason::Revoked));
+
+    // An image with no signature artifact at all.
+    let d3 = push_image(&s, &tok, "alice.test/app", "v3", "three").await;
+    assert_pass(&verify(&v, &format!("{name}@{d3}")).await);
+    assert!(matches!(
+        v.verify(&ImageRef::parse(&format!("{name}@sha256:{}", "0".repeat(64))).unwrap()).await,
+        Ok(r) if r.reasons == [Reason::ImageNotFound]
+    ));
+}
+
+/// The registry's signature layer for `digest`.
+async fn artifact_layer(s: &Server, tok: &str, name: &str, digest: &str) -> serde_json::Value {
+    let c = http();
+    let get = |p: String| {
+        c.get(format!("{}/v2/{name}/{p}", s.url))
+            .bearer_auth(tok)
+            .send()
+    };
+    let idx: serde_json::Value = get(format!(
+        "referrers/{digest}?artifactType=application/vnd.atproto.signature.v1%2Bjson"
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let art: serde_json::Value = get(format!(
+        "manifests/{}",
+        idx["manifests"][0]["digest"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    get(format!(
+        "blobs/{}",
+        art["layers"][0]["digest"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
