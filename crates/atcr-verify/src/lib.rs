@@ -20,6 +20,7 @@
 //! is valid. Every failure has a stable reason code ([`Reason`]).
 
 pub mod oci;
+pub mod policy;
 
 use atcr_identity::{IdentityError, IdentityResolver, ResolvedIdentity};
 use atcr_oci::signature::{SIGNATURE_ARTIFACT_TYPE, SignatureLayer};
@@ -30,6 +31,7 @@ use atcr_oci::{
 use atcr_repo::{ProofError, verify_record_proof};
 use atcr_syntax::{AtIdentifier, AtUri, Nsid, RecordKey};
 use oci::{Credentials, RegistryClient};
+use policy::{Action, TrustPolicy};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -147,6 +149,16 @@ pub enum Reason {
     RepositoryMismatch,
     /// The signer's PDS could not be read.
     Unreachable,
+    /// No policy scope matches the image and there are no `defaults`.
+    NoPolicy,
+    /// The signer is valid but not trusted by the policy.
+    UntrustedSigner,
+    /// The signature falls outside the trusted DID's `validFrom`/`expiresAt`.
+    OutsideValidity,
+    /// The signature is older than the policy's `maxAge`.
+    MaxAgeExceeded,
+    /// Fewer distinct trusted signers than `minSignatures`.
+    NotEnoughSignatures,
 }
 
 impl Reason {
@@ -167,6 +179,11 @@ impl Reason {
             Self::DigestMismatch => "digest_mismatch",
             Self::RepositoryMismatch => "repository_mismatch",
             Self::Unreachable => "unreachable",
+            Self::NoPolicy => "no_policy",
+            Self::UntrustedSigner => "untrusted_signer",
+            Self::OutsideValidity => "outside_validity",
+            Self::MaxAgeExceeded => "max_age_exceeded",
+            Self::NotEnoughSignatures => "not_enough_signatures",
         }
     }
 }
@@ -225,7 +242,7 @@ pub struct SignatureReport {
     pub valid: bool,
     /// Counted by the policy.
     pub trusted: bool,
-    /// Why it is not valid.
+    /// Why it is not valid, or not trusted.
     pub reason: Option<Reason>,
     /// Details of the failure.
     pub detail: Option<String>,
@@ -259,6 +276,10 @@ pub struct Report {
     pub signatures: Vec<SignatureReport>,
     /// The verdict.
     pub decision: Decision,
+    /// The policy rule applied.
+    pub policy: Option<String>,
+    /// Violations let through by `action: audit`.
+    pub warnings: Vec<String>,
     /// Why it failed (image-level reasons).
     pub reasons: Vec<Reason>,
     /// Human-readable details of the failure.
@@ -275,6 +296,8 @@ impl Report {
             tag: None,
             signatures: vec![],
             decision: Decision::Fail,
+            policy: None,
+            warnings: vec![],
             reasons: vec![],
             details: vec![],
         }
@@ -355,9 +378,13 @@ impl Verifier {
         )
     }
 
-    /// Verifies an image. `Err` only when verification could not complete
-    /// (network, registry) — never for a failed check.
-    pub async fn verify(&self, image: &ImageRef) -> Result<Report, VerifyError> {
+    /// Verifies an image against a policy. `Err` only when verification
+    /// could not complete (network, registry) — never for a failed check.
+    pub async fn verify(
+        &self,
+        image: &ImageRef,
+        policy: &TrustPolicy,
+    ) -> Result<Report, VerifyError> {
         let mut report = Report::new(image);
         // 1. The owner.
         let ident = match image.name.owner() {
@@ -452,30 +479,14 @@ impl Verifier {
                 .await?;
             report.signatures.push(sig);
         }
-        // Without a policy: one valid owner signature.
-        for s in &mut report.signatures {
-            s.trusted = s.valid && s.kind == "owner";
-        }
-        if report.signatures.iter().any(|s| s.trusted) {
-            report.decision = Decision::Pass;
-            Ok(report)
-        } else if report.signatures.is_empty() {
-            Ok(report.fail(
-                Reason::NoSignatures,
-                format!("no signature artifact refers to {digest}"),
-            ))
-        } else {
-            let why: Vec<&str> = report
-                .signatures
-                .iter()
-                .filter_map(|s| s.reason.map(Reason::code))
-                .collect();
-            let first = report.signatures.iter().find_map(|s| s.reason);
-            Ok(report.fail(
-                first.unwrap_or(Reason::NoSignatures),
-                format!("no valid owner signature ({})", why.join(", ")),
-            ))
-        }
+        apply_policy(
+            &mut report,
+            policy,
+            image,
+            owner.did.as_str(),
+            now_seconds(),
+        );
+        Ok(report)
     }
 
     /// Fetches and verifies a record proof from `who`'s PDS against their
@@ -684,6 +695,124 @@ impl Verifier {
     }
 }
 
+fn now_seconds() -> i64 {
+    atcr_syntax::Datetime::now().unix_seconds()
+}
+
+/// Marks the signatures `policy` trusts and decides (DESIGN §7). `now` is
+/// unix seconds (for `maxAge`).
+pub fn apply_policy(
+    report: &mut Report,
+    policy: &TrustPolicy,
+    image: &ImageRef,
+    owner_did: &str,
+    now: i64,
+) {
+    let scope_name = format!("{}/{}", image.host, image.name);
+    let Some(rule) = policy.rule_for(&scope_name) else {
+        report.reasons.push(Reason::NoPolicy);
+        report
+            .details
+            .push(format!("no policy scope matches {scope_name}"));
+        report.decision = Decision::Fail;
+        return;
+    };
+    report.policy = Some(rule.name.clone());
+    let trusted = policy.trusted_for(rule, owner_did);
+    let mut signers = std::collections::BTreeSet::new();
+    let mut why_not: Option<(Reason, String)> = None;
+    let mut untrusted: Option<(Reason, String)> = None;
+    for s in &mut report.signatures {
+        s.trusted = false;
+        if !s.valid {
+            if why_not.is_none() {
+                why_not = s.reason.map(|r| (r, s.detail.clone().unwrap_or_default()));
+            }
+            continue;
+        }
+        let verdict = match trusted.get(&s.did) {
+            None => Err((
+                Reason::UntrustedSigner,
+                format!("{} is not trusted by policy {}", s.did, rule.name),
+            )),
+            Some(w) => {
+                let t = s
+                    .signed_at
+                    .as_deref()
+                    .and_then(|t| atcr_syntax::Datetime::parse(t).ok())
+                    .map(|t| t.unix_seconds());
+                match t {
+                    None => Err((
+                        Reason::OutsideValidity,
+                        "the record has no signing time".to_owned(),
+                    )),
+                    Some(t) if w.valid_from.is_some_and(|f| t < f) => Err((
+                        Reason::OutsideValidity,
+                        format!("signed before {} became trusted", s.did),
+                    )),
+                    Some(t) if w.expires_at.is_some_and(|e| t > e) => Err((
+                        Reason::OutsideValidity,
+                        format!("signed after {}'s trust expired", s.did),
+                    )),
+                    Some(t) if rule.max_age.is_some_and(|m| now - t > m) => Err((
+                        Reason::MaxAgeExceeded,
+                        format!("signed {} days ago, over maxAge", (now - t) / 86_400),
+                    )),
+                    Some(_) => Ok(()),
+                }
+            }
+        };
+        match verdict {
+            Ok(()) => {
+                s.trusted = true;
+                signers.insert(s.did.clone());
+            }
+            Err((r, d)) => {
+                s.reason = Some(r);
+                s.detail = Some(d.clone());
+                // A valid signature the policy refused explains more than
+                // an invalid one.
+                if untrusted.is_none() {
+                    untrusted = Some((r, d));
+                }
+            }
+        }
+    }
+    let needed = rule.min_signatures as usize;
+    if !rule.require_signature || signers.len() >= needed {
+        report.decision = Decision::Pass;
+        return;
+    }
+    let (reason, detail) = if signers.is_empty() {
+        untrusted.or(why_not).unwrap_or((
+            Reason::NoSignatures,
+            "no signature artifact refers to the image".to_owned(),
+        ))
+    } else {
+        (
+            Reason::NotEnoughSignatures,
+            format!(
+                "{} distinct trusted signer(s), policy {} needs {needed}",
+                signers.len(),
+                rule.name
+            ),
+        )
+    };
+    match rule.action {
+        Action::Audit => {
+            report.decision = Decision::Pass;
+            report
+                .warnings
+                .push(format!("audit: {}: {detail}", reason.code()));
+        }
+        Action::Enforce => {
+            report.reasons.push(reason);
+            report.details.push(detail);
+            report.decision = Decision::Fail;
+        }
+    }
+}
+
 /// Whether a co-signature's `subject.repository` (OWNER/REPO, OWNER a handle
 /// or DID) names this image's repository.
 fn names_image(named: &str, image: &ImageRef, owner: &ResolvedIdentity) -> bool {
@@ -727,6 +856,148 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn sig(did: &str, signed_at: &str) -> SignatureReport {
+        SignatureReport {
+            kind: if did == OWNER { "owner" } else { "cosign" },
+            did: did.into(),
+            handle: None,
+            record_uri: format!("at://{did}/io.atcr.signature/3k"),
+            record_cid: Some("bafy".into()),
+            commit_cid: Some("bafy".into()),
+            rev: Some("3k".into()),
+            key_id: Some(format!("{did}#atproto")),
+            signed_at: Some(signed_at.into()),
+            valid: true,
+            trusted: false,
+            reason: None,
+            detail: None,
+        }
+    }
+
+    const OWNER: &str = "did:plc:owner";
+    const SEC: &str = "did:plc:security";
+    /// 2026-06-01T00:00:00Z
+    const NOW: i64 = 1_780_272_000;
+
+    fn decide(policy: &str, image: &str, sigs: Vec<SignatureReport>) -> Report {
+        let p = TrustPolicy::parse("p.yaml", policy).unwrap();
+        let image = ImageRef::parse(image).unwrap();
+        let mut r = Report::new(&image);
+        r.signatures = sigs;
+        apply_policy(&mut r, &p, &image, OWNER, NOW);
+        r
+    }
+
+    const POLICY: &str = r#"
+version: 1.0
+trustedDIDs:
+  did:plc:security:
+    name: Security
+    validFrom: "2026-01-01T00:00:00Z"
+    expiresAt: "2026-12-31T00:00:00Z"
+policies:
+  - name: all
+    scope: "atcr.io/**"
+    trustedDIDs: [owner]
+  - name: prod
+    scope: "atcr.io/*/prod-*"
+    trustedDIDs: [owner, did:plc:security]
+    minSignatures: 2
+    maxAge: 30d
+  - name: dev
+    scope: "atcr.io/*/dev-*"
+    trustedDIDs: [did:plc:security]
+    action: audit
+"#;
+
+    #[test]
+    fn policy_counts_distinct_trusted_signers() {
+        let recent = "2026-05-20T00:00:00Z";
+        // Owner + security team: meets minSignatures 2.
+        let r = decide(
+            POLICY,
+            "atcr.io/a.test/prod-api:v1",
+            vec![sig(OWNER, recent), sig(SEC, recent)],
+        );
+        assert_eq!(r.decision, Decision::Pass, "{r:#?}");
+        assert_eq!(r.policy.as_deref(), Some("prod"));
+        assert!(r.signatures.iter().all(|s| s.trusted));
+        // One signer twice is one signer.
+        let r = decide(
+            POLICY,
+            "atcr.io/a.test/prod-api:v1",
+            vec![sig(OWNER, recent), sig(OWNER, recent)],
+        );
+        assert_eq!(r.reasons, [Reason::NotEnoughSignatures], "{r:#?}");
+        // The most specific scope wins: `atcr.io/**` alone would pass this.
+        let r = decide(
+            POLICY,
+            "atcr.io/a.test/prod-api:v1",
+            vec![sig(OWNER, recent)],
+        );
+        assert_eq!(r.reasons, [Reason::NotEnoughSignatures]);
+        let r = decide(POLICY, "atcr.io/a.test/other:v1", vec![sig(OWNER, recent)]);
+        assert_eq!(
+            (r.decision, r.policy.as_deref()),
+            (Decision::Pass, Some("all"))
+        );
+        // Unmatched: denied.
+        let r = decide(
+            POLICY,
+            "elsewhere.io/a.test/app:v1",
+            vec![sig(OWNER, recent)],
+        );
+        assert_eq!(r.reasons, [Reason::NoPolicy]);
+        // A valid signer the policy does not list.
+        let r = decide(POLICY, "atcr.io/a.test/other:v1", vec![sig(SEC, recent)]);
+        assert_eq!(r.reasons, [Reason::UntrustedSigner]);
+    }
+
+    #[test]
+    fn policy_time_limits_and_audit() {
+        let recent = "2026-05-20T00:00:00Z";
+        // maxAge 30d exceeded by the owner's signature.
+        let r = decide(
+            POLICY,
+            "atcr.io/a.test/prod-api:v1",
+            vec![sig(OWNER, "2026-03-01T00:00:00Z"), sig(SEC, recent)],
+        );
+        assert_eq!(r.reasons, [Reason::NotEnoughSignatures]);
+        assert_eq!(r.signatures[0].reason, Some(Reason::MaxAgeExceeded));
+        // The trusted DID's window: not yet valid, then expired.
+        for (at, _) in [
+            ("2025-12-01T00:00:00Z", "before"),
+            ("2027-01-02T00:00:00Z", "after"),
+        ] {
+            let r = decide(POLICY, "atcr.io/a.test/dev-x:v1", vec![sig(SEC, at)]);
+            assert_eq!(
+                r.signatures[0].reason,
+                Some(Reason::OutsideValidity),
+                "{at}"
+            );
+            // dev is audit-only: passes, with the violation as a warning.
+            assert_eq!(r.decision, Decision::Pass);
+            assert!(
+                r.warnings[0].starts_with("audit: outside_validity"),
+                "{:?}",
+                r.warnings
+            );
+        }
+        // An invalid signature is never trusted, whatever the policy says.
+        let mut bad = sig(OWNER, recent);
+        bad.valid = false;
+        bad.reason = Some(Reason::Revoked);
+        let r = decide(POLICY, "atcr.io/a.test/other:v1", vec![bad]);
+        assert_eq!(r.reasons, [Reason::Revoked]);
+        // require.signature false: passes unsigned.
+        let r = decide(
+            "version: 1.0\ndefaults:\n  require: {signature: false}\n",
+            "x.io/a.test/b:c",
+            vec![],
+        );
+        assert_eq!(r.decision, Decision::Pass);
     }
 
     #[test]

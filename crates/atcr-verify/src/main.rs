@@ -3,6 +3,7 @@
 //! configuration error, 3 could not complete (network, registry, PDS).
 
 use atcr_verify::oci::Credentials;
+use atcr_verify::policy::TrustPolicy;
 use atcr_verify::{Decision, ImageRef, Report, Verifier, VerifierConfig};
 use clap::{Parser, ValueEnum};
 use std::process::ExitCode;
@@ -19,6 +20,9 @@ enum Output {
 struct Cli {
     /// HOST/OWNER/REPO[:TAG|@DIGEST]
     image: String,
+    /// Trust policy (YAML, DESIGN §7). Without it: one valid owner signature.
+    #[arg(long)]
+    policy: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     output: Output,
@@ -120,6 +124,12 @@ fn text(r: &Report, verbose: bool) -> String {
             ));
         }
     }
+    if let Some(p) = &r.policy {
+        out.push_str(&format!("  policy: {p}\n"));
+    }
+    for w in &r.warnings {
+        out.push_str(&format!("  warning: {w}\n"));
+    }
     for (r, d) in r.reasons.iter().zip(&r.details) {
         out.push_str(&format!("  reason: {}: {d}\n", r.code()));
     }
@@ -128,6 +138,10 @@ fn text(r: &Report, verbose: bool) -> String {
 
 async fn run(cli: Cli) -> Result<Report, (u8, String)> {
     let image = ImageRef::parse(&cli.image).map_err(|e| (2, e.to_string()))?;
+    let policy = match &cli.policy {
+        Some(p) => TrustPolicy::load(p).map_err(|e| (2, e.to_string()))?,
+        None => TrustPolicy::owner_only(),
+    };
     let plc_url = url::Url::parse(&cli.plc_url)
         .map_err(|e| (2, format!("--plc-url {:?}: {e}", cli.plc_url)))?;
     let creds = match (cli.username, cli.password) {
@@ -152,7 +166,7 @@ async fn run(cli: Cli) -> Result<Report, (u8, String)> {
             .unwrap_or_default(),
     };
     let v = Verifier::new(cfg).map_err(|e| (2, e.to_string()))?;
-    v.verify(&image)
+    v.verify(&image, &policy)
         .await
         .map_err(|e| (e.exit_code() as u8, e.to_string()))
 }

@@ -4,6 +4,7 @@
 
 mod common;
 use atcr_verify::oci::Credentials;
+use atcr_verify::policy::TrustPolicy;
 use atcr_verify::{Decision, ImageRef, Reason, Report, Verifier, VerifierConfig};
 use common::*;
 
@@ -34,7 +35,9 @@ fn path_did(did: &str) -> String {
 }
 
 async fn verify(v: &Verifier, image: &str) -> Report {
-    v.verify(&ImageRef::parse(image).unwrap()).await.unwrap()
+    v.verify(&ImageRef::parse(image).unwrap(), &TrustPolicy::owner_only())
+        .await
+        .unwrap()
 }
 
 fn assert_pass(r: &Report) {
@@ -176,7 +179,11 @@ async fn broken_chains_are_rejected_with_their_reason() {
     let d3 = push_image(&s, &tok, "alice.test/app", "v3", "three").await;
     assert_pass(&verify(&v, &format!("{name}@{d3}")).await);
     assert!(matches!(
-        v.verify(&ImageRef::parse(&format!("{name}@sha256:{}", "0".repeat(64))).unwrap()).await,
+        v.verify(
+            &ImageRef::parse(&format!("{name}@sha256:{}", "0".repeat(64))).unwrap(),
+            &TrustPolicy::owner_only()
+        )
+        .await,
         Ok(r) if r.reasons == [Reason::ImageNotFound]
     ));
 }
