@@ -5,6 +5,7 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig as DnsConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,12 @@ pub struct ResolverConfig {
     /// (`/{did}/log/audit`, every signature and `prev` link replayed) instead
     /// of trusting its rendered document. On by default.
     pub audit_plc_log: bool,
+    /// Answer every lookup from this snapshot instead of the network (offline
+    /// verification): keys are URLs (bodies of 200 answers) and
+    /// `handle:<handle>` (the DID). A lookup it lacks is unavailable.
+    pub offline: Option<std::sync::Arc<BTreeMap<String, Vec<u8>>>>,
+    /// Keep what was fetched, for [`IdentityResolver::recorded`].
+    pub record: bool,
 }
 
 impl Default for ResolverConfig {
@@ -49,6 +56,8 @@ impl Default for ResolverConfig {
             cache_capacity: 10_000,
             max_response_bytes: 1024 * 1024,
             audit_plc_log: true,
+            offline: None,
+            record: false,
         }
     }
 }
@@ -75,6 +84,7 @@ pub struct IdentityResolver {
     dns: Option<TokioResolver>,
     docs: TtlCache<Did, Arc<DidDocument>>,
     handles: TtlCache<String, Did>,
+    recorded: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -120,6 +130,7 @@ impl IdentityResolver {
             dns,
             docs,
             handles,
+            recorded: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -168,8 +179,44 @@ impl IdentityResolver {
         &self.config
     }
 
+    /// Everything fetched so far (when [`ResolverConfig::record`] is set), in
+    /// the form [`ResolverConfig::offline`] takes.
+    pub fn recorded(&self) -> BTreeMap<String, Vec<u8>> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn keep(&self, key: String, body: &[u8]) {
+        if self.config.record {
+            self.recorded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, body.to_vec());
+        }
+    }
+
     /// GETs `url`, returning the status and at most `max_response_bytes` of body.
     async fn fetch(&self, url: &Url, subject: &str) -> Result<(u16, Vec<u8>), IdentityError> {
+        if let Some(snapshot) = &self.config.offline {
+            return match snapshot.get(url.as_str()) {
+                Some(body) => Ok((200, body.clone())),
+                None => Err(unavailable(subject, format!("{url} is not in the bundle"))),
+            };
+        }
+        let (status, body) = self.fetch_online(url, subject).await?;
+        if status == 200 {
+            self.keep(url.to_string(), &body);
+        }
+        Ok((status, body))
+    }
+
+    async fn fetch_online(
+        &self,
+        url: &Url,
+        subject: &str,
+    ) -> Result<(u16, Vec<u8>), IdentityError> {
         let mut resp = self
             .http
             .get(url.clone())
@@ -410,7 +457,21 @@ impl IdentityResolver {
     /// DNS TXT first, then HTTPS well-known.
     pub async fn resolve_handle(&self, handle: &Handle) -> Result<Did, IdentityError> {
         let h = handle.normalized();
+        if let Some(snapshot) = &self.config.offline {
+            // The exporter's handle → DID answer; the DID document (replayed
+            // from its signed log) must still claim the handle back.
+            let did = snapshot
+                .get(&format!("handle:{h}"))
+                .ok_or_else(|| unavailable(&h, "the handle is not in the bundle"))?;
+            return Did::new(String::from_utf8_lossy(did).as_ref()).map_err(|e| {
+                IdentityError::Invalid {
+                    subject: h.clone(),
+                    reason: e.to_string(),
+                }
+            });
+        }
         if let Some(did) = self.handles.get(&h) {
+            self.keep(format!("handle:{h}"), did.as_str().as_bytes());
             return Ok(did);
         }
         let mut transient = None;
@@ -436,6 +497,7 @@ impl IdentityResolver {
         };
         match (found, transient) {
             (Some(did), _) => {
+                self.keep(format!("handle:{h}"), did.as_str().as_bytes());
                 self.handles.insert(h, did.clone());
                 Ok(did)
             }

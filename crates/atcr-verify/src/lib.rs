@@ -19,6 +19,7 @@
 //! Without a trust policy the image passes when at least one owner signature
 //! is valid. Every failure has a stable reason code ([`Reason`]).
 
+pub mod bundle;
 pub mod oci;
 pub mod policy;
 
@@ -45,9 +46,16 @@ pub enum VerifyError {
     /// The registry could not be read.
     #[error("registry: {0}")]
     Registry(String),
-    /// A DID document, handle or PDS could not be reached.
+    /// A DID document, handle or PDS could not be reached (or, offline, is
+    /// not in the bundle).
     #[error("{0}")]
     Network(String),
+    /// The bundle file is unreadable or not a bundle.
+    #[error("bundle: {0}")]
+    BadBundle(String),
+    /// The bundle's content does not match its digest.
+    #[error("bundle: its content was modified after export (content digest mismatch)")]
+    BundleModified,
 }
 
 impl VerifyError {
@@ -55,7 +63,8 @@ impl VerifyError {
     /// complete.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::BadReference(..) => 2,
+            Self::BadReference(..) | Self::BadBundle(_) => 2,
+            Self::BundleModified => 1,
             Self::Registry(_) | Self::Network(_) => 3,
         }
     }
@@ -326,12 +335,16 @@ pub struct VerifierConfig {
     pub plain_http_loopback: bool,
     /// Registry credentials by host.
     pub credentials: Vec<(String, Credentials)>,
+    /// Verify from this bundle with no network access.
+    pub offline: Option<bundle::Bundle>,
+    /// Record everything fetched, for [`Verifier::export`].
+    pub record: bool,
 }
 
 /// The verifier. Cheap to share; caches DID documents (successes only).
 pub struct Verifier {
     resolver: IdentityResolver,
-    http: reqwest::Client,
+    transport: std::sync::Arc<bundle::Transport>,
     cfg: VerifierConfig,
 }
 
@@ -354,13 +367,43 @@ fn identity_error(e: IdentityError) -> Result<Reason, VerifyError> {
 impl Verifier {
     /// A verifier.
     pub fn new(cfg: VerifierConfig) -> Result<Self, VerifyError> {
-        let resolver = IdentityResolver::new(cfg.identity.clone())
-            .map_err(|e| VerifyError::Network(e.to_string()))?;
+        let mut identity = cfg.identity.clone();
+        identity.record = cfg.record;
+        let mut offline = None;
+        if let Some(b) = &cfg.offline {
+            identity.offline = Some(std::sync::Arc::new(b.identity_snapshot()?));
+            offline = Some(b.resources.clone());
+        }
+        let resolver =
+            IdentityResolver::new(identity).map_err(|e| VerifyError::Network(e.to_string()))?;
+        let transport = bundle::Transport::new(
+            atcr_http::client(Duration::from_secs(30)),
+            offline,
+            cfg.record,
+        );
         Ok(Self {
             resolver,
-            http: atcr_http::client(Duration::from_secs(30)),
+            transport: std::sync::Arc::new(transport),
             cfg,
         })
+    }
+
+    /// Verifies `image` and returns, with the report, a bundle of everything
+    /// fetched. Needs a verifier made with `record: true` (and used for
+    /// nothing else).
+    pub async fn export(&self, image: &ImageRef) -> Result<(Report, bundle::Bundle), VerifyError> {
+        if !self.cfg.record {
+            return Err(VerifyError::BadBundle(
+                "export needs a recording verifier".into(),
+            ));
+        }
+        let report = self.verify(image, &TrustPolicy::owner_only()).await?;
+        let b = bundle::Bundle::new(
+            image.to_string(),
+            self.resolver.recorded(),
+            self.transport.recorded(),
+        );
+        Ok((report, b))
     }
 
     fn registry(&self, host: &str) -> RegistryClient {
@@ -371,7 +414,7 @@ impl Verifier {
             .find(|(h, _)| h == host)
             .map(|(_, c)| c.clone());
         RegistryClient::new(
-            self.http.clone(),
+            self.transport.clone(),
             host,
             self.cfg.plain_http_loopback && is_loopback(host),
             creds,
@@ -448,6 +491,7 @@ impl Verifier {
                             && j["tag"] == t.as_str();
                     }
                 }
+                Err((Reason::Unreachable, detail)) => return Err(VerifyError::Network(detail)),
                 Err((reason, detail)) => {
                     report.tag = Some(tr);
                     return Ok(report.fail(reason, detail));
@@ -503,11 +547,27 @@ impl Verifier {
                 format!("bad record path {collection}/{rkey}"),
             ));
         };
-        let client = atcr_xrpc::PdsClient::new(who.pds.clone(), self.http.clone());
-        let car = client
-            .sync_get_record(who.did.as_str(), collection, rkey)
+        let mut url = who.pds.clone();
+        url.set_path("/xrpc/com.atproto.sync.getRecord");
+        url.query_pairs_mut()
+            .append_pair("did", who.did.as_str())
+            .append_pair("collection", collection)
+            .append_pair("rkey", rkey);
+        // A proof is a few KiB: the commit, one MST path, the record.
+        let (status, car) = self
+            .transport
+            .get(url.as_str(), 1024 * 1024)
             .await
-            .map_err(|e| (Reason::Unreachable, format!("{}: getRecord: {e}", who.pds)))?;
+            .map_err(|e| (Reason::Unreachable, e.to_string()))?;
+        if status != 200 {
+            return Err((
+                Reason::Unreachable,
+                format!(
+                    "{url}: HTTP {status}: {}",
+                    String::from_utf8_lossy(&car[..car.len().min(200)])
+                ),
+            ));
+        }
         verify_record_proof(&car, &who.did, &who.signing_key, &nsid, &rk).map_err(|e| {
             let reason = match &e {
                 ProofError::Commit(atcr_repo::CommitError::Signature(_)) => {

@@ -1,7 +1,10 @@
 //! `atcr-verify IMAGE`: verifies that an image was published by the identity
-//! in its name. Exit codes: 0 verified, 1 verification failed, 2 usage or
+//! in its name. `atcr-verify export IMAGE -o FILE` writes an offline bundle;
+//! `atcr-verify IMAGE --offline --bundle FILE` verifies from it with no
+//! network. Exit codes: 0 verified, 1 verification failed, 2 usage or
 //! configuration error, 3 could not complete (network, registry, PDS).
 
+use atcr_verify::bundle::Bundle;
 use atcr_verify::oci::Credentials;
 use atcr_verify::policy::TrustPolicy;
 use atcr_verify::{Decision, ImageRef, Report, Verifier, VerifierConfig};
@@ -45,6 +48,15 @@ struct Cli {
     /// Registry password (app password).
     #[arg(long, env = "ATCR_REGISTRY_PASSWORD", hide_env_values = true)]
     password: Option<String>,
+    /// Verify from a bundle (`--bundle`) with no network access.
+    #[arg(long, requires = "bundle")]
+    offline: bool,
+    /// The bundle `atcr-verify export` wrote.
+    #[arg(long, requires = "offline")]
+    bundle: Option<std::path::PathBuf>,
+    /// (export) Where to write the bundle.
+    #[arg(short = 'o', long = "out", hide = true)]
+    out: Option<std::path::PathBuf>,
 }
 
 /// Credentials for `host` from Docker's `config.json` (`auths.HOST.auth`).
@@ -136,7 +148,7 @@ fn text(r: &Report, verbose: bool) -> String {
     out
 }
 
-async fn run(cli: Cli) -> Result<Report, (u8, String)> {
+async fn run(cli: Cli, export: bool) -> Result<Report, (u8, String)> {
     let image = ImageRef::parse(&cli.image).map_err(|e| (2, e.to_string()))?;
     let policy = match &cli.policy {
         Some(p) => TrustPolicy::load(p).map_err(|e| (2, e.to_string()))?,
@@ -164,19 +176,48 @@ async fn run(cli: Cli) -> Result<Report, (u8, String)> {
         credentials: creds
             .map(|c| vec![(image.host.clone(), c)])
             .unwrap_or_default(),
+        offline: match &cli.bundle {
+            Some(p) => {
+                let bytes =
+                    std::fs::read(p).map_err(|e| (2, format!("--bundle {}: {e}", p.display())))?;
+                Some(Bundle::parse(&bytes).map_err(|e| (e.exit_code() as u8, e.to_string()))?)
+            }
+            None => None,
+        },
+        record: export,
     };
-    let v = Verifier::new(cfg).map_err(|e| (2, e.to_string()))?;
-    v.verify(&image, &policy)
-        .await
-        .map_err(|e| (e.exit_code() as u8, e.to_string()))
+    let failed = |e: atcr_verify::VerifyError| (e.exit_code() as u8, e.to_string());
+    let v = Verifier::new(cfg).map_err(failed)?;
+    if export {
+        let out = cli.out.ok_or((2, "export needs -o FILE".to_owned()))?;
+        let (report, bundle) = v.export(&image).await.map_err(failed)?;
+        let json = serde_json::to_vec_pretty(&bundle).map_err(|e| (2, e.to_string()))?;
+        // Written whole, then renamed: never a half-written bundle.
+        let tmp = out.with_extension("tmp");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &out))
+            .map_err(|e| (2, format!("{}: {e}", out.display())))?;
+        return Ok(report);
+    }
+    v.verify(&image, &policy).await.map_err(failed)
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     atcr_http::install_crypto_provider();
-    let cli = Cli::parse();
+    // `atcr-verify export IMAGE -o FILE` shares the flags of verification.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let export = args.get(1).is_some_and(|a| a == "export");
+    if export {
+        args.remove(1);
+    }
+    let cli = Cli::parse_from(args);
+    if cli.out.is_some() && !export {
+        eprintln!("atcr-verify: -o is for `atcr-verify export IMAGE -o FILE`");
+        return ExitCode::from(2);
+    }
     let (quiet, verbose, output) = (cli.quiet, cli.verbose, cli.output);
-    match run(cli).await {
+    match run(cli, export).await {
         Ok(r) => {
             if !quiet {
                 match output {

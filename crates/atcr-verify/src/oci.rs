@@ -5,9 +5,11 @@
 //! content, never a claim.
 
 use crate::VerifyError;
+use crate::bundle::Transport;
 use atcr_oci::Digest;
 use base64::Engine as _;
 use sha2::Digest as _;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Media types accepted for manifests.
@@ -26,7 +28,7 @@ pub struct Credentials {
 
 /// A registry client for one host.
 pub struct RegistryClient {
-    http: reqwest::Client,
+    transport: Arc<Transport>,
     base: String,
     creds: Option<Credentials>,
     /// Bearer token from the last challenge.
@@ -47,27 +49,40 @@ fn registry_err(what: impl std::fmt::Display) -> VerifyError {
 
 impl RegistryClient {
     /// A client for `host` over `http` or `https`.
-    pub fn new(
-        http: reqwest::Client,
+    pub(crate) fn new(
+        transport: Arc<Transport>,
         host: &str,
         plain_http: bool,
         creds: Option<Credentials>,
     ) -> Self {
         let scheme = if plain_http { "http" } else { "https" };
         Self {
-            http,
+            transport,
             base: format!("{scheme}://{host}"),
             creds,
             token: Mutex::new(None),
         }
     }
 
+    /// GET of at most 4 MiB: the status and body, from the bundle when
+    /// offline, else over the network (recorded when exporting).
+    async fn get(&self, path: &str, accept: &str) -> Result<(u16, Vec<u8>), VerifyError> {
+        let url = format!("{}{path}", self.base);
+        if let Some(r) = self.transport.lookup(&url) {
+            return r;
+        }
+        let r = self.get_online(&url, accept).await?;
+        let status = r.status().as_u16();
+        let body = Self::read_limited(r).await?;
+        self.transport.keep(&url, status, &body);
+        Ok((status, body))
+    }
+
     /// GET with the token flow: on 401 the `Bearer` challenge is answered
     /// once (with credentials when given) and the request retried.
-    async fn get(&self, path: &str, accept: &str) -> Result<reqwest::Response, VerifyError> {
-        let url = format!("{}{path}", self.base);
+    async fn get_online(&self, url: &str, accept: &str) -> Result<reqwest::Response, VerifyError> {
         for attempt in 0..2 {
-            let mut req = self.http.get(&url).header("accept", accept);
+            let mut req = self.transport.http.get(url).header("accept", accept);
             let tok = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(t) = tok {
                 req = req.bearer_auth(t);
@@ -107,7 +122,7 @@ impl RegistryClient {
             }
         }
         let realm = realm.ok_or_else(|| registry_err("auth challenge without a realm"))?;
-        let mut req = self.http.get(&realm).query(&query);
+        let mut req = self.transport.http.get(&realm).query(&query);
         if let Some(c) = &self.creds {
             let basic = base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{}", c.username, c.password));
@@ -151,32 +166,29 @@ impl RegistryClient {
         repo: &str,
         reference: &str,
     ) -> Result<Option<(Vec<u8>, Digest)>, VerifyError> {
-        let r = self
+        let (status, bytes) = self
             .get(&format!("/v2/{repo}/manifests/{reference}"), ACCEPT)
             .await?;
-        if r.status() == reqwest::StatusCode::NOT_FOUND {
+        if status == 404 {
             return Ok(None);
         }
-        if !r.status().is_success() {
+        if !(200..300).contains(&status) {
             return Err(registry_err(format!(
-                "GET manifest {repo}:{reference}: {}",
-                r.status()
+                "GET manifest {repo}:{reference}: HTTP {status}"
             )));
         }
-        let bytes = Self::read_limited(r).await?;
         let d = sha256_digest(&bytes);
         Ok(Some((bytes, d)))
     }
 
     /// A small blob, checked against its digest.
     pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Vec<u8>, VerifyError> {
-        let r = self
+        let (status, bytes) = self
             .get(&format!("/v2/{repo}/blobs/{digest}"), "*/*")
             .await?;
-        if !r.status().is_success() {
-            return Err(registry_err(format!("GET blob {digest}: {}", r.status())));
+        if !(200..300).contains(&status) {
+            return Err(registry_err(format!("GET blob {digest}: HTTP {status}")));
         }
-        let bytes = Self::read_limited(r).await?;
         if sha256_digest(&bytes) != *digest {
             return Err(registry_err(format!(
                 "blob {digest} does not match its digest"
@@ -193,7 +205,7 @@ impl RegistryClient {
         digest: &Digest,
         artifact_type: &str,
     ) -> Result<Vec<Digest>, VerifyError> {
-        let r = self
+        let (status, body) = self
             .get(
                 &format!(
                     "/v2/{repo}/referrers/{digest}?artifactType={}",
@@ -202,14 +214,13 @@ impl RegistryClient {
                 "application/vnd.oci.image.index.v1+json",
             )
             .await?;
-        if r.status() == reqwest::StatusCode::NOT_FOUND {
+        if status == 404 {
             return Ok(vec![]);
         }
-        if !r.status().is_success() {
-            return Err(registry_err(format!("GET referrers: {}", r.status())));
+        if !(200..300).contains(&status) {
+            return Err(registry_err(format!("GET referrers: HTTP {status}")));
         }
-        let idx: serde_json::Value =
-            serde_json::from_slice(&Self::read_limited(r).await?).map_err(registry_err)?;
+        let idx: serde_json::Value = serde_json::from_slice(&body).map_err(registry_err)?;
         Ok(idx["manifests"]
             .as_array()
             .map(|a| {

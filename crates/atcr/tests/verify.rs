@@ -25,6 +25,7 @@ fn verifier(s: &Server, user: &str) -> Verifier {
                 password: PW.into(),
             },
         )],
+        ..Default::default()
     })
     .unwrap()
 }
@@ -222,4 +223,101 @@ async fn artifact_layer(s: &Server, tok: &str, name: &str, digest: &str) -> serd
     .json()
     .await
     .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_bundles_verify_offline_and_tampering_fails() {
+    let s = start(&[]).await;
+    let did = account(&s, "alice.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push"],
+    )
+    .await;
+    push_image(&s, &tok, "alice.test/app", "v1", "offline").await;
+    let image = ImageRef::parse(&format!("{}/{}/app:v1", s.host, path_did(&did))).unwrap();
+    let cfg = VerifierConfig {
+        identity: atcr_verify::ResolverConfig {
+            plc_url: format!("{}/plc", s.url).parse().unwrap(),
+            allow_plain_http: true,
+            ..Default::default()
+        },
+        plain_http_loopback: true,
+        credentials: vec![(
+            s.host.clone(),
+            Credentials {
+                username: "alice.test".into(),
+                password: PW.into(),
+            },
+        )],
+        offline: None,
+        record: true,
+    };
+    let (report, bundle) = Verifier::new(cfg.clone())
+        .unwrap()
+        .export(&image)
+        .await
+        .unwrap();
+    assert_pass(&report);
+    let bytes = serde_json::to_vec(&bundle).unwrap();
+    // Every server stops: the registry, the PDS and the PLC directory.
+    drop(s);
+    let offline = |b: atcr_verify::bundle::Bundle| {
+        let mut c = cfg.clone();
+        c.record = false;
+        c.offline = Some(b);
+        Verifier::new(c).unwrap()
+    };
+    let parsed = atcr_verify::bundle::Bundle::parse(&bytes).unwrap();
+    let r = offline(parsed.clone())
+        .verify(&image, &TrustPolicy::owner_only())
+        .await
+        .unwrap();
+    assert_pass(&r);
+    assert_eq!(r.digest, report.digest);
+
+    // One byte changed anywhere in the file: refused.
+    let mut edited = String::from_utf8(bytes.clone()).unwrap();
+    let at = edited.find("\"exportedAt\":\"").unwrap() + 14;
+    let c = if &edited[at..at + 1] == "1" { "2" } else { "1" };
+    edited.replace_range(at..at + 1, c);
+    assert!(matches!(
+        atcr_verify::bundle::Bundle::parse(edited.as_bytes()),
+        Err(atcr_verify::VerifyError::BundleModified)
+    ));
+    // One byte changed inside the owner's record proof, digest recomputed:
+    // the proof itself fails.
+    let mut resources = parsed.resources.clone();
+    let (url, proof) = resources
+        .iter_mut()
+        .find(|(u, _)| u.contains("sync.getRecord") && u.contains("io.atcr.manifest"))
+        .unwrap();
+    let n = proof.body.len();
+    proof.body[n - 10] ^= 1;
+    let url = url.clone();
+    let forged = atcr_verify::bundle::Bundle::new(
+        parsed.image.clone(),
+        parsed.identity_snapshot().unwrap(),
+        resources,
+    );
+    let r = offline(forged)
+        .verify(&image, &TrustPolicy::owner_only())
+        .await
+        .unwrap();
+    assert_eq!(r.decision, Decision::Fail, "{url}: {r:#?}");
+    assert!(
+        matches!(
+            r.signatures[0].reason,
+            Some(Reason::ProofInvalid | Reason::BadCommitSignature)
+        ),
+        "{r:#?}"
+    );
+    // Asking the bundle for an image it does not hold: could not complete.
+    let other = ImageRef::parse(&format!("{}/{}/app:v2", image.host, path_did(&did))).unwrap();
+    let e = offline(parsed)
+        .verify(&other, &TrustPolicy::owner_only())
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 3, "{e}");
 }
