@@ -715,3 +715,44 @@ fn tokio_util_stream(
         }
     })
 }
+
+/// Pushes one small image (1 KiB config, one 64 KiB layer) to `repo:tag`;
+/// returns its manifest digest. Used to set up the verification benchmark.
+pub async fn push_small_image(
+    base: &str,
+    repo: &str,
+    creds: (String, String),
+    tag: &str,
+) -> Result<String> {
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: base.trim_end_matches('/').to_owned(),
+        repo: repo.to_owned(),
+        creds: Some(creds),
+        token: tokio::sync::Mutex::new(None),
+    };
+    let block = Bytes::from(vec![7u8; MIB as usize]);
+    let seed = rand_id() as u64;
+    let config = Blob::new(&block, seed, 1024);
+    let layer = Blob::new(&block, seed + 1, 64 * 1024);
+    let (cd, ld) = (config.digest(), layer.digest());
+    push_blob(&c, &config, &cd, None).await?;
+    push_blob(&c, &layer, &ld, None).await?;
+    let m = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": 1024},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": 64 * 1024}],
+    }))?;
+    let r = c
+        .req(reqwest::Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
+        .await?
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m.clone())
+        .send()
+        .await?;
+    if r.status() != 201 {
+        bail!("PUT manifest: {}", r.status());
+    }
+    Ok(format!("sha256:{}", hex(&sha2::Sha256::digest(&m))))
+}

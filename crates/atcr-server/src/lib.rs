@@ -259,6 +259,12 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     services.recover().await?;
+    // Small responses written in two parts (headers, then a streamed body)
+    // would otherwise wait out the peer's 40 ms delayed ACK under Nagle.
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, services.router())
         .with_graceful_shutdown(shutdown)
         .await

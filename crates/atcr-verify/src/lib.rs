@@ -339,10 +339,18 @@ pub struct VerifierConfig {
     pub offline: Option<bundle::Bundle>,
     /// Record everything fetched, for [`Verifier::export`].
     pub record: bool,
+    /// Reuse verdicts this long (`None`: verify every time). A tag's digest
+    /// and a revocation are seen again only after it. Not used offline or
+    /// when recording.
+    pub cache_ttl: Option<Duration>,
 }
 
 /// The verifier. Cheap to share; caches DID documents (successes only).
 pub struct Verifier {
+    /// Pre-policy reports by image (when [`VerifierConfig::cache_ttl`] is set).
+    results: Option<atcr_identity::TtlCache<String, Report>>,
+    inflight:
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     resolver: IdentityResolver,
     transport: std::sync::Arc<bundle::Transport>,
     cfg: VerifierConfig,
@@ -381,7 +389,13 @@ impl Verifier {
             offline,
             cfg.record,
         );
+        let results = cfg
+            .cache_ttl
+            .filter(|t| !t.is_zero() && !cfg.record && cfg.offline.is_none())
+            .map(|t| atcr_identity::TtlCache::new(t, 100_000));
         Ok(Self {
+            results,
+            inflight: std::sync::Mutex::new(std::collections::HashMap::new()),
             resolver,
             transport: std::sync::Arc::new(transport),
             cfg,
@@ -428,13 +442,56 @@ impl Verifier {
         image: &ImageRef,
         policy: &TrustPolicy,
     ) -> Result<Report, VerifyError> {
+        let decide = |mut r: Report| {
+            // An early failure (identity, tag, missing image) is final; the
+            // policy weighs signatures only.
+            if r.reasons.is_empty()
+                && let Some(owner) = r.owner.as_ref().map(|o| o.did.clone())
+            {
+                apply_policy(&mut r, policy, image, &owner, now_seconds());
+            }
+            r
+        };
+        let Some(cache) = &self.results else {
+            return self.verify_uncached(image).await.map(decide);
+        };
+        // Identical concurrent verifications wait for one; only completed
+        // verdicts are cached, never a failure to complete.
+        let key = image.to_string();
+        if let Some(r) = cache.get(&key) {
+            return Ok(decide(r));
+        }
+        let gate = self
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        if let Some(r) = cache.get(&key) {
+            return Ok(decide(r));
+        }
+        let result = self.verify_uncached(image).await;
+        if let Ok(r) = &result {
+            cache.insert(key.clone(), r.clone());
+        }
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        result.map(decide)
+    }
+
+    /// Steps 1–4: the report before the policy is applied.
+    async fn verify_uncached(&self, image: &ImageRef) -> Result<Report, VerifyError> {
         let mut report = Report::new(image);
         // 1. The owner.
         let ident = match image.name.owner() {
             Owner::Handle(h) => AtIdentifier::Handle(h.clone()),
             Owner::Did(d) => AtIdentifier::Did(d.clone()),
         };
-        let owner = match self.resolver.resolve(&ident).await {
+        let owner = match self.identity(&ident).await {
             Ok(o) => o,
             Err(e) => {
                 let detail = e.to_string();
@@ -523,14 +580,26 @@ impl Verifier {
                 .await?;
             report.signatures.push(sig);
         }
-        apply_policy(
-            &mut report,
-            policy,
-            image,
-            owner.did.as_str(),
-            now_seconds(),
-        );
         Ok(report)
+    }
+
+    /// A handle is resolved with the bidirectional check. A DID is resolved
+    /// to its document only: the name already is the identity, and the
+    /// handle it claims is not needed to verify (nor shown).
+    async fn identity(&self, ident: &AtIdentifier) -> Result<ResolvedIdentity, IdentityError> {
+        match ident {
+            AtIdentifier::Handle(_) => self.resolver.resolve(ident).await,
+            AtIdentifier::Did(did) => {
+                let document = self.resolver.resolve_did(did).await?;
+                Ok(ResolvedIdentity {
+                    did: did.clone(),
+                    handle: None,
+                    signing_key: document.signing_key()?,
+                    pds: document.pds_endpoint()?,
+                    document,
+                })
+            }
+        }
     }
 
     /// Fetches and verifies a record proof from `who`'s PDS against their
@@ -688,11 +757,7 @@ impl Verifier {
         let signer = if *signer_did == owner.did {
             owner.clone()
         } else {
-            match self
-                .resolver
-                .resolve(&AtIdentifier::Did(signer_did.clone()))
-                .await
-            {
+            match self.identity(&AtIdentifier::Did(signer_did.clone())).await {
                 Ok(i) => i,
                 Err(e) => {
                     let d = e.to_string();

@@ -185,6 +185,8 @@ async fn run(cli: Cli, export: bool) -> Result<Report, (u8, String)> {
             None => None,
         },
         record: export,
+        // One verification per run: nothing to reuse.
+        cache_ttl: None,
     };
     let failed = |e: atcr_verify::VerifyError| (e.exit_code() as u8, e.to_string());
     let v = Verifier::new(cfg).map_err(failed)?;

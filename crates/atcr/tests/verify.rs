@@ -253,6 +253,7 @@ async fn exported_bundles_verify_offline_and_tampering_fails() {
         )],
         offline: None,
         record: true,
+        cache_ttl: None,
     };
     let (report, bundle) = Verifier::new(cfg.clone())
         .unwrap()
