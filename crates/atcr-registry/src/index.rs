@@ -10,9 +10,10 @@ use atcr_sqlite::rusqlite::{self, OptionalExtension};
 use atcr_sqlite::{Db, DbError, Migration};
 use std::path::Path;
 
-const MIGRATIONS: &[Migration] = &[(
-    1,
-    "CREATE TABLE blob (
+const MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "CREATE TABLE blob (
         digest TEXT PRIMARY KEY,
         size INTEGER NOT NULL,
         created_at INTEGER NOT NULL
@@ -52,7 +53,14 @@ const MIGRATIONS: &[Migration] = &[(
         did TEXT PRIMARY KEY, pds TEXT NOT NULL, handle TEXT NOT NULL,
         access_jwt TEXT NOT NULL, refresh_jwt TEXT NOT NULL, updated_at INTEGER NOT NULL
     );",
-)];
+    ),
+    (
+        2,
+        // Small blobs the registry makes (signature artifacts), kept in the
+        // index so they commit in the same transaction as their manifest.
+        "CREATE TABLE inline_blob (digest TEXT PRIMARY KEY, bytes BLOB NOT NULL);",
+    ),
+];
 
 /// Index errors map to `UNKNOWN` (500): the request can be retried.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +161,8 @@ pub struct ManifestCommit {
     pub manifest: Option<ManifestRow>,
     /// `(tag, digest, tag record CID)` when pushed by tag.
     pub tag: Option<(String, String, String)>,
+    /// Small blobs stored in the index with the manifest: `(digest, bytes)`.
+    pub inline_blobs: Vec<(String, Vec<u8>)>,
 }
 
 impl Index {
@@ -230,6 +240,19 @@ impl Index {
                     tx.execute("DELETE FROM upload WHERE id = ?1", [&id])?;
                 }
                 Ok(())
+            })
+            .await
+    }
+
+    /// A small blob kept in the index (see [`ManifestCommit::inline_blobs`]).
+    pub async fn inline_blob(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        let g = digest.to_owned();
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT bytes FROM inline_blob WHERE digest = ?1")?
+                    .query_row([&g], |r| r.get(0))
+                    .optional()
+                    .map_err(IndexError::from)
             })
             .await
     }
@@ -495,6 +518,20 @@ impl Index {
                             c.did, c.repo, m.digest, m.media_type, m.size as i64, m.bytes,
                             m.artifact_type, m.subject, m.annotations, m.record_rkey, m.record_cid, now()
                         ])?;
+                    }
+                    for (digest, bytes) in &c.inline_blobs {
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO inline_blob (digest, bytes) VALUES (?1, ?2)",
+                        )?
+                        .execute((digest, bytes))?;
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO blob (digest, size, created_at) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute((digest, bytes.len() as i64, now()))?;
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO repo_blob (did, repo, digest) VALUES (?1, ?2, ?3)",
+                        )?
+                        .execute((&c.did, &c.repo, digest))?;
                     }
                     if let Some((tag, digest, cid)) = &c.tag {
                         tx.prepare_cached(

@@ -196,6 +196,8 @@ struct Inner {
     handles: Mutex<HashMap<String, (String, Instant)>>,
     /// Write-through cache of upload sessions: id → (did, repo, state).
     uploads: Mutex<HashMap<String, (String, String, UploadState)>>,
+    /// Owners' key and PDS as signature artifacts name them (hints).
+    signers: Mutex<HashMap<String, (signing::Signer, Instant)>>,
 }
 
 /// The registry service. Cheap to clone.
@@ -277,6 +279,7 @@ impl Registry {
                 queues: Mutex::new(HashMap::new()),
                 handles: Mutex::new(HashMap::new()),
                 uploads: Mutex::new(HashMap::new()),
+                signers: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -517,6 +520,17 @@ impl Registry {
         range: Option<(u64, u64)>,
         allow_redirect: bool,
     ) -> Result<BlobRead> {
+        // Registry-made small blobs live in the index.
+        if let Some(bytes) = self.inner.index.inline_blob(&digest.to_string()).await? {
+            let (a, b) = range.unwrap_or((0, bytes.len() as u64));
+            let (a, b) = (a as usize, (b as usize).min(bytes.len()));
+            let part = Bytes::copy_from_slice(bytes.get(a..b).unwrap_or_default());
+            let len = part.len() as u64;
+            return Ok(BlobRead::Stream {
+                body: Box::pin(futures_util::stream::once(std::future::ready(Ok(part)))),
+                len,
+            });
+        }
         self.inner
             .blobs
             .read(digest, range, allow_redirect)
@@ -1012,6 +1026,7 @@ impl Registry {
                         .tag
                         .clone()
                         .map(|t| (t, j.digest.clone(), tcid.unwrap_or_default())),
+                    inline_blobs: vec![],
                 }
             })
             .collect();
@@ -1377,6 +1392,7 @@ impl Registry {
                             _ => None,
                         },
                         tag: tag.zip(tcid).map(|(t, c)| (t, digest, c)),
+                        inline_blobs: vec![],
                     });
                 }
                 PendingOp::Delete {

@@ -5,15 +5,14 @@
 //! to the signed `io.atcr.manifest` record, and the record is the evidence.
 
 use crate::index::{ManifestCommit, ManifestRow};
-use crate::{Registry, Result, err, from_blob};
+use crate::{Registry, Result, err};
 use atcr_oci::manifest::{Descriptor, OCI_MANIFEST, ParsedManifest};
 use atcr_oci::signature::{
     AtprotoPointer, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_LAYER_TYPE, SIGNATURE_VERSION, SignatureKey,
     SignatureLayer, SignatureSubject, build_artifact,
 };
-use atcr_oci::{Digest, DigestAlgorithm, ErrorCode};
+use atcr_oci::{Digest, ErrorCode};
 use atcr_syntax::Did;
-use bytes::Bytes;
 use std::collections::BTreeMap;
 
 /// The owner's identity as the artifact names it (hints for verifiers).
@@ -25,6 +24,9 @@ pub(crate) struct Signer {
     algorithm: &'static str,
     public_key: String,
 }
+
+/// How long an owner's resolved key is reused for new artifacts.
+const SIGNER_CACHE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One committed manifest to make an artifact for.
 pub(crate) struct Signed<'a> {
@@ -43,8 +45,30 @@ pub(crate) fn needs_artifact(p: &ParsedManifest) -> bool {
 }
 
 impl Registry {
-    /// The owner's current key and PDS, from its DID document.
+    /// The owner's current key and PDS, from its DID document (reused for
+    /// [`SIGNER_CACHE`]: the artifact's key is a hint, verifiers use the
+    /// DID document).
     pub(crate) async fn signer(&self, did: &str) -> Result<Signer> {
+        if let Some((s, at)) = self
+            .inner
+            .signers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(did)
+            && at.elapsed() < SIGNER_CACHE
+        {
+            return Ok(s.clone());
+        }
+        let s = self.resolve_signer(did).await?;
+        self.inner
+            .signers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(did.to_owned(), (s.clone(), std::time::Instant::now()));
+        Ok(s)
+    }
+
+    async fn resolve_signer(&self, did: &str) -> Result<Signer> {
         let parsed = Did::new(did).map_err(|e| err(ErrorCode::NameInvalid, e.to_string()))?;
         // An embedded account's document comes straight from the embedded
         // directory: start-up recovery runs before the HTTP server does.
@@ -134,10 +158,6 @@ impl Registry {
                     annotations: BTreeMap::new(),
                 },
             );
-            for (d, bytes) in &built.blobs {
-                self.put_small_blob(&signer.did, s.repo, s.display, d, bytes)
-                    .await?;
-            }
             let annotations: BTreeMap<&str, &str> = [
                 (atcr_oci::signature::ANNOTATION_DID, signer.did.as_str()),
                 (atcr_oci::signature::ANNOTATION_PDS, signer.pds.as_str()),
@@ -165,60 +185,14 @@ impl Registry {
                     record_cid: String::new(),
                 }),
                 tag: None,
+                // Committed with the artifact, in the index transaction.
+                inline_blobs: built
+                    .blobs
+                    .into_iter()
+                    .map(|(d, b)| (d.to_string(), b))
+                    .collect(),
             });
         }
         Ok(out)
-    }
-
-    /// Stores a small blob the registry made (verified like any upload) and
-    /// links it to the repository.
-    async fn put_small_blob(
-        &self,
-        did: &str,
-        repo: &str,
-        display: &str,
-        digest: &Digest,
-        bytes: &[u8],
-    ) -> Result<()> {
-        if self
-            .inner
-            .blobs
-            .size(digest)
-            .await
-            .map_err(from_blob)?
-            .is_none()
-        {
-            let mut st = self
-                .inner
-                .blobs
-                .begin(&crate::new_id(), DigestAlgorithm::Sha256)
-                .await
-                .map_err(from_blob)?;
-            let body = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(
-                Bytes::copy_from_slice(bytes),
-            )));
-            self.inner
-                .blobs
-                .append(&mut st, body)
-                .await
-                .map_err(from_blob)?;
-            self.inner
-                .blobs
-                .finish(st, digest)
-                .await
-                .map_err(from_blob)?;
-        }
-        self.inner
-            .index
-            .link_blob(
-                did,
-                repo,
-                display,
-                &digest.to_string(),
-                bytes.len() as u64,
-                None,
-            )
-            .await?;
-        Ok(())
     }
 }
