@@ -322,3 +322,187 @@ async fn exported_bundles_verify_offline_and_tampering_fails() {
         .unwrap_err();
     assert_eq!(e.exit_code(), 3, "{e}");
 }
+
+/// Pushes a signature artifact with `layer` as its layer for `subject`;
+/// returns the artifact digest.
+async fn attach(
+    s: &Server,
+    tok: &str,
+    name: &str,
+    subject: &str,
+    layer: &serde_json::Value,
+) -> String {
+    let c = http();
+    let url = |p: String| format!("{}/v2/{name}/{p}", s.url);
+    let m = c
+        .get(url(format!("manifests/{subject}")))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let layer = serde_json::to_vec(layer).unwrap();
+    for blob in [b"{}".to_vec(), layer.clone()] {
+        let r = c
+            .post(url("blobs/uploads/".into()))
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap();
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let r = c
+            .put(format!("{}{loc}", s.url))
+            .query(&[("digest", sha256(&blob))])
+            .bearer_auth(tok)
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    const SIG: &str = "application/vnd.atproto.signature.v1+json";
+    let art = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": SIG,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": SIG, "digest": sha256(&layer), "size": layer.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": m.len()},
+    }))
+    .unwrap();
+    let d = sha256(&art);
+    let r = c
+        .put(url(format!("manifests/{d}")))
+        .bearer_auth(tok)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(art)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    d
+}
+
+/// Removes the registry's own signature artifact of `subject`.
+async fn detach_registry_artifact(s: &Server, tok: &str, name: &str, subject: &str) {
+    let c = http();
+    let idx: serde_json::Value = c
+        .get(format!(
+            "{}/v2/{name}/referrers/{subject}?artifactType=application/vnd.atproto.signature.v1%2Bjson",
+            s.url
+        ))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for m in idx["manifests"].as_array().unwrap() {
+        let r = c
+            .delete(format!(
+                "{}/v2/{name}/manifests/{}",
+                s.url,
+                m["digest"].as_str().unwrap()
+            ))
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_pointing_at_the_wrong_record_are_rejected() {
+    let s = start(&[]).await;
+    let alice = account(&s, "alice.test", PW).await;
+    let bob = account(&s, "bob.test", PW).await;
+    let scopes = [
+        "repository:alice.test/app:pull,push,delete",
+        "repository:alice.test/other:pull,push,delete",
+    ];
+    let tok = token(&s, Some(("alice.test", PW)), &scopes).await;
+    let btok = token(
+        &s,
+        Some(("bob.test", PW)),
+        &["repository:bob.test/app:pull,push"],
+    )
+    .await;
+    let d1 = push_image(&s, &tok, "alice.test/app", "v1", "one").await;
+    let d2 = push_image(&s, &tok, "alice.test/app", "v2", "two").await;
+    // The same image in alice's other repository, and in bob's.
+    let same = push_image(&s, &tok, "alice.test/other", "v1", "one").await;
+    assert_eq!(same, d1);
+    push_image(&s, &btok, "bob.test/app", "v1", "one").await;
+    let v = verifier(&s, "alice.test");
+    let name = format!("{}/{}/app", s.host, path_did(&alice));
+    let genuine = artifact_layer(&s, &tok, "alice.test/app", &d1).await;
+    detach_registry_artifact(&s, &tok, "alice.test/app", &d1).await;
+    assert_fail(
+        &verify(&v, &format!("{name}@{d1}")).await,
+        Reason::NoSignatures,
+    );
+
+    let cases: Vec<(&str, serde_json::Value, Reason)> = vec![
+        (
+            "artifact naming another DID (bob's record of the same image)",
+            {
+                let l = artifact_layer(&s, &btok, "bob.test/app", &d1).await;
+                assert_eq!(l["atproto"]["did"], bob.as_str());
+                l
+            },
+            Reason::DidMismatch,
+        ),
+        (
+            "record digest differs from the image digest",
+            artifact_layer(&s, &tok, "alice.test/app", &d2).await,
+            Reason::DigestMismatch,
+        ),
+        (
+            "record of another repository",
+            artifact_layer(&s, &tok, "alice.test/other", &d1).await,
+            Reason::RepositoryMismatch,
+        ),
+        (
+            "record URI and DID disagree",
+            {
+                let mut l = genuine.clone();
+                l["atproto"]["did"] = serde_json::Value::String(bob.clone());
+                l
+            },
+            Reason::ArtifactInvalid,
+        ),
+        (
+            "record of a collection that signs nothing",
+            {
+                let mut l = genuine.clone();
+                let uri = l["atproto"]["recordUri"]
+                    .as_str()
+                    .unwrap()
+                    .replace("io.atcr.manifest", "io.atcr.tag");
+                l["atproto"]["recordUri"] = serde_json::Value::String(uri);
+                l
+            },
+            Reason::ArtifactInvalid,
+        ),
+    ];
+    for (what, layer, reason) in cases {
+        let a = attach(&s, &tok, "alice.test/app", &d1, &layer).await;
+        let r = verify(&v, &format!("{name}@{d1}")).await;
+        assert_fail(&r, reason);
+        assert!(r.signatures.iter().all(|s| !s.valid), "{what}: {r:#?}");
+        // Remove it before the next case.
+        let c = http();
+        let resp = c
+            .delete(format!("{}/v2/alice.test/app/manifests/{a}", s.url))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "{what}");
+    }
+    // The genuine pointer, re-attached by hand, verifies again.
+    attach(&s, &tok, "alice.test/app", &d1, &genuine).await;
+    assert_pass(&verify(&v, &format!("{name}@{d1}")).await);
+}
