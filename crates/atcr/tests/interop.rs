@@ -474,4 +474,34 @@ async fn an_image_pushed_by_a_reference_pds_user_lands_in_their_pds() {
         .await
         .unwrap();
     assert_eq!(got, manifest);
+
+    // atcr-verify proves the image from the reference PLC's signed log and
+    // the reference PDS's record proofs, by handle (bidirectional check
+    // through the well-known endpoint) and by DID.
+    let v = atcr_verify::Verifier::new(atcr_verify::VerifierConfig {
+        identity: ResolverConfig {
+            plc_url: stack.plc.parse().unwrap(),
+            allow_plain_http: true,
+            host_overrides: vec![(
+                "carol.test".into(),
+                format!("127.0.0.1:{pds_port}").parse().unwrap(),
+            )],
+            ..Default::default()
+        },
+        plain_http_loopback: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let policy = atcr_verify::policy::TrustPolicy::owner_only();
+    for name in [
+        format!("{}/carol.test/web:v1", s.host),
+        format!("{}/{}/web@{md}", s.host, did.replace(':', "-")),
+    ] {
+        let image = atcr_verify::ImageRef::parse(&name).unwrap();
+        let r = v.verify(&image, &policy).await.unwrap();
+        assert_eq!(r.decision, atcr_verify::Decision::Pass, "{name}: {r:#?}");
+        assert_eq!(r.digest.as_deref(), Some(md.as_str()));
+        let sig = &r.signatures[0];
+        assert!(sig.valid && sig.trusted && sig.did == did, "{r:#?}");
+    }
 }
