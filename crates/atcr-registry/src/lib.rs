@@ -454,6 +454,9 @@ impl Registry {
                 let ok = match act.as_str() {
                     "pull" => did.is_some() || self.inner.cfg.anonymous_pull,
                     "push" | "delete" | "*" => own,
+                    // Any identity may attach a co-signature; each is checked
+                    // against the signer's PDS (`cosign_put`).
+                    "sign" => did.is_some(),
                     _ => false,
                 };
                 if ok && !actions.contains(act) {

@@ -204,7 +204,8 @@ async fn authorize(
         .owner_did(&name)
         .await
         .map_err(|e| error(reg, e, None))?;
-    if action != "pull" && did != claims.sub {
+    // `sign` is the one write a non-owner may do (checked in `cosign_put`).
+    if action != "pull" && action != "sign" && did != claims.sub {
         // The token was granted for this name, but the name no longer
         // resolves to the caller (handle moved): refuse.
         return Err(error(
@@ -377,7 +378,15 @@ async fn manifest_get(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, 
 }
 
 async fn manifest_put(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, body: Body) -> Res {
-    let (ctx, _) = authorize(reg, headers, name, "push").await?;
+    // The owner pushes; anyone else may only attach a co-signature, with the
+    // `sign` scope.
+    let (ctx, cosigner) = match authorize(reg, headers, name, "push").await {
+        Ok((ctx, _)) => (ctx, None),
+        Err(denied) => match authorize(reg, headers, name, "sign").await {
+            Ok((ctx, claims)) => (ctx, Some(claims.sub)),
+            Err(_) => return Err(denied),
+        },
+    };
     let reference = reference(reg, r)?;
     let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES + 1)
         .await
@@ -396,16 +405,30 @@ async fn manifest_put(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
-    let pushed = reg
-        .manifest_put(
-            &ctx.name,
-            &ctx.did,
-            &reference,
-            ct.as_deref(),
-            bytes.to_vec(),
-        )
-        .await
-        .map_err(|e| error(reg, e, None))?;
+    let pushed = match cosigner {
+        None => {
+            reg.manifest_put(
+                &ctx.name,
+                &ctx.did,
+                &reference,
+                ct.as_deref(),
+                bytes.to_vec(),
+            )
+            .await
+        }
+        Some(signer) => {
+            reg.cosign_put(
+                &ctx.name,
+                &ctx.did,
+                &signer,
+                &reference,
+                ct.as_deref(),
+                bytes.to_vec(),
+            )
+            .await
+        }
+    }
+    .map_err(|e| error(reg, e, None))?;
     let d = pushed.digest.to_string();
     let mut resp = Response::builder()
         .status(StatusCode::CREATED)

@@ -196,3 +196,218 @@ impl Registry {
         Ok(out)
     }
 }
+
+impl Registry {
+    /// A co-signature artifact pushed by `signer` (not the owner) with the
+    /// `sign` scope. Accepted only when it is a signature artifact for a
+    /// manifest of this repository, carries its layer inline (descriptor
+    /// `data`), and names an `io.atcr.signature` record that exists in the
+    /// signer's own repository and signs exactly that subject.
+    pub async fn cosign_put(
+        &self,
+        name: &atcr_oci::RepoName,
+        owner: &str,
+        signer: &str,
+        reference: &atcr_oci::Reference,
+        content_type: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> Result<crate::PushedManifest> {
+        use base64::Engine as _;
+        let denied = |m: String| err(ErrorCode::Denied, m);
+        let atcr_oci::Reference::Digest(want) = reference else {
+            return Err(denied("co-signers push by digest, not by tag".into()));
+        };
+        let digest = sha256_digest(&bytes);
+        if digest != *want {
+            return Err(err(
+                ErrorCode::DigestInvalid,
+                format!("the manifest hashes to {digest}, not {want}"),
+            ));
+        }
+        let parsed = atcr_oci::manifest::parse_manifest(&bytes, content_type)?;
+        if !matches!(
+            parsed.effective_artifact_type().as_deref(),
+            Some(SIGNATURE_ARTIFACT_TYPE)
+        ) {
+            return Err(denied(format!(
+                "only {SIGNATURE_ARTIFACT_TYPE} artifacts may be pushed into a repository you do not own"
+            )));
+        }
+        let Some(subject) = parsed.subject.clone() else {
+            return Err(err(
+                ErrorCode::ManifestInvalid,
+                "a co-signature needs a subject",
+            ));
+        };
+        let repo = name.repo();
+        if self
+            .inner
+            .index
+            .manifest(owner, repo, &subject.digest.to_string(), false)
+            .await?
+            .is_none()
+        {
+            return Err(err(
+                ErrorCode::ManifestUnknown,
+                format!("subject {} is not in {name}", subject.digest),
+            ));
+        }
+        let raw: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
+        let l = &raw["layers"][0];
+        let layer_bytes = l["data"]
+            .as_str()
+            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::ManifestInvalid,
+                    "a co-signature carries its layer inline (descriptor `data`)",
+                )
+            })?;
+        let layer_digest = sha256_digest(&layer_bytes);
+        if l["digest"] != layer_digest.to_string().as_str()
+            || l["mediaType"] != SIGNATURE_ARTIFACT_TYPE
+        {
+            return Err(err(
+                ErrorCode::ManifestInvalid,
+                "the inline layer does not match its descriptor",
+            ));
+        }
+        if raw["config"]["digest"]
+            != sha256_digest(atcr_oci::signature::EMPTY_JSON)
+                .to_string()
+                .as_str()
+        {
+            return Err(err(
+                ErrorCode::ManifestInvalid,
+                "a co-signature's config is the empty descriptor",
+            ));
+        }
+        let layer =
+            SignatureLayer::parse(&layer_bytes).map_err(|e| err(ErrorCode::ManifestInvalid, e))?;
+        if layer.atproto.did != signer {
+            return Err(denied(format!(
+                "the artifact names {}, you are {signer}",
+                layer.atproto.did
+            )));
+        }
+        if layer.subject.digest != subject.digest.to_string() {
+            return Err(err(
+                ErrorCode::ManifestInvalid,
+                "the layer's subject is not the manifest's",
+            ));
+        }
+        let uri = atcr_syntax::AtUri::parse(&layer.atproto.record_uri)
+            .map_err(|e| err(ErrorCode::ManifestInvalid, format!("recordUri: {e}")))?;
+        let (Some(coll), Some(rkey)) = (uri.collection(), uri.rkey()) else {
+            return Err(err(ErrorCode::ManifestInvalid, "recordUri names no record"));
+        };
+        if uri.authority().to_string() != signer || coll.as_str() != atcr_oci::SIGNATURE_COLLECTION
+        {
+            return Err(denied(format!(
+                "the record must be an {} record of {signer}",
+                atcr_oci::SIGNATURE_COLLECTION
+            )));
+        }
+        let record = self
+            .signer_record(signer, rkey.as_str())
+            .await?
+            .ok_or_else(|| {
+                denied(format!(
+                    "{} does not exist in {signer}'s repository",
+                    uri.as_str()
+                ))
+            })?;
+        let named = record["subject"]["repository"].as_str().unwrap_or_default();
+        let names_this = match atcr_oci::RepoName::parse(named) {
+            Ok(n) if n.repo() == repo => self.owner_did(&n).await.ok().as_deref() == Some(owner),
+            _ => false,
+        };
+        if record["subject"]["digest"] != subject.digest.to_string().as_str() || !names_this {
+            return Err(denied(format!(
+                "{} signs another image than {name}@{}",
+                uri.as_str(),
+                subject.digest
+            )));
+        }
+        let row = ManifestRow {
+            digest: digest.to_string(),
+            media_type: parsed.media_type.clone(),
+            size: bytes.len() as u64,
+            bytes,
+            artifact_type: Some(SIGNATURE_ARTIFACT_TYPE.into()),
+            subject: Some(subject.digest.to_string()),
+            annotations: (!parsed.annotations.is_empty())
+                .then(|| serde_json::to_string(&parsed.annotations).unwrap_or_default()),
+            // The evidence is the signer's record, not one of the owner's.
+            record_rkey: String::new(),
+            record_cid: String::new(),
+        };
+        let pending = self.inner.index.begin_pending(owner, "[]").await?;
+        self.inner
+            .index
+            .commit_manifests(
+                pending,
+                vec![ManifestCommit {
+                    did: owner.to_owned(),
+                    repo: repo.to_owned(),
+                    display: name.to_string(),
+                    manifest: Some(row),
+                    tag: None,
+                    inline_blobs: vec![
+                        (
+                            sha256_digest(atcr_oci::signature::EMPTY_JSON).to_string(),
+                            atcr_oci::signature::EMPTY_JSON.to_vec(),
+                        ),
+                        (layer_digest.to_string(), layer_bytes),
+                    ],
+                }],
+            )
+            .await?;
+        Ok(crate::PushedManifest {
+            digest,
+            subject: Some(subject.digest.to_string()),
+        })
+    }
+
+    /// An `io.atcr.signature` record of `signer`: read from the embedded
+    /// PDS, or fetched with its proof from the signer's PDS and verified
+    /// against the key in its DID document.
+    async fn signer_record(&self, signer: &str, rkey: &str) -> Result<Option<serde_json::Value>> {
+        let coll = atcr_oci::SIGNATURE_COLLECTION;
+        if let Some(pds) = &self.inner.pds
+            && pds.lookup_did(signer).await.is_ok()
+        {
+            return match pds.get_record(signer, coll, rkey).await {
+                Ok(r) => Ok(r.map(|(_, v)| v)),
+                Err(e) if e.0.error == "RecordNotFound" => Ok(None),
+                Err(e) => Err(err(ErrorCode::Unknown, e.to_string())),
+            };
+        }
+        let did = Did::new(signer).map_err(|e| err(ErrorCode::Denied, e.to_string()))?;
+        let id = self
+            .inner
+            .resolver
+            .resolve(&atcr_syntax::AtIdentifier::Did(did.clone()))
+            .await
+            .map_err(|e| err(ErrorCode::Unavailable, format!("{signer}: {e}")))?;
+        let client = atcr_xrpc::PdsClient::new(id.pds.clone(), self.inner.http.clone());
+        let car = client
+            .sync_get_record(signer, coll, rkey)
+            .await
+            .map_err(|e| err(ErrorCode::Unavailable, format!("{}: {e}", id.pds)))?;
+        let (nsid, rk) = (
+            atcr_syntax::Nsid::new(coll).map_err(|e| err(ErrorCode::Unknown, e.to_string()))?,
+            atcr_syntax::RecordKey::new(rkey).map_err(|e| err(ErrorCode::Denied, e.to_string()))?,
+        );
+        let proof = atcr_repo::verify_record_proof(&car, &did, &id.signing_key, &nsid, &rk)
+            .map_err(|e| err(ErrorCode::Denied, format!("{signer}'s proof: {e}")))?;
+        Ok(proof.record.map(|(_, v)| atcr_data::json::to_json(&v)))
+    }
+}
+
+fn sha256_digest(b: &[u8]) -> Digest {
+    let mut h = atcr_oci::DigestHasher::new(atcr_oci::DigestAlgorithm::Sha256);
+    h.update(b);
+    h.finish()
+}

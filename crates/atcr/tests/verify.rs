@@ -506,3 +506,150 @@ async fn artifacts_pointing_at_the_wrong_record_are_rejected() {
     attach(&s, &tok, "alice.test/app", &d1, &genuine).await;
     assert_pass(&verify(&v, &format!("{name}@{d1}")).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_signed_images_meet_min_signatures_and_forged_cosignatures_are_refused() {
+    let s = start(&[]).await;
+    let alice = account(&s, "alice.test", PW).await;
+    let bob = account(&s, "bob.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push"],
+    )
+    .await;
+    let d1 = push_image(&s, &tok, "alice.test/app", "v1", "one").await;
+    let v = verifier(&s, "alice.test");
+    let image = format!("{}/{}/app@{d1}", s.host, path_did(&alice));
+    let policy = TrustPolicy::parse(
+        "p.yaml",
+        &format!("version: 1.0\npolicies:\n  - name: two\n    scope: \"**\"\n    trustedDIDs: [owner, {bob}]\n    minSignatures: 2\n"),
+    )
+    .unwrap();
+    let check = |p: &TrustPolicy| {
+        let (v, p, image) = (&v, p.clone(), image.clone());
+        async move {
+            v.verify(&ImageRef::parse(&image).unwrap(), &p)
+                .await
+                .unwrap()
+        }
+    };
+    assert_fail(&check(&policy).await, Reason::NotEnoughSignatures);
+
+    // bob co-signs with the CLI.
+    let sign = |img: String| {
+        let url = s.url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_atcr"))
+                .args([
+                    "sign",
+                    &img,
+                    "--handle",
+                    "bob.test",
+                    "--password",
+                    PW,
+                    "--plain-http",
+                ])
+                .args(["--pds", &url, "--note", "reviewed"])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = sign(format!("{}/alice.test/app:v1", s.host)).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = check(&policy).await;
+    assert_eq!(r.decision, Decision::Pass, "{r:#?}");
+    let cosig = r.signatures.iter().find(|x| x.kind == "cosign").unwrap();
+    assert!(cosig.valid && cosig.trusted && cosig.did == bob);
+    assert_pass(&r);
+
+    // The registry refuses what bob may not push with his `sign` scope.
+    let btok = token(
+        &s,
+        Some(("bob.test", PW)),
+        &["repository:alice.test/app:pull,sign"],
+    )
+    .await;
+    let c = http();
+    let put = |body: Vec<u8>| {
+        let d = sha256(&body);
+        c.put(format!("{}/v2/alice.test/app/manifests/{d}", s.url))
+            .bearer_auth(&btok)
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(body)
+            .send()
+    };
+    // An ordinary image: denied.
+    let plain = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [],
+    }))
+    .unwrap();
+    expect_error(put(plain).await.unwrap(), 403, "DENIED").await;
+    // A signature artifact naming a record bob never wrote: denied.
+    let layer = serde_json::to_vec(&serde_json::json!({
+        "$type": "io.atcr.atproto.signature", "version": "1.0",
+        "subject": {"digest": d1, "mediaType": "application/vnd.oci.image.manifest.v1+json"},
+        "atproto": {"did": bob, "pdsEndpoint": s.url, "recordUri": format!("at://{bob}/io.atcr.signature/3mzzzzzzzzzz2"),
+                    "commitCid": "", "signedAt": "2026-01-01T00:00:00Z"},
+        "signature": {"algorithm": "ECDSA-K256-SHA256", "keyId": format!("{bob}#atproto"), "publicKeyMultibase": ""},
+    }))
+    .unwrap();
+    use base64::Engine as _;
+    let forged = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.atproto.signature.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/vnd.atproto.signature.v1+json", "digest": sha256(&layer),
+                    "size": layer.len(), "data": base64::engine::general_purpose::STANDARD.encode(&layer)}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d1, "size": 10},
+    }))
+    .unwrap();
+    expect_error(put(forged).await.unwrap(), 403, "DENIED").await;
+    // Without the sign scope, nothing at all.
+    let pull_only = token(
+        &s,
+        Some(("bob.test", PW)),
+        &["repository:alice.test/app:pull"],
+    )
+    .await;
+    let r = c
+        .put(format!(
+            "{}/v2/alice.test/app/manifests/{}",
+            s.url,
+            sha256(b"x")
+        ))
+        .bearer_auth(&pull_only)
+        .body(b"x".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // bob withdraws his signature: the policy is no longer met.
+    let pds = s.services.pds.as_ref().unwrap();
+    let rkey = cosig.record_uri.rsplit('/').next().unwrap().to_owned();
+    pds.write(
+        &bob,
+        vec![atcr_pds::Write::Delete {
+            collection: "io.atcr.signature".into(),
+            rkey,
+            swap: None,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    let r = check(&policy).await;
+    assert_fail(&r, Reason::NotEnoughSignatures);
+    assert!(
+        r.signatures
+            .iter()
+            .any(|x| x.reason == Some(Reason::Revoked))
+    );
+}
