@@ -49,6 +49,8 @@ pub struct Bundle {
     pub image: String,
     /// When (RFC 3339).
     pub exported_at: String,
+    /// The PLC directory the DID logs came from (their keys in `identity`).
+    pub plc_url: String,
     /// Identity lookups: URL → body, `handle:<h>` → DID (base64).
     pub identity: BTreeMap<String, String>,
     /// Registry and PDS answers by URL.
@@ -62,11 +64,13 @@ impl Bundle {
         version: u32,
         image: &str,
         exported_at: &str,
+        plc_url: &str,
         identity: &BTreeMap<String, String>,
         resources: &BTreeMap<String, Resource>,
     ) -> String {
-        let canonical = serde_json::to_vec(&(version, image, exported_at, identity, resources))
-            .unwrap_or_default();
+        let canonical =
+            serde_json::to_vec(&(version, image, exported_at, plc_url, identity, resources))
+                .unwrap_or_default();
         let h = sha2::Sha256::digest(&canonical);
         format!(
             "sha256:{}",
@@ -77,6 +81,7 @@ impl Bundle {
     /// Assembles a bundle.
     pub fn new(
         image: String,
+        plc_url: String,
         identity: BTreeMap<String, Vec<u8>>,
         resources: BTreeMap<String, Resource>,
     ) -> Self {
@@ -85,11 +90,13 @@ impl Bundle {
             .map(|(k, v)| (k, base64::engine::general_purpose::STANDARD.encode(v)))
             .collect();
         let exported_at = atcr_syntax::Datetime::now().to_string();
-        let content_digest = Self::digest_of(1, &image, &exported_at, &identity, &resources);
+        let content_digest =
+            Self::digest_of(1, &image, &exported_at, &plc_url, &identity, &resources);
         Self {
             version: 1,
             image,
             exported_at,
+            plc_url,
             identity,
             resources,
             content_digest,
@@ -110,6 +117,7 @@ impl Bundle {
             b.version,
             &b.image,
             &b.exported_at,
+            &b.plc_url,
             &b.identity,
             &b.resources,
         );
@@ -160,7 +168,14 @@ impl Transport {
     /// lacks it). Online: `None`.
     pub fn lookup(&self, url: &str) -> Option<Result<(u16, Vec<u8>), VerifyError>> {
         let bundle = self.offline.as_ref()?;
-        Some(match bundle.get(url) {
+        // The scheme is not part of what was proven: a bundle exported over
+        // plain HTTP on loopback serves the same answers for https.
+        let other = match url.split_once("://") {
+            Some(("https", rest)) => format!("http://{rest}"),
+            Some(("http", rest)) => format!("https://{rest}"),
+            _ => String::new(),
+        };
+        Some(match bundle.get(url).or_else(|| bundle.get(&other)) {
             Some(r) => Ok((r.status, r.body.clone())),
             None => Err(VerifyError::Network(format!("{url} is not in the bundle"))),
         })

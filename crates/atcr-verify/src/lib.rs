@@ -380,6 +380,11 @@ impl Verifier {
         let mut offline = None;
         if let Some(b) = &cfg.offline {
             identity.offline = Some(std::sync::Arc::new(b.identity_snapshot()?));
+            // DID logs are keyed by the directory they were exported from.
+            identity.plc_url = b
+                .plc_url
+                .parse()
+                .map_err(|e| VerifyError::BadBundle(format!("plcUrl: {e}")))?;
             offline = Some(b.resources.clone());
         }
         let resolver =
@@ -414,6 +419,7 @@ impl Verifier {
         let report = self.verify(image, &TrustPolicy::owner_only()).await?;
         let b = bundle::Bundle::new(
             image.to_string(),
+            self.cfg.identity.plc_url.to_string(),
             self.resolver.recorded(),
             self.transport.recorded(),
         );

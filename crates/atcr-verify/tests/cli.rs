@@ -51,8 +51,12 @@ fn cli_offline_bundles() {
     };
     // A bundle that holds nothing for this image: could not complete (3),
     // without touching the network (nothing listens on 127.0.0.1:5000 here).
-    let empty =
-        atcr_verify::bundle::Bundle::new(image.into(), Default::default(), Default::default());
+    let empty = atcr_verify::bundle::Bundle::new(
+        image.into(),
+        "https://plc.directory".into(),
+        Default::default(),
+        Default::default(),
+    );
     let path = dir.join("empty.json");
     std::fs::write(&path, serde_json::to_vec(&empty).unwrap()).unwrap();
     let out = run(&path);

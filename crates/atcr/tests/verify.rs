@@ -299,6 +299,7 @@ async fn exported_bundles_verify_offline_and_tampering_fails() {
     let url = url.clone();
     let forged = atcr_verify::bundle::Bundle::new(
         parsed.image.clone(),
+        parsed.plc_url.clone(),
         parsed.identity_snapshot().unwrap(),
         resources,
     );
@@ -652,4 +653,174 @@ async fn co_signed_images_meet_min_signatures_and_forged_cosignatures_are_refuse
             .iter()
             .any(|x| x.reason == Some(Reason::Revoked))
     );
+}
+
+/// Replaces the owner's manifest-record proof in a bundle with `forge(roots,
+/// blocks)` and re-seals the bundle (so only the cryptography can object).
+fn forge_proof(
+    b: &atcr_verify::bundle::Bundle,
+    forge: impl FnOnce(atcr_data::Cid, atcr_repo::BlockMap) -> Vec<u8>,
+) -> atcr_verify::bundle::Bundle {
+    let mut resources = b.resources.clone();
+    let proof = resources
+        .iter_mut()
+        .find(|(u, _)| u.contains("sync.getRecord") && u.contains("io.atcr.manifest"))
+        .map(|(_, r)| r)
+        .unwrap();
+    let (roots, blocks) = atcr_repo::read_car(&proof.body).unwrap();
+    proof.body = forge(roots[0], blocks);
+    atcr_verify::bundle::Bundle::new(
+        b.image.clone(),
+        b.plc_url.clone(),
+        b.identity_snapshot().unwrap(),
+        resources,
+    )
+}
+
+/// A CAR of `blocks` with the commit replaced by `commit` (new root).
+fn with_commit(old: atcr_data::Cid, blocks: &atcr_repo::BlockMap, commit: Vec<u8>) -> Vec<u8> {
+    let cid = atcr_data::cid_for_cbor(&commit);
+    let mut all: Vec<(atcr_data::Cid, Vec<u8>)> = vec![(cid, commit)];
+    for (c, b) in blocks.sorted().into_values() {
+        if c != old {
+            all.push((c, b.to_vec()));
+        }
+    }
+    atcr_repo::write_car(&[cid], all.iter().map(|(c, b)| (c, &b[..])))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_commits_nodes_and_identities_are_rejected() {
+    let s = start(&[]).await;
+    let alice = account(&s, "alice.test", PW).await;
+    account(&s, "bob.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push"],
+    )
+    .await;
+    let btok = token(
+        &s,
+        Some(("bob.test", PW)),
+        &["repository:bob.test/app:pull,push"],
+    )
+    .await;
+    let d = push_image(&s, &tok, "alice.test/app", "v1", "one").await;
+    push_image(&s, &btok, "bob.test/app", "v1", "one").await;
+    let bob_did = s
+        .services
+        .pds
+        .as_ref()
+        .unwrap()
+        .lookup_did("bob.test")
+        .await
+        .unwrap();
+    let recording = |user: &str| {
+        let mut c = VerifierConfig {
+            identity: atcr_verify::ResolverConfig {
+                plc_url: format!("{}/plc", s.url).parse().unwrap(),
+                allow_plain_http: true,
+                ..Default::default()
+            },
+            plain_http_loopback: true,
+            ..Default::default()
+        };
+        c.credentials = vec![(
+            s.host.clone(),
+            Credentials {
+                username: user.into(),
+                password: PW.into(),
+            },
+        )];
+        c.record = true;
+        Verifier::new(c).unwrap()
+    };
+    let image = ImageRef::parse(&format!("{}/{}/app@{d}", s.host, path_did(&alice))).unwrap();
+    let (r, bundle) = recording("alice.test").export(&image).await.unwrap();
+    assert_pass(&r);
+    let bob_image = ImageRef::parse(&format!("{}/{}/app@{d}", s.host, path_did(&bob_did))).unwrap();
+    let (_, bob_bundle) = recording("bob.test").export(&bob_image).await.unwrap();
+    drop(s);
+    let offline = |b: atcr_verify::bundle::Bundle, image: &ImageRef| {
+        let image = image.clone();
+        async move {
+            let v = Verifier::new(VerifierConfig {
+                offline: Some(b),
+                ..Default::default()
+            })
+            .unwrap();
+            v.verify(&image, &TrustPolicy::owner_only()).await.unwrap()
+        }
+    };
+    assert_pass(&offline(bundle.clone(), &image).await);
+
+    // The commit re-signed by a key that is not in alice's DID document.
+    let forged = forge_proof(&bundle, |root, blocks| {
+        let c = atcr_repo::Commit::from_bytes(blocks.get(&root).unwrap()).unwrap();
+        let other = atcr_crypto::Keypair::generate(atcr_crypto::Algorithm::K256);
+        with_commit(root, &blocks, c.resign(&other).to_bytes())
+    });
+    let r = offline(forged, &image).await;
+    assert_fail(&r, Reason::BadCommitSignature);
+
+    // The same signature in its high-S form.
+    let forged = forge_proof(&bundle, |root, blocks| {
+        let mut v = atcr_data::from_cbor(blocks.get(&root).unwrap()).unwrap();
+        let atcr_data::Value::Map(m) = &mut v else {
+            panic!("commit is a map")
+        };
+        let Some(atcr_data::Value::Bytes(sig)) = m.get("sig").cloned() else {
+            panic!("sig")
+        };
+        let low = k256::ecdsa::Signature::from_slice(&sig).unwrap();
+        let (r, s) = low.split_scalars();
+        let high = k256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s).to_bytes()).unwrap();
+        assert_ne!(high.to_bytes().to_vec(), sig);
+        m.insert(
+            "sig".into(),
+            atcr_data::Value::Bytes(high.to_bytes().to_vec()),
+        );
+        with_commit(root, &blocks, atcr_data::to_cbor(&v))
+    });
+    assert_fail(&offline(forged, &image).await, Reason::BadCommitSignature);
+
+    // One MST node tampered with (its CID kept).
+    let forged = forge_proof(&bundle, |root, blocks| {
+        let c = atcr_repo::Commit::from_bytes(blocks.get(&root).unwrap()).unwrap();
+        let mut all: Vec<(atcr_data::Cid, Vec<u8>)> = vec![];
+        for (cid, b) in blocks.sorted().into_values() {
+            let mut b = b.to_vec();
+            if cid == c.data {
+                let n = b.len();
+                b[n - 3] ^= 0x01;
+            }
+            all.push((cid, b));
+        }
+        atcr_repo::write_car(&[root], all.iter().map(|(c, b)| (c, &b[..])))
+    });
+    assert_fail(&offline(forged, &image).await, Reason::ProofInvalid);
+
+    // A valid proof, but taken from bob's repository (same image, his record).
+    let bob_proof = bob_bundle
+        .resources
+        .iter()
+        .find(|(u, _)| u.contains("sync.getRecord") && u.contains("io.atcr.manifest"))
+        .map(|(_, r)| r.body.clone())
+        .unwrap();
+    let forged = forge_proof(&bundle, |_, _| bob_proof);
+    assert_fail(&offline(forged, &image).await, Reason::ProofInvalid);
+
+    // A handle whose DID document does not point back: mallory.test claims
+    // alice's DID, which does not list mallory.test.
+    let mut identity = bundle.identity_snapshot().unwrap();
+    identity.insert("handle:mallory.test".into(), alice.as_bytes().to_vec());
+    let lying = atcr_verify::bundle::Bundle::new(
+        bundle.image.clone(),
+        bundle.plc_url.clone(),
+        identity,
+        bundle.resources.clone(),
+    );
+    let mallory = ImageRef::parse(&format!("{}/mallory.test/app@{d}", image.host)).unwrap();
+    assert_fail(&offline(lying, &mallory).await, Reason::HandleMismatch);
 }
