@@ -340,3 +340,67 @@ async fn oras_pushes_pulls_and_deletes_an_artifact() {
     .unwrap();
     assert!(out.contains("ok"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_pushed_images_verify_for_k256_and_p256_and_after_key_rotation() {
+    let s = start(&[]).await;
+    let pds = s.services.pds.as_ref().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let digest = mkimage(&src, 2, 50_000);
+    for (handle, alg) in [
+        ("kay.test", atcr_crypto::Algorithm::K256),
+        ("pea.test", atcr_crypto::Algorithm::P256),
+    ] {
+        let pw = "skopeo-password-1";
+        let did = pds
+            .create_account(handle, Some(pw.into()), Some(alg))
+            .await
+            .unwrap()
+            .did;
+        let copied = skopeo_copy(
+            &[
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                &format!("{handle}:{pw}"),
+            ],
+            &format!("oci:{}:latest", src.display()),
+            &format!("docker://{}/{handle}/app:v1", s.host),
+        )
+        .await;
+        assert!(
+            copied.status.success(),
+            "{}",
+            String::from_utf8_lossy(&copied.stderr)
+        );
+        let verifier = || {
+            atcr_verify::Verifier::new(atcr_verify::VerifierConfig {
+                identity: atcr_verify::ResolverConfig {
+                    plc_url: format!("{}/plc", s.url).parse().unwrap(),
+                    allow_plain_http: true,
+                    ..Default::default()
+                },
+                plain_http_loopback: true,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let image =
+            atcr_verify::ImageRef::parse(&format!("{}/{}/app:v1", s.host, did.replace(':', "-")))
+                .unwrap();
+        let policy = atcr_verify::policy::TrustPolicy::owner_only();
+        let r = verifier().verify(&image, &policy).await.unwrap();
+        assert_eq!(r.decision, atcr_verify::Decision::Pass, "{handle}: {r:#?}");
+        assert_eq!(r.digest.as_deref(), Some(digest.as_str()));
+        // After the owner's key is rotated, the image still verifies against
+        // the new DID document.
+        pds.rotate_key(&did, None).await.unwrap();
+        let r = verifier().verify(&image, &policy).await.unwrap();
+        assert_eq!(
+            r.decision,
+            atcr_verify::Decision::Pass,
+            "{handle} rotated: {r:#?}"
+        );
+    }
+}
