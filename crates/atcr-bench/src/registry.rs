@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1024 * 1024;
 
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+/// The value after `name` in `args`.
+pub(crate) fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
@@ -304,7 +305,8 @@ impl Drop for RssSampler {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+/// The `p` quantile of sorted durations, in milliseconds.
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

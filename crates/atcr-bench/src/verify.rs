@@ -6,7 +6,7 @@
 //! * warm: one verifier with its result cache, C concurrent callers:
 //!   verifications per second (and p50/p99).
 
-use crate::registry::push_small_image;
+use crate::registry::{arg, pct, push_small_image};
 use anyhow::{Context, Result, bail};
 use atcr_verify::oci::Credentials;
 use atcr_verify::policy::TrustPolicy;
@@ -14,21 +14,6 @@ use atcr_verify::{Decision, ImageRef, Verifier, VerifierConfig};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
 
 /// Runs the benchmark; prints JSON.
 pub async fn run(args: &[String]) -> Result<()> {

@@ -33,6 +33,13 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// The sha256 digest of `bytes`.
+    pub fn sha256_of(bytes: &[u8]) -> Self {
+        let mut h = DigestHasher::new(DigestAlgorithm::Sha256);
+        h.update(bytes);
+        h.finish()
+    }
+
     /// Parses a digest string strictly (known algorithm, lower-case hex of the right length).
     pub fn parse(s: &str) -> Result<Self, RegistryError> {
         let bad = || RegistryError::new(ErrorCode::DigestInvalid, format!("invalid digest {s:?}"));

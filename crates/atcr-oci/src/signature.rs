@@ -7,8 +7,8 @@
 //! `serde_json` in a fixed field order so the same inputs give the same bytes
 //! (and digest).
 
+use crate::Digest;
 use crate::manifest::{Descriptor, OCI_EMPTY, OCI_MANIFEST};
-use crate::{Digest, DigestAlgorithm, DigestHasher};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -109,18 +109,12 @@ pub struct BuiltArtifact {
     pub blobs: Vec<(Digest, Vec<u8>)>,
 }
 
-fn sha256(b: &[u8]) -> Digest {
-    let mut h = DigestHasher::new(DigestAlgorithm::Sha256);
-    h.update(b);
-    h.finish()
-}
-
 /// Builds the artifact for `layer`, whose subject descriptor is `subject`.
 pub fn build_artifact(layer: &SignatureLayer, subject: Descriptor) -> BuiltArtifact {
     // Serializing plain structs of strings cannot fail.
     let layer_bytes = serde_json::to_vec(layer).unwrap_or_default();
-    let layer_digest = sha256(&layer_bytes);
-    let empty_digest = sha256(EMPTY_JSON);
+    let layer_digest = Digest::sha256_of(&layer_bytes);
+    let empty_digest = Digest::sha256_of(EMPTY_JSON);
     let mut annotations = BTreeMap::new();
     annotations.insert(ANNOTATION_DID.to_owned(), layer.atproto.did.clone());
     annotations.insert(
@@ -165,7 +159,7 @@ pub fn build_artifact(layer: &SignatureLayer, subject: Descriptor) -> BuiltArtif
     };
     let manifest = serde_json::to_vec(&m).unwrap_or_default();
     BuiltArtifact {
-        digest: sha256(&manifest),
+        digest: Digest::sha256_of(&manifest),
         manifest,
         blobs: vec![
             (empty_digest, EMPTY_JSON.to_vec()),

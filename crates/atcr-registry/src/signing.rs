@@ -217,7 +217,7 @@ impl Registry {
         let atcr_oci::Reference::Digest(want) = reference else {
             return Err(denied("co-signers push by digest, not by tag".into()));
         };
-        let digest = sha256_digest(&bytes);
+        let digest = Digest::sha256_of(&bytes);
         if digest != *want {
             return Err(err(
                 ErrorCode::DigestInvalid,
@@ -264,7 +264,7 @@ impl Registry {
                     "a co-signature carries its layer inline (descriptor `data`)",
                 )
             })?;
-        let layer_digest = sha256_digest(&layer_bytes);
+        let layer_digest = Digest::sha256_of(&layer_bytes);
         if l["digest"] != layer_digest.to_string().as_str()
             || l["mediaType"] != SIGNATURE_ARTIFACT_TYPE
         {
@@ -274,7 +274,7 @@ impl Registry {
             ));
         }
         if raw["config"]["digest"]
-            != sha256_digest(atcr_oci::signature::EMPTY_JSON)
+            != Digest::sha256_of(atcr_oci::signature::EMPTY_JSON)
                 .to_string()
                 .as_str()
         {
@@ -356,7 +356,7 @@ impl Registry {
                     tag: None,
                     inline_blobs: vec![
                         (
-                            sha256_digest(atcr_oci::signature::EMPTY_JSON).to_string(),
+                            Digest::sha256_of(atcr_oci::signature::EMPTY_JSON).to_string(),
                             atcr_oci::signature::EMPTY_JSON.to_vec(),
                         ),
                         (layer_digest.to_string(), layer_bytes),
@@ -404,10 +404,4 @@ impl Registry {
             .map_err(|e| err(ErrorCode::Denied, format!("{signer}'s proof: {e}")))?;
         Ok(proof.record.map(|(_, v)| atcr_data::json::to_json(&v)))
     }
-}
-
-fn sha256_digest(b: &[u8]) -> Digest {
-    let mut h = atcr_oci::DigestHasher::new(atcr_oci::DigestAlgorithm::Sha256);
-    h.update(b);
-    h.finish()
 }

@@ -8,7 +8,6 @@ use crate::VerifyError;
 use crate::bundle::Transport;
 use atcr_oci::Digest;
 use base64::Engine as _;
-use sha2::Digest as _;
 use std::sync::Arc;
 use std::sync::Mutex;
 
@@ -33,14 +32,6 @@ pub struct RegistryClient {
     creds: Option<Credentials>,
     /// Bearer token from the last challenge.
     token: Mutex<Option<String>>,
-}
-
-/// sha256 of bytes as a digest.
-pub fn sha256_digest(b: &[u8]) -> Digest {
-    let h = sha2::Sha256::digest(b);
-    let hex: String = h.iter().map(|x| format!("{x:02x}")).collect();
-    // A hex sha256 always parses.
-    Digest::parse(&format!("sha256:{hex}")).unwrap_or_else(|_| unreachable!())
 }
 
 fn registry_err(what: impl std::fmt::Display) -> VerifyError {
@@ -177,7 +168,7 @@ impl RegistryClient {
                 "GET manifest {repo}:{reference}: HTTP {status}"
             )));
         }
-        let d = sha256_digest(&bytes);
+        let d = Digest::sha256_of(&bytes);
         Ok(Some((bytes, d)))
     }
 
@@ -189,7 +180,7 @@ impl RegistryClient {
         if !(200..300).contains(&status) {
             return Err(registry_err(format!("GET blob {digest}: HTTP {status}")));
         }
-        if sha256_digest(&bytes) != *digest {
+        if Digest::sha256_of(&bytes) != *digest {
             return Err(registry_err(format!(
                 "blob {digest} does not match its digest"
             )));

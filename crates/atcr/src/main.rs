@@ -37,25 +37,7 @@ enum Command {
     },
     /// Co-sign an image: an io.atcr.signature record in your PDS, and the
     /// matching signature artifact attached to the image.
-    Sign {
-        /// HOST/OWNER/REPO[:TAG|@DIGEST]
-        image: String,
-        /// Your handle.
-        #[arg(long, env = "ATCR_SIGN_HANDLE")]
-        handle: String,
-        /// Your app password.
-        #[arg(long, env = "ATCR_SIGN_PASSWORD", hide_env_values = true)]
-        password: String,
-        /// Your PDS (default: the registry host's embedded PDS).
-        #[arg(long)]
-        pds: Option<String>,
-        /// Plain HTTP (registry and PDS on loopback).
-        #[arg(long)]
-        plain_http: bool,
-        /// A note stored in the record.
-        #[arg(long)]
-        note: Option<String>,
-    },
+    Sign(sign::SignArgs),
 }
 
 #[derive(Subcommand)]
@@ -125,24 +107,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             print!("{}", atcr_config::commented_default());
         }
-        Command::Sign {
-            image,
-            handle,
-            password,
-            pds,
-            plain_http,
-            note,
-        } => {
-            sign::sign(sign::SignArgs {
-                image,
-                handle,
-                password,
-                pds,
-                plain_http,
-                note,
-            })
-            .await?;
-        }
+        Command::Sign(args) => sign::sign(args).await?,
         Command::Serve => {
             let cfg = load_config(cli.config.as_ref())?;
             let url = cfg.public_url()?;

@@ -9,23 +9,28 @@ use atcr_oci::signature::{
     SignatureKey, SignatureLayer, SignatureSubject,
 };
 use atcr_verify::ImageRef;
-use atcr_verify::oci::sha256_digest;
 use base64::Engine as _;
 use std::time::Duration;
 
-/// What `atcr sign` needs.
+/// `atcr sign` arguments.
+#[derive(clap::Args)]
 pub struct SignArgs {
-    /// The image.
+    /// HOST/OWNER/REPO[:TAG|@DIGEST]
     pub image: String,
-    /// Signer handle (or DID).
+    /// Your handle.
+    #[arg(long, env = "ATCR_SIGN_HANDLE")]
     pub handle: String,
-    /// Signer app password.
+    /// Your app password.
+    #[arg(long, env = "ATCR_SIGN_PASSWORD", hide_env_values = true)]
     pub password: String,
-    /// Signer's PDS (default: the registry host, whose embedded PDS it is).
+    /// Your PDS (default: the registry host, whose embedded PDS it is).
+    #[arg(long)]
     pub pds: Option<String>,
-    /// Plain HTTP to a loopback registry / PDS.
+    /// Plain HTTP (registry and PDS on loopback).
+    #[arg(long)]
     pub plain_http: bool,
-    /// Optional note in the record.
+    /// A note stored in the record.
+    #[arg(long)]
     pub note: Option<String>,
 }
 
@@ -85,7 +90,7 @@ pub async fn sign(a: SignArgs) -> Result<()> {
         .unwrap_or("application/vnd.oci.image.manifest.v1+json")
         .to_owned();
     let bytes = r.bytes().await?;
-    let digest = sha256_digest(&bytes);
+    let digest = atcr_oci::Digest::sha256_of(&bytes);
 
     // The record: the evidence. It names the repository by the owner's DID,
     // which (unlike a handle) never moves.
@@ -156,10 +161,10 @@ pub async fn sign(a: SignArgs) -> Result<()> {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "artifactType": SIGNATURE_ARTIFACT_TYPE,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256_digest(EMPTY_JSON).to_string(), "size": 2},
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": atcr_oci::Digest::sha256_of(EMPTY_JSON).to_string(), "size": 2},
         "layers": [{
             "mediaType": SIGNATURE_ARTIFACT_TYPE,
-            "digest": sha256_digest(&layer_bytes).to_string(),
+            "digest": atcr_oci::Digest::sha256_of(&layer_bytes).to_string(),
             "size": layer_bytes.len(),
             "data": base64::engine::general_purpose::STANDARD.encode(&layer_bytes),
         }],
@@ -170,7 +175,7 @@ pub async fn sign(a: SignArgs) -> Result<()> {
             "io.atcr.atproto.recordUri": written.uri,
         },
     }))?;
-    let ad = sha256_digest(&artifact);
+    let ad = atcr_oci::Digest::sha256_of(&artifact);
     let r = http
         .put(format!("{registry}/v2/{name}/manifests/{ad}"))
         .bearer_auth(&tok)

@@ -47,25 +47,7 @@ impl Ctx {
     }
     /// Monolithic POST + PUT of a blob.
     async fn push_blob(&self, repo: &str, data: &[u8]) -> String {
-        let d = sha256(data);
-        let r = self
-            .req(reqwest::Method::POST, &format!("{repo}/blobs/uploads/"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let loc = r.headers()["location"].to_str().unwrap().to_owned();
-        let r = self
-            .c
-            .put(format!("{}{loc}", self.s.url))
-            .query(&[("digest", &d)])
-            .bearer_auth(&self.tok)
-            .body(data.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        d
+        push_blob(&self.s, &self.tok, repo, data).await
     }
     async fn put_manifest(
         &self,
@@ -846,28 +828,7 @@ const SIG_TYPE: &str = "application/vnd.atproto.signature.v1+json";
 
 /// Digests of the registry's signature artifacts for `subject`.
 async fn signature_artifacts(t: &Ctx, repo: &str, subject: &str) -> Vec<String> {
-    let r = t
-        .call(
-            reqwest::Method::GET,
-            // `+` must be escaped in a query.
-            &format!(
-                "{repo}/referrers/{subject}?artifactType={}",
-                SIG_TYPE.replace('+', "%2B")
-            ),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
-    let idx: serde_json::Value = r.json().await.unwrap();
-    idx["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            assert_eq!(m["artifactType"], SIG_TYPE);
-            m["digest"].as_str().unwrap().to_owned()
-        })
-        .collect()
+    signature_referrers(&t.s, &t.tok, repo, subject).await
 }
 
 #[tokio::test]

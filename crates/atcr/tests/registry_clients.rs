@@ -53,6 +53,16 @@ async fn skopeo_copy(flags: &[&str], src: &str, dest: &str) -> Output {
         .unwrap()
 }
 
+/// [`skopeo_copy`] that must succeed.
+async fn skopeo_copy_ok(flags: &[&str], src: &str, dest: &str) {
+    let out = skopeo_copy(flags, src, dest).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every file under `dir`, relative path → bytes.
 fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
@@ -74,7 +84,7 @@ async fn skopeo_roundtrip(s: &Server, app: &str) {
     let creds = format!("alice.test:{app}");
     let src_ref = format!("oci:{}:latest", src.display());
     // In, with credentials, digests preserved.
-    let copied = skopeo_copy(
+    skopeo_copy_ok(
         &[
             "--preserve-digests",
             "--dest-tls-verify=false",
@@ -85,24 +95,14 @@ async fn skopeo_roundtrip(s: &Server, app: &str) {
         &dest,
     )
     .await;
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
     // Out, anonymously, into another layout: byte-identical.
     let out = work.path().join("out");
-    let copied = skopeo_copy(
+    skopeo_copy_ok(
         &["--src-tls-verify=false"],
         &dest,
         &format!("oci:{}:latest", out.display()),
     )
     .await;
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
     assert_eq!(tree(&src), tree(&out), "the image came back byte-identical");
     let insp = ok(skopeo().args(["inspect", "--raw", "--tls-verify=false", &dest]));
     assert_eq!(sha256(insp.as_bytes()), digest);
@@ -114,35 +114,18 @@ async fn skopeo_roundtrip(s: &Server, app: &str) {
         &["repository:alice.test/app:pull"],
     )
     .await;
-    let refs: serde_json::Value = http()
-        .get(format!(
-            "{}/v2/alice.test/app/referrers/{digest}?artifactType=application/vnd.atproto.signature.v1%2Bjson",
-            s.url
-        ))
-        .bearer_auth(tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sig = refs["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let sig = signature_referrers(s, &tok, "alice.test/app", &digest).await[0].clone();
     let sig_ref = format!("docker://{}/alice.test/app@{sig}", s.host);
     let raw = ok(skopeo().args(["inspect", "--raw", "--tls-verify=false", &sig_ref]));
     assert_eq!(sha256(raw.as_bytes()), sig);
     assert!(raw.contains(&digest), "{raw}");
     let sig_out = work.path().join("sig");
-    let copied = skopeo_copy(
+    skopeo_copy_ok(
         &["--src-tls-verify=false"],
         &sig_ref,
         &format!("oci:{}:sig", sig_out.display()),
     )
     .await;
-    assert!(
-        copied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copied.stderr)
-    );
     // Wrong password: refused, nothing written.
     let bad = skopeo_copy(
         &[
@@ -358,7 +341,7 @@ async fn skopeo_pushed_images_verify_for_k256_and_p256_and_after_key_rotation() 
             .await
             .unwrap()
             .did;
-        let copied = skopeo_copy(
+        skopeo_copy_ok(
             &[
                 "--preserve-digests",
                 "--dest-tls-verify=false",
@@ -369,23 +352,7 @@ async fn skopeo_pushed_images_verify_for_k256_and_p256_and_after_key_rotation() 
             &format!("docker://{}/{handle}/app:v1", s.host),
         )
         .await;
-        assert!(
-            copied.status.success(),
-            "{}",
-            String::from_utf8_lossy(&copied.stderr)
-        );
-        let verifier = || {
-            atcr_verify::Verifier::new(atcr_verify::VerifierConfig {
-                identity: atcr_verify::ResolverConfig {
-                    plc_url: format!("{}/plc", s.url).parse().unwrap(),
-                    allow_plain_http: true,
-                    ..Default::default()
-                },
-                plain_http_loopback: true,
-                ..Default::default()
-            })
-            .unwrap()
-        };
+        let verifier = || atcr_verify::Verifier::new(verifier_config(&s, None)).unwrap();
         let image =
             atcr_verify::ImageRef::parse(&format!("{}/{}/app:v1", s.host, did.replace(':', "-")))
                 .unwrap();

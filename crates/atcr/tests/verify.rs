@@ -3,7 +3,6 @@
 //! chain can break is rejected with its own reason.
 
 mod common;
-use atcr_verify::oci::Credentials;
 use atcr_verify::policy::TrustPolicy;
 use atcr_verify::{Decision, ImageRef, Reason, Report, Verifier, VerifierConfig};
 use common::*;
@@ -11,23 +10,7 @@ use common::*;
 const PW: &str = "correct horse battery";
 
 fn verifier(s: &Server, user: &str) -> Verifier {
-    Verifier::new(VerifierConfig {
-        identity: atcr_verify::ResolverConfig {
-            plc_url: format!("{}/plc", s.url).parse().unwrap(),
-            allow_plain_http: true,
-            ..Default::default()
-        },
-        plain_http_loopback: true,
-        credentials: vec![(
-            s.host.clone(),
-            Credentials {
-                username: user.into(),
-                password: PW.into(),
-            },
-        )],
-        ..Default::default()
-    })
-    .unwrap()
+    Verifier::new(verifier_config(s, Some((user, PW)))).unwrap()
 }
 
 /// The DID in its path-safe form, for image names.
@@ -140,17 +123,7 @@ async fn broken_chains_are_rejected_with_their_reason() {
     );
 
     // A tag the owner never signed at all.
-    pds.write(
-        &did,
-        vec![atcr_pds::Write::Delete {
-            collection: "io.atcr.tag".into(),
-            rkey: "app:v1".into(),
-            swap: None,
-        }],
-        None,
-    )
-    .await
-    .unwrap();
+    delete_record(&s, &did, "io.atcr.tag", "app:v1").await;
     assert_fail(
         &verify(&v, &format!("{name}:v1")).await,
         Reason::TagNotSigned,
@@ -161,17 +134,7 @@ async fn broken_chains_are_rejected_with_their_reason() {
     let art = artifact_layer(&s, &tok, "alice.test/app", &d1).await;
     let uri = art["atproto"]["recordUri"].as_str().unwrap();
     let rkey = uri.rsplit('/').next().unwrap();
-    pds.write(
-        &did,
-        vec![atcr_pds::Write::Delete {
-            collection: "io.atcr.manifest".into(),
-            rkey: rkey.into(),
-            swap: None,
-        }],
-        None,
-    )
-    .await
-    .unwrap();
+    delete_record(&s, &did, "io.atcr.manifest", rkey).await;
     let r = verify(&v, &format!("{name}@{d1}")).await;
     assert_fail(&r, Reason::Revoked);
     assert_eq!(r.signatures[0].reason, Some(Reason::Revoked));
@@ -197,23 +160,13 @@ async fn artifact_layer(s: &Server, tok: &str, name: &str, digest: &str) -> serd
             .bearer_auth(tok)
             .send()
     };
-    let idx: serde_json::Value = get(format!(
-        "referrers/{digest}?artifactType=application/vnd.atproto.signature.v1%2Bjson"
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let art: serde_json::Value = get(format!(
-        "manifests/{}",
-        idx["manifests"][0]["digest"].as_str().unwrap()
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let arts = signature_referrers(s, tok, name, digest).await;
+    let art: serde_json::Value = get(format!("manifests/{}", arts[0]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     get(format!(
         "blobs/{}",
         art["layers"][0]["digest"].as_str().unwrap()
@@ -238,22 +191,8 @@ async fn exported_bundles_verify_offline_and_tampering_fails() {
     push_image(&s, &tok, "alice.test/app", "v1", "offline").await;
     let image = ImageRef::parse(&format!("{}/{}/app:v1", s.host, path_did(&did))).unwrap();
     let cfg = VerifierConfig {
-        identity: atcr_verify::ResolverConfig {
-            plc_url: format!("{}/plc", s.url).parse().unwrap(),
-            allow_plain_http: true,
-            ..Default::default()
-        },
-        plain_http_loopback: true,
-        credentials: vec![(
-            s.host.clone(),
-            Credentials {
-                username: "alice.test".into(),
-                password: PW.into(),
-            },
-        )],
-        offline: None,
         record: true,
-        cache_ttl: None,
+        ..verifier_config(&s, Some(("alice.test", PW)))
     };
     let (report, bundle) = Verifier::new(cfg.clone())
         .unwrap()
@@ -345,24 +284,8 @@ async fn attach(
         .await
         .unwrap();
     let layer = serde_json::to_vec(layer).unwrap();
-    for blob in [b"{}".to_vec(), layer.clone()] {
-        let r = c
-            .post(url("blobs/uploads/".into()))
-            .bearer_auth(tok)
-            .send()
-            .await
-            .unwrap();
-        let loc = r.headers()["location"].to_str().unwrap().to_owned();
-        let r = c
-            .put(format!("{}{loc}", s.url))
-            .query(&[("digest", sha256(&blob))])
-            .bearer_auth(tok)
-            .body(blob.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
+    push_blob(s, tok, name, b"{}").await;
+    push_blob(s, tok, name, &layer).await;
     const SIG: &str = "application/vnd.atproto.signature.v1+json";
     let art = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": SIG,
@@ -387,25 +310,9 @@ async fn attach(
 /// Removes the registry's own signature artifact of `subject`.
 async fn detach_registry_artifact(s: &Server, tok: &str, name: &str, subject: &str) {
     let c = http();
-    let idx: serde_json::Value = c
-        .get(format!(
-            "{}/v2/{name}/referrers/{subject}?artifactType=application/vnd.atproto.signature.v1%2Bjson",
-            s.url
-        ))
-        .bearer_auth(tok)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    for m in idx["manifests"].as_array().unwrap() {
+    for d in signature_referrers(s, tok, name, subject).await {
         let r = c
-            .delete(format!(
-                "{}/v2/{name}/manifests/{}",
-                s.url,
-                m["digest"].as_str().unwrap()
-            ))
+            .delete(format!("{}/v2/{name}/manifests/{d}", s.url))
             .bearer_auth(tok)
             .send()
             .await
@@ -633,19 +540,8 @@ async fn co_signed_images_meet_min_signatures_and_forged_cosignatures_are_refuse
     assert_eq!(r.status(), 403);
 
     // bob withdraws his signature: the policy is no longer met.
-    let pds = s.services.pds.as_ref().unwrap();
-    let rkey = cosig.record_uri.rsplit('/').next().unwrap().to_owned();
-    pds.write(
-        &bob,
-        vec![atcr_pds::Write::Delete {
-            collection: "io.atcr.signature".into(),
-            rkey,
-            swap: None,
-        }],
-        None,
-    )
-    .await
-    .unwrap();
+    let rkey = cosig.record_uri.rsplit('/').next().unwrap();
+    delete_record(&s, &bob, "io.atcr.signature", rkey).await;
     let r = check(&policy).await;
     assert_fail(&r, Reason::NotEnoughSignatures);
     assert!(
@@ -717,24 +613,11 @@ async fn forged_commits_nodes_and_identities_are_rejected() {
         .await
         .unwrap();
     let recording = |user: &str| {
-        let mut c = VerifierConfig {
-            identity: atcr_verify::ResolverConfig {
-                plc_url: format!("{}/plc", s.url).parse().unwrap(),
-                allow_plain_http: true,
-                ..Default::default()
-            },
-            plain_http_loopback: true,
-            ..Default::default()
-        };
-        c.credentials = vec![(
-            s.host.clone(),
-            Credentials {
-                username: user.into(),
-                password: PW.into(),
-            },
-        )];
-        c.record = true;
-        Verifier::new(c).unwrap()
+        Verifier::new(VerifierConfig {
+            record: true,
+            ..verifier_config(&s, Some((user, PW)))
+        })
+        .unwrap()
     };
     let image = ImageRef::parse(&format!("{}/{}/app@{d}", s.host, path_did(&alice))).unwrap();
     let (r, bundle) = recording("alice.test").export(&image).await.unwrap();

@@ -236,31 +236,36 @@ impl Drop for RefStack {
     }
 }
 
-/// Pushes a one-layer OCI image to `name:tag` over the HTTP API (blobs
-/// monolithic, POST then PUT); returns the manifest digest.
-pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str) -> String {
+/// Pushes a blob monolithically (POST then PUT); returns its digest.
+pub async fn push_blob(s: &Server, tok: &str, name: &str, data: &[u8]) -> String {
     let c = http();
+    let d = sha256(data);
+    let r = c
+        .post(format!("{}/v2/{name}/blobs/uploads/", s.url))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let r = c
+        .put(format!("{}{loc}", s.url))
+        .query(&[("digest", &d)])
+        .bearer_auth(tok)
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    d
+}
+
+/// Pushes a one-layer OCI image to `name:tag`; returns the manifest digest.
+pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str) -> String {
     let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
     let layer = format!("layer of {seed}").into_bytes();
-    for blob in [&config, &layer] {
-        let r = c
-            .post(format!("{}/v2/{name}/blobs/uploads/", s.url))
-            .bearer_auth(tok)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let loc = r.headers()["location"].to_str().unwrap().to_owned();
-        let r = c
-            .put(format!("{}{loc}", s.url))
-            .query(&[("digest", sha256(blob))])
-            .bearer_auth(tok)
-            .body(blob.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-    }
+    push_blob(s, tok, name, &config).await;
+    push_blob(s, tok, name, &layer).await;
     let m = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -268,7 +273,7 @@ pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
     }))
     .unwrap();
-    let r = c
+    let r = http()
         .put(format!("{}/v2/{name}/manifests/{tag}", s.url))
         .bearer_auth(tok)
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
@@ -278,4 +283,78 @@ pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     sha256(&m)
+}
+
+/// A verifier for the server's embedded PLC and registry (plain HTTP on
+/// loopback), with registry credentials when given.
+pub fn verifier_config(s: &Server, creds: Option<(&str, &str)>) -> atcr_verify::VerifierConfig {
+    atcr_verify::VerifierConfig {
+        identity: atcr_verify::ResolverConfig {
+            plc_url: format!("{}/plc", s.url).parse().unwrap(),
+            allow_plain_http: true,
+            ..Default::default()
+        },
+        plain_http_loopback: true,
+        credentials: creds
+            .map(|(u, p)| {
+                vec![(
+                    s.host.clone(),
+                    atcr_verify::oci::Credentials {
+                        username: u.into(),
+                        password: p.into(),
+                    },
+                )]
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// Deletes a record from an embedded account's repository, behind the
+/// registry's back.
+pub async fn delete_record(s: &Server, did: &str, collection: &str, rkey: &str) {
+    s.services
+        .pds
+        .as_ref()
+        .unwrap()
+        .write(
+            did,
+            vec![atcr_pds::Write::Delete {
+                collection: collection.into(),
+                rkey: rkey.into(),
+                swap: None,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+/// Digests of the signature artifacts the Referrers API lists for
+/// `subject` under the signature `artifactType` filter (asserted applied).
+pub async fn signature_referrers(s: &Server, tok: &str, name: &str, subject: &str) -> Vec<String> {
+    const SIG: &str = "application/vnd.atproto.signature.v1+json";
+    let r = http()
+        // `+` must be escaped in a query.
+        .get(format!(
+            "{}/v2/{name}/referrers/{subject}?artifactType={}",
+            s.url,
+            SIG.replace('+', "%2B")
+        ))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["oci-filters-applied"], "artifactType");
+    let idx: serde_json::Value = r.json().await.unwrap();
+    idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["artifactType"], SIG);
+            m["digest"].as_str().unwrap().to_owned()
+        })
+        .collect()
 }
