@@ -28,6 +28,15 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// The name signature artifacts give it (`ECDSA-K256-SHA256`,
+    /// `ECDSA-P256-SHA256`; DESIGN §5).
+    pub fn signature_name(self) -> &'static str {
+        match self {
+            Self::K256 => "ECDSA-K256-SHA256",
+            Self::P256 => "ECDSA-P256-SHA256",
+        }
+    }
+
     /// The JWT `alg` name.
     pub fn jwt_name(self) -> &'static str {
         match self {

@@ -12,11 +12,13 @@
 //!   subject and the artifact type. The manifest bytes themselves are never
 //!   re-serialized: digests are over the exact bytes pushed.
 //! * [`signature`]: the ATProto signature artifact (DESIGN §5).
+//! * [`records`]: the `io.atcr.*` record types, declared once.
 
 mod digest;
 mod error;
 pub mod manifest;
 mod name;
+pub mod records;
 pub mod signature;
 
 pub use digest::{Digest, DigestAlgorithm, DigestHasher};

@@ -163,6 +163,9 @@ pub struct ManifestCommit {
     pub tag: Option<(String, String, String)>,
     /// Small blobs stored in the index with the manifest: `(digest, bytes)`.
     pub inline_blobs: Vec<(String, Vec<u8>)>,
+    /// Manifests of the repository this one replaces (a co-signer's earlier
+    /// artifact for the same subject), removed in the same transaction.
+    pub replaces: Vec<String>,
 }
 
 impl Index {
@@ -509,6 +512,12 @@ impl Index {
         self.db
             .write_relaxed(move |tx| {
                 for c in &commits {
+                    for old in &c.replaces {
+                        tx.prepare_cached(
+                            "DELETE FROM manifest WHERE did = ?1 AND repo = ?2 AND digest = ?3",
+                        )?
+                        .execute((&c.did, &c.repo, old))?;
+                    }
                     if let Some(m) = &c.manifest {
                         tx.prepare_cached(
                             "INSERT OR REPLACE INTO manifest (did, repo, digest, media_type, size, bytes, artifact_type, subject, annotations, record_rkey, record_cid, created_at)

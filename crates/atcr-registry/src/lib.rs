@@ -26,13 +26,13 @@ use atcr_oci::{
     Digest, DigestAlgorithm, DigestHasher, ErrorCode, Owner, Reference, RegistryError, RepoName,
 };
 use atcr_pds::{Pds, Write};
-use atcr_syntax::{AtIdentifier, TidClock};
+use atcr_syntax::AtIdentifier;
 use bytes::Bytes;
 use futures_util::Stream;
 use index::{Index, ManifestCommit, ManifestRow, StoredSession};
 use records::{
     EmbeddedOwner, MANIFEST_COLLECTION, OwnerPds, RecordError, RemoteOwner, TAG_COLLECTION, at_uri,
-    manifest_record, tag_record, tag_rkey,
+    tag_rkey,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -104,7 +104,11 @@ enum PendingOp {
     Delete {
         repo: String,
         digest: Option<String>,
+        /// A manifest record deleted (all of them go in one commit).
         rkey: Option<String>,
+        /// The other manifest records of the same (REPO, digest).
+        #[serde(default)]
+        more_rkeys: Vec<String>,
         tags: Vec<String>,
     },
 }
@@ -185,7 +189,6 @@ struct Inner {
     resolver: IdentityResolver,
     tokens: TokenService,
     http: reqwest::Client,
-    clock: TidClock,
     /// sha256(secret, user, password) → (did, checked at).
     credentials: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Upload sessions with a request in flight.
@@ -273,7 +276,6 @@ impl Registry {
                 resolver,
                 tokens,
                 http: atcr_http::client(Duration::from_secs(30)),
-                clock: TidClock::new(),
                 credentials: Mutex::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
                 queues: Mutex::new(HashMap::new()),
@@ -967,7 +969,16 @@ impl Registry {
                 continue;
             }
             let new_manifest = existing.is_none();
-            let rkey = existing.unwrap_or_else(|| self.inner.clock.next().to_string());
+            // A new record's key is derived from (REPO, digest): a retry after
+            // a commit whose answer was lost rewrites the same record.
+            let rkey = match existing {
+                Some(r) => r,
+                None => atcr_oci::records::manifest_rkey(
+                    &j.repo,
+                    &Digest::parse(&j.digest)
+                        .map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?,
+                ),
+            };
             rkeys.insert(key, rkey.clone());
             ops.push(PendingOp::Put {
                 repo: j.repo.clone(),
@@ -1030,6 +1041,7 @@ impl Registry {
                         .clone()
                         .map(|t| (t, j.digest.clone(), tcid.unwrap_or_default())),
                     inline_blobs: vec![],
+                    replaces: vec![],
                 }
             })
             .collect();
@@ -1076,24 +1088,29 @@ impl Registry {
                 blobs.push((j.bytes.clone(), j.parsed.media_type.clone()));
                 let json: serde_json::Value = serde_json::from_slice(&j.bytes)
                     .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
-                writes.push(Write::Create {
+                // An upsert: the record may already be there from an attempt
+                // whose answer never reached us.
+                writes.push(Write::Put {
                     collection: MANIFEST_COLLECTION.into(),
-                    rkey: Some(rkey.clone()),
-                    record: manifest_record(
+                    rkey: rkey.clone(),
+                    record: atcr_oci::records::to_json(&atcr_oci::records::ManifestRecord::new(
                         &j.repo,
                         &j.digest,
                         &j.parsed.media_type,
                         &json,
                         blob,
                         &now,
-                    ),
+                    )),
+                    swap: None,
                 });
             }
             if let Some(t) = &j.tag {
                 writes.push(Write::Put {
                     collection: TAG_COLLECTION.into(),
                     rkey: tag_rkey(&j.repo, t),
-                    record: tag_record(&j.repo, t, &j.digest, &uri, &now),
+                    record: atcr_oci::records::to_json(&atcr_oci::records::TagRecord::new(
+                        &j.repo, t, &j.digest, &uri, &now,
+                    )),
                     swap: None,
                 });
             }
@@ -1121,7 +1138,7 @@ impl Registry {
     ) -> Result<()> {
         let queue = self.owner_queue(did);
         let _guard = queue.commit.lock().await;
-        let (digest, rkey, tags) = match reference {
+        let (digest, tags) = match reference {
             Reference::Digest(d) => {
                 let m = self
                     .inner
@@ -1132,22 +1149,31 @@ impl Registry {
                         err(ErrorCode::ManifestUnknown, format!("manifest unknown: {d}"))
                     })?;
                 let tags = self.inner.index.tags_of(did, repo, &m.digest).await?;
-                // Registry-made signature artifacts have no record of their own.
-                let rkey = (!m.record_rkey.is_empty()).then_some(m.record_rkey);
-                (Some(m.digest), rkey, tags)
+                (Some(m.digest), tags)
             }
             Reference::Tag(t) => {
                 if self.inner.index.tag(did, repo, t).await?.is_none() {
                     return Err(err(ErrorCode::ManifestUnknown, format!("tag unknown: {t}")));
                 }
-                (None, None, vec![t.clone()])
+                (None, vec![t.clone()])
             }
         };
         let owner = self.owner_pds(did).await?;
+        // Every record of this (REPO, digest) goes, not only the one the
+        // index knows: a push retried after a lost answer, or made before
+        // record keys were deterministic, may have left another, and any of
+        // them would keep the signature valid.
+        let mut rkeys = match &digest {
+            Some(d) => manifest_records_of(owner.as_ref(), repo, d).await?,
+            None => vec![],
+        };
+        let rkey = (!rkeys.is_empty()).then(|| rkeys.remove(0));
+        let more_rkeys = rkeys;
         let op = PendingOp::Delete {
             repo: repo.to_owned(),
             digest: digest.clone(),
             rkey: rkey.clone(),
+            more_rkeys: more_rkeys.clone(),
             tags: tags.clone(),
         };
         let pending = self
@@ -1163,7 +1189,7 @@ impl Registry {
                 swap: None,
             })
             .collect();
-        if let Some(r) = &rkey {
+        for r in rkey.iter().chain(&more_rkeys) {
             writes.push(Write::Delete {
                 collection: MANIFEST_COLLECTION.into(),
                 rkey: r.clone(),
@@ -1396,6 +1422,7 @@ impl Registry {
                         },
                         tag: tag.zip(tcid).map(|(t, c)| (t, digest, c)),
                         inline_blobs: vec![],
+                        replaces: vec![],
                     });
                 }
                 PendingOp::Delete {
@@ -1430,4 +1457,50 @@ impl Registry {
         self.inner.index.commit_manifests(id, commits).await?;
         Ok(true)
     }
+}
+
+/// Most manifest records read when looking for every record of one digest.
+const MAX_SCANNED_RECORDS: usize = 100_000;
+
+/// The keys of every `io.atcr.manifest` record of `owner` that signs
+/// `repo@digest`: the deterministic key first when present, then any other
+/// (a legacy TID key, a duplicate left by a retried push).
+async fn manifest_records_of(
+    owner: &dyn OwnerPds,
+    repo: &str,
+    digest: &str,
+) -> Result<Vec<String>> {
+    use atcr_oci::records::{ManifestRecord, from_json};
+    let parsed = Digest::parse(digest).map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?;
+    let mut out = vec![];
+    let (mut cursor, mut seen) = (None, 0usize);
+    loop {
+        let (rows, next) = owner
+            .list_records(MANIFEST_COLLECTION.into(), cursor.take())
+            .await
+            .map_err(from_record)?;
+        seen += rows.len();
+        for (rkey, value) in rows {
+            if let Ok(r) = from_json::<ManifestRecord>(&value)
+                && r.check_names(repo, &parsed).is_ok()
+            {
+                out.push(rkey);
+            }
+        }
+        match next {
+            Some(c) if seen < MAX_SCANNED_RECORDS => cursor = Some(c),
+            Some(_) => {
+                return Err(err(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the owner has over {MAX_SCANNED_RECORDS} manifest records; delete refused"
+                    ),
+                ));
+            }
+            None => break,
+        }
+    }
+    let own = atcr_oci::records::manifest_rkey(repo, &parsed);
+    out.sort_by_key(|k| *k != own);
+    Ok(out)
 }

@@ -58,7 +58,17 @@ pub trait OwnerPds: Send + Sync {
         collection: String,
         rkey: String,
     ) -> BoxFut<'_, Result<Option<(String, serde_json::Value)>, RecordError>>;
+    /// One page (up to 100) of a collection's records as `(rkey, value)`,
+    /// and the cursor of the next page.
+    fn list_records(
+        &self,
+        collection: String,
+        cursor: Option<String>,
+    ) -> BoxFut<'_, Result<RecordPage, RecordError>>;
 }
+
+/// A page of records: `(rkey, value)` and the next cursor.
+pub type RecordPage = (Vec<(String, serde_json::Value)>, Option<String>);
 
 /// An owner whose account lives in the embedded PDS.
 pub struct EmbeddedOwner {
@@ -113,6 +123,20 @@ impl OwnerPds for EmbeddedOwner {
                 Err(e) if e.0.error == "RecordNotFound" => Ok(None),
                 Err(e) => Err(from_pds(e)),
             }
+        })
+    }
+    fn list_records(
+        &self,
+        collection: String,
+        cursor: Option<String>,
+    ) -> BoxFut<'_, Result<RecordPage, RecordError>> {
+        Box::pin(async move {
+            let (rows, next) = self
+                .pds
+                .list_records(&self.did, &collection, 100, cursor, false)
+                .await
+                .map_err(from_pds)?;
+            Ok((rows.into_iter().map(|(k, _, v)| (k, v)).collect(), next))
         })
     }
 }
@@ -286,6 +310,28 @@ impl OwnerPds for RemoteOwner {
             }
         })
     }
+    fn list_records(
+        &self,
+        collection: String,
+        cursor: Option<String>,
+    ) -> BoxFut<'_, Result<RecordPage, RecordError>> {
+        Box::pin(async move {
+            let out = self
+                .client
+                .list_records(&self.did, &collection, 100, cursor.as_deref())
+                .await
+                .map_err(|e| from_client(&self.did, e))?;
+            let rows = out
+                .records
+                .into_iter()
+                .filter_map(|r| {
+                    let rkey = r.uri.rsplit('/').next()?.to_owned();
+                    Some((rkey, r.value))
+                })
+                .collect();
+            Ok((rows, out.cursor))
+        })
+    }
 }
 
 pub use atcr_oci::tag_rkey;
@@ -295,61 +341,10 @@ pub fn at_uri(did: &str, collection: &str, rkey: &str) -> String {
     format!("at://{did}/{collection}/{rkey}")
 }
 
-/// The `io.atcr.manifest` record for pushed manifest bytes (already validated
-/// as JSON). Descriptors are copied as pushed.
-pub fn manifest_record(
-    repo: &str,
-    digest: &str,
-    media_type: &str,
-    manifest: &serde_json::Value,
-    blob: serde_json::Value,
-    created_at: &str,
-) -> serde_json::Value {
-    let mut r = serde_json::json!({
-        "$type": MANIFEST_COLLECTION,
-        "repository": repo,
-        "digest": digest,
-        "mediaType": media_type,
-        "schemaVersion": manifest.get("schemaVersion").cloned().unwrap_or(serde_json::json!(2)),
-        "manifestBlob": blob,
-        "createdAt": created_at,
-    });
-    for key in [
-        "config",
-        "layers",
-        "manifests",
-        "subject",
-        "annotations",
-        "artifactType",
-    ] {
-        if let Some(v) = manifest.get(key) {
-            r[key] = v.clone();
-        }
-    }
-    r
-}
-
-/// The `io.atcr.tag` record.
-pub fn tag_record(
-    repo: &str,
-    tag: &str,
-    digest: &str,
-    manifest_uri: &str,
-    created_at: &str,
-) -> serde_json::Value {
-    serde_json::json!({
-        "$type": TAG_COLLECTION,
-        "repository": repo,
-        "tag": tag,
-        "manifestDigest": digest,
-        "manifest": manifest_uri,
-        "createdAt": created_at,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use atcr_oci::records::{ManifestRecord, TagRecord, to_json};
 
     #[test]
     fn tag_keys_are_legal_and_distinct() {
@@ -376,25 +371,25 @@ mod tests {
 
     #[test]
     fn records_carry_every_field_their_lexicon_requires() {
-        let m = manifest_record(
+        let m = to_json(&ManifestRecord::new(
             "team/app",
             "sha256:00",
             "application/vnd.oci.image.manifest.v1+json",
             &serde_json::json!({"schemaVersion": 2, "layers": []}),
             serde_json::json!({"$type": "blob"}),
             "2026-11-22T00:00:00.000Z",
-        );
+        ));
         for f in required("manifest.json") {
             assert!(m.get(&f).is_some(), "manifest record lacks {f}");
         }
         assert_eq!(m["$type"], MANIFEST_COLLECTION);
-        let t = tag_record(
+        let t = to_json(&TagRecord::new(
             "team/app",
             "v1",
             "sha256:00",
             "at://x/y/z",
             "2026-11-22T00:00:00.000Z",
-        );
+        ));
         for f in required("tag.json") {
             assert!(t.get(&f).is_some(), "tag record lacks {f}");
         }

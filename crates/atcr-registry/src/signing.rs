@@ -7,9 +7,10 @@
 use crate::index::{ManifestCommit, ManifestRow};
 use crate::{Registry, Result, err};
 use atcr_oci::manifest::{Descriptor, OCI_MANIFEST, ParsedManifest};
+use atcr_oci::records::SignatureRecord;
 use atcr_oci::signature::{
     AtprotoPointer, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_LAYER_TYPE, SIGNATURE_VERSION, SignatureKey,
-    SignatureLayer, SignatureSubject, build_artifact,
+    SignatureLayer, SignatureSubject, build_artifact, validate_cosign_artifact,
 };
 use atcr_oci::{Digest, ErrorCode};
 use atcr_syntax::Did;
@@ -24,6 +25,10 @@ pub(crate) struct Signer {
     algorithm: &'static str,
     public_key: String,
 }
+
+/// Most co-signers (other than the owner) one subject takes: what a
+/// verifier reads stays bounded, whatever identities push.
+pub const MAX_COSIGNERS: usize = 32;
 
 /// How long an owner's resolved key is reused for new artifacts.
 const SIGNER_CACHE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -106,10 +111,7 @@ impl Registry {
             did: did.to_owned(),
             handle: doc.claimed_handle().map(|h| h.to_string()),
             pds: pds.as_str().trim_end_matches('/').to_owned(),
-            algorithm: match key.algorithm() {
-                atcr_crypto::Algorithm::K256 => "ECDSA-K256-SHA256",
-                atcr_crypto::Algorithm::P256 => "ECDSA-P256-SHA256",
-            },
+            algorithm: key.algorithm().signature_name(),
             public_key: key.to_multikey(),
         })
     }
@@ -157,6 +159,7 @@ impl Registry {
                     artifact_type: None,
                     annotations: BTreeMap::new(),
                 },
+                false,
             );
             let annotations: BTreeMap<&str, &str> = [
                 (atcr_oci::signature::ANNOTATION_DID, signer.did.as_str()),
@@ -185,6 +188,7 @@ impl Registry {
                     record_cid: String::new(),
                 }),
                 tag: None,
+                replaces: vec![],
                 // Committed with the artifact, in the index transaction.
                 inline_blobs: built
                     .blobs
@@ -212,7 +216,6 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Vec<u8>,
     ) -> Result<crate::PushedManifest> {
-        use base64::Engine as _;
         let denied = |m: String| err(ErrorCode::Denied, m);
         let atcr_oci::Reference::Digest(want) = reference else {
             return Err(denied("co-signers push by digest, not by tag".into()));
@@ -224,21 +227,21 @@ impl Registry {
                 format!("the manifest hashes to {digest}, not {want}"),
             ));
         }
-        let parsed = atcr_oci::manifest::parse_manifest(&bytes, content_type)?;
-        if !matches!(
-            parsed.effective_artifact_type().as_deref(),
-            Some(SIGNATURE_ARTIFACT_TYPE)
-        ) {
+        if content_type.is_some_and(|t| t != OCI_MANIFEST) {
             return Err(denied(format!(
-                "only {SIGNATURE_ARTIFACT_TYPE} artifacts may be pushed into a repository you do not own"
+                "a co-signature is an {OCI_MANIFEST}, not {}",
+                content_type.unwrap_or_default()
             )));
         }
-        let Some(subject) = parsed.subject.clone() else {
-            return Err(err(
-                ErrorCode::ManifestInvalid,
-                "a co-signature needs a subject",
-            ));
-        };
+        // Only the exact §5 shape, byte for byte: one small inline layer,
+        // the empty config, the three pointer annotations, nothing else.
+        let artifact = validate_cosign_artifact(&bytes).map_err(|m| {
+            denied(format!(
+                "only a {SIGNATURE_ARTIFACT_TYPE} co-signature artifact may be pushed into a repository you do not own: {m}"
+            ))
+        })?;
+        let subject = artifact.subject.clone();
+        let layer = &artifact.layer;
         let repo = name.repo();
         if self
             .inner
@@ -252,50 +255,11 @@ impl Registry {
                 format!("subject {} is not in {name}", subject.digest),
             ));
         }
-        let raw: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
-        let l = &raw["layers"][0];
-        let layer_bytes = l["data"]
-            .as_str()
-            .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
-            .ok_or_else(|| {
-                err(
-                    ErrorCode::ManifestInvalid,
-                    "a co-signature carries its layer inline (descriptor `data`)",
-                )
-            })?;
-        let layer_digest = Digest::sha256_of(&layer_bytes);
-        if l["digest"] != layer_digest.to_string().as_str()
-            || l["mediaType"] != SIGNATURE_ARTIFACT_TYPE
-        {
-            return Err(err(
-                ErrorCode::ManifestInvalid,
-                "the inline layer does not match its descriptor",
-            ));
-        }
-        if raw["config"]["digest"]
-            != Digest::sha256_of(atcr_oci::signature::EMPTY_JSON)
-                .to_string()
-                .as_str()
-        {
-            return Err(err(
-                ErrorCode::ManifestInvalid,
-                "a co-signature's config is the empty descriptor",
-            ));
-        }
-        let layer =
-            SignatureLayer::parse(&layer_bytes).map_err(|e| err(ErrorCode::ManifestInvalid, e))?;
         if layer.atproto.did != signer {
             return Err(denied(format!(
                 "the artifact names {}, you are {signer}",
                 layer.atproto.did
             )));
-        }
-        if layer.subject.digest != subject.digest.to_string() {
-            return Err(err(
-                ErrorCode::ManifestInvalid,
-                "the layer's subject is not the manifest's",
-            ));
         }
         let uri = atcr_syntax::AtUri::parse(&layer.atproto.record_uri)
             .map_err(|e| err(ErrorCode::ManifestInvalid, format!("recordUri: {e}")))?;
@@ -318,27 +282,76 @@ impl Registry {
                     uri.as_str()
                 ))
             })?;
-        let named = record["subject"]["repository"].as_str().unwrap_or_default();
-        let names_this = match atcr_oci::RepoName::parse(named) {
-            Ok(n) if n.repo() == repo => self.owner_did(&n).await.ok().as_deref() == Some(owner),
-            _ => false,
-        };
-        if record["subject"]["digest"] != subject.digest.to_string().as_str() || !names_this {
+        let owner_did = Did::new(owner).map_err(|e| err(ErrorCode::Unknown, e.to_string()))?;
+        let checked = atcr_oci::records::from_json::<SignatureRecord>(&record)
+            .map_err(|e| format!("not an io.atcr.signature record: {e}"))
+            .and_then(|r| {
+                r.check_names(&owner_did, repo, &subject.digest)
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(why) = checked {
             return Err(denied(format!(
-                "{} signs another image than {name}@{}",
+                "{} does not sign {name}@{}: {why}",
                 uri.as_str(),
+                subject.digest
+            )));
+        }
+        // One current artifact per signer and subject: a new one replaces the
+        // signer's earlier ones; and a bounded number of co-signers.
+        let existing = self
+            .inner
+            .index
+            .referrers(owner, repo, &subject.digest.to_string())
+            .await?;
+        let cosigns: Vec<(String, Option<String>)> = existing
+            .iter()
+            .filter(|m| {
+                m.artifact_type.as_deref() == Some(SIGNATURE_ARTIFACT_TYPE)
+                    && m.record_rkey.is_empty()
+            })
+            .map(|m| {
+                let did = m
+                    .annotations
+                    .as_deref()
+                    .and_then(|a| serde_json::from_str::<BTreeMap<String, String>>(a).ok())
+                    .and_then(|a| a.get(atcr_oci::signature::ANNOTATION_DID).cloned());
+                (m.digest.clone(), did)
+            })
+            .collect();
+        let replaces: Vec<String> = cosigns
+            .iter()
+            .filter(|(d, did)| did.as_deref() == Some(signer) && *d != digest.to_string())
+            .map(|(d, _)| d.clone())
+            .collect();
+        let others = cosigns
+            .iter()
+            .filter(|(_, did)| did.as_deref() != Some(signer) && did.as_deref() != Some(owner))
+            .count();
+        if others >= MAX_COSIGNERS {
+            return Err(denied(format!(
+                "{name}@{} already has {MAX_COSIGNERS} co-signers, the most a subject takes",
                 subject.digest
             )));
         }
         let row = ManifestRow {
             digest: digest.to_string(),
-            media_type: parsed.media_type.clone(),
+            media_type: OCI_MANIFEST.into(),
             size: bytes.len() as u64,
             bytes,
             artifact_type: Some(SIGNATURE_ARTIFACT_TYPE.into()),
             subject: Some(subject.digest.to_string()),
-            annotations: (!parsed.annotations.is_empty())
-                .then(|| serde_json::to_string(&parsed.annotations).unwrap_or_default()),
+            annotations: serde_json::to_string(&BTreeMap::from([
+                (atcr_oci::signature::ANNOTATION_DID, signer),
+                (
+                    atcr_oci::signature::ANNOTATION_PDS,
+                    layer.atproto.pds_endpoint.as_str(),
+                ),
+                (
+                    atcr_oci::signature::ANNOTATION_RECORD_URI,
+                    layer.atproto.record_uri.as_str(),
+                ),
+            ]))
+            .ok(),
             // The evidence is the signer's record, not one of the owner's.
             record_rkey: String::new(),
             record_cid: String::new(),
@@ -354,13 +367,12 @@ impl Registry {
                     display: name.to_string(),
                     manifest: Some(row),
                     tag: None,
-                    inline_blobs: vec![
-                        (
-                            Digest::sha256_of(atcr_oci::signature::EMPTY_JSON).to_string(),
-                            atcr_oci::signature::EMPTY_JSON.to_vec(),
-                        ),
-                        (layer_digest.to_string(), layer_bytes),
-                    ],
+                    inline_blobs: artifact
+                        .blobs
+                        .into_iter()
+                        .map(|(d, b)| (d.to_string(), b))
+                        .collect(),
+                    replaces,
                 }],
             )
             .await?;

@@ -4,9 +4,9 @@
 //! completed.
 
 use atcr_blobstore::{BlobStore, StoreConfig};
+use atcr_oci::records::{ManifestRecord, TagRecord, to_json};
 use atcr_oci::{Reference, RepoName};
 use atcr_pds::{Pds, PdsConfig, Write};
-use atcr_registry::records::{manifest_record, tag_record};
 use atcr_registry::{Registry, RegistryConfig};
 use base64::Engine as _;
 use std::sync::Arc;
@@ -88,19 +88,19 @@ async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed()
             Write::Create {
                 collection: "io.atcr.manifest".into(),
                 rkey: Some(rkey.into()),
-                record: manifest_record(
+                record: to_json(&ManifestRecord::new(
                     "app",
                     &digest(INDEX),
                     INDEX_TYPE,
                     &json,
                     atcr_pds::blob_ref(INDEX, INDEX_TYPE),
                     now,
-                ),
+                )),
             },
             Write::Put {
                 collection: "io.atcr.tag".into(),
                 rkey: "app:v1".into(),
-                record: tag_record("app", "v1", &digest(INDEX), &uri, now),
+                record: to_json(&TagRecord::new("app", "v1", &digest(INDEX), &uri, now)),
                 swap: None,
             },
         ],
@@ -190,4 +190,89 @@ async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed()
         .await
         .unwrap();
     assert_eq!(pushed.digest.to_string(), digest(INDEX));
+}
+
+/// Every `io.atcr.manifest` record of `did` naming `digest`.
+async fn manifest_records(pds: &Pds, did: &str, digest: &str) -> Vec<String> {
+    let (rows, _) = pds
+        .list_records(did, "io.atcr.manifest", 100, None, false)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .filter(|(_, _, v)| v["digest"] == digest)
+        .map(|(k, _, _)| k)
+        .collect()
+}
+
+#[tokio::test]
+async fn retried_pushes_converge_and_delete_removes_every_record_of_the_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reg, pds, did) = setup(tmp.path()).await;
+    let name = RepoName::parse("alice.test/app").unwrap();
+    let d = digest(INDEX);
+    let json: serde_json::Value = serde_json::from_slice(INDEX).unwrap();
+    let record = |now: &str| {
+        to_json(&ManifestRecord::new(
+            "app",
+            &d,
+            INDEX_TYPE,
+            &json,
+            atcr_pds::blob_ref(INDEX, INDEX_TYPE),
+            now,
+        ))
+    };
+    // A first attempt committed in the PDS, but its answer was lost (the
+    // index never recorded it): the record is at the deterministic key.
+    let key = atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&d).unwrap());
+    pds.write_with_blobs(
+        &did,
+        vec![(INDEX.to_vec(), INDEX_TYPE.into())],
+        vec![Write::Put {
+            collection: "io.atcr.manifest".into(),
+            rkey: key.clone(),
+            record: record("2026-11-22T00:00:00.000Z"),
+            swap: None,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    // The client's retry writes the same record, not a second one.
+    reg.manifest_put(
+        &name,
+        &did,
+        &Reference::Tag("v1".into()),
+        Some(INDEX_TYPE),
+        INDEX.to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(manifest_records(&pds, &did, &d).await, [key.clone()]);
+    // A record of the same digest under another key (written before record
+    // keys were deterministic, or by a remote PDS that committed and timed
+    // out) is also a valid signature: delete must remove it too.
+    pds.write(
+        &did,
+        vec![Write::Create {
+            collection: "io.atcr.manifest".into(),
+            rkey: Some("3n2w7c3d7h5b4".into()),
+            record: record("2026-11-23T00:00:00.000Z"),
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(manifest_records(&pds, &did, &d).await.len(), 2);
+    reg.manifest_delete(
+        &did,
+        "app",
+        &Reference::Digest(atcr_oci::Digest::parse(&d).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(manifest_records(&pds, &did, &d).await.is_empty());
+    assert!(!matches!(
+        pds.get_record(&did, "io.atcr.tag", "app:v1").await,
+        Ok(Some(_))
+    ));
 }

@@ -158,6 +158,11 @@ impl<R: Read> CarReader<R> {
         }
         let bytes = read_exact(&mut input, len as usize, "inside the header")?;
         let header = from_cbor(&bytes).map_err(|e| CarError::Malformed(format!("header: {e}")))?;
+        if !matches!(&header, Value::Map(m) if m.len() == 2) {
+            return Err(CarError::Malformed(
+                "header must be exactly {version, roots}".into(),
+            ));
+        }
         if header.get("version").and_then(Value::as_i64) != Some(1) {
             return Err(CarError::Malformed("header version is not 1".into()));
         }
@@ -167,9 +172,12 @@ impl<R: Read> CarReader<R> {
         let roots = roots
             .iter()
             .map(|r| {
+                // Repository CARs are rooted at a commit, a DAG-CBOR block: a
+                // raw-codec CID of the same bytes would name another "commit".
                 r.as_link()
                     .copied()
-                    .ok_or_else(|| CarError::Malformed("root is not a CID".into()))
+                    .filter(|c| c.codec() == atcr_data::DAG_CBOR)
+                    .ok_or_else(|| CarError::Malformed("root is not a DAG-CBOR CID".into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {

@@ -29,8 +29,8 @@ pub struct Commit {
     pub prev: Option<Cid>,
     /// Raw 64-byte signature over the unsigned commit's DAG-CBOR.
     pub sig: Vec<u8>,
-    /// The decoded block, to re-derive the signed bytes exactly (unknown
-    /// fields included) when verifying.
+    /// The decoded block, to re-derive the signed bytes exactly when
+    /// verifying (decoding admits no other fields than the six).
     fields: BTreeMap<String, Value>,
 }
 
@@ -105,6 +105,15 @@ impl Commit {
         let Value::Map(fields) = v else {
             return Err(bad("not a map"));
         };
+        // Exactly the six fields of a v3 commit: an extra field would be
+        // signed over without meaning anything, and `prev` is required
+        // (null or a link).
+        const FIELDS: [&str; 6] = ["data", "did", "prev", "rev", "sig", "version"];
+        if fields.len() != FIELDS.len() || !FIELDS.iter().all(|f| fields.contains_key(*f)) {
+            return Err(bad(
+                "a commit has exactly the fields did, version, data, rev, prev, sig",
+            ));
+        }
         if fields.get("version").and_then(Value::as_i64) != Some(3) {
             return Err(bad("version is not 3"));
         }
@@ -117,15 +126,18 @@ impl Commit {
             .get("data")
             .and_then(Value::as_link)
             .ok_or_else(|| bad("data link missing"))?;
+        if data.codec() != atcr_data::DAG_CBOR {
+            return Err(bad("data is not a DAG-CBOR CID"));
+        }
         let rev = fields
             .get("rev")
             .and_then(Value::as_str)
             .ok_or_else(|| bad("rev missing"))?;
         let rev = Tid::new(rev).map_err(|e| CommitError::Malformed(e.to_string()))?;
         let prev = match fields.get("prev") {
-            None | Some(Value::Null) => None,
-            Some(Value::Link(c)) => Some(*c),
-            Some(_) => return Err(bad("prev is neither a link nor null")),
+            Some(Value::Null) => None,
+            Some(Value::Link(c)) if c.codec() == atcr_data::DAG_CBOR => Some(*c),
+            _ => return Err(bad("prev is neither a DAG-CBOR link nor null")),
         };
         let sig = fields
             .get("sig")

@@ -193,7 +193,11 @@ fn decode_node(cid: &Cid, bytes: Arc<[u8]>, layer: Option<u32>) -> Result<Node> 
         r.key("p").map_err(cbor_err)?;
         let p = r.uint().map_err(cbor_err)?;
         r.key("t").map_err(cbor_err)?;
-        let right = r.link_or_null().map_err(cbor_err)?.map(Link::Stored);
+        let right = r.link_or_null().map_err(cbor_err)?;
+        if right.is_some_and(|c| c.codec() != atcr_data::DAG_CBOR) {
+            return Err(bad("subtree link is not a DAG-CBOR CID"));
+        }
+        let right = right.map(Link::Stored);
         r.key("v").map_err(cbor_err)?;
         let value = r.link().map_err(cbor_err)?;
         let p = usize::try_from(p)
@@ -206,6 +210,15 @@ fn decode_node(cid: &Cid, bytes: Arc<[u8]>, layer: Option<u32>) -> Result<Node> 
         let mut key = Vec::with_capacity(p + suffix.len());
         key.extend_from_slice(&prev_key[..p]);
         key.extend_from_slice(suffix);
+        // Prefix compression is maximal, so one key set has one encoding.
+        let shared = prev_key
+            .iter()
+            .zip(&key)
+            .take_while(|(a, b)| a == b)
+            .count();
+        if !entries.is_empty() && p != shared {
+            return Err(bad("prefix compression is not maximal"));
+        }
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(bad("key empty or too long"));
         }
@@ -223,7 +236,11 @@ fn decode_node(cid: &Cid, bytes: Arc<[u8]>, layer: Option<u32>) -> Result<Node> 
         });
     }
     r.key("l").map_err(cbor_err)?;
-    let left = r.link_or_null().map_err(cbor_err)?.map(Link::Stored);
+    let left = r.link_or_null().map_err(cbor_err)?;
+    if left.is_some_and(|c| c.codec() != atcr_data::DAG_CBOR) {
+        return Err(bad("subtree link is not a DAG-CBOR CID"));
+    }
+    let left = left.map(Link::Stored);
     r.finish().map_err(cbor_err)?;
     let node_layer = match entries.first() {
         Some(first) => {

@@ -100,14 +100,22 @@ pub fn build_record_proof(
 /// Verifies a `getRecord` proof CAR for `collection/rkey` in `did`'s
 /// repository against `key` (the DID document's current signing key).
 ///
-/// Checks, failing closed at each step: every block hashes to its CID; one
-/// root, which is a well-formed v3 commit for `did`; the commit signature
-/// (64-byte low-S) under `key`; the MST paths from the commit's data root to
-/// the record and to its two neighbours (the covering proof the reference PDS
-/// serves), with every node present, well-formed and inside its parent's key
-/// range; and the record block, which
-/// must decode as a `collection` record. Absence is returned as
-/// `record: None`, proven by the same path.
+/// Checks, failing closed at each step: the CAR header is exactly
+/// `{version: 1, roots}` with one DAG-CBOR root; every block hashes to its
+/// CID; the root is a v3 commit for `did` with exactly the fields `did,
+/// version, data, rev, prev, sig` and a DAG-CBOR `data` link; the commit
+/// signature (64-byte, low-S) under `key`; the MST path from the commit's
+/// data root to the record's key, with every node on it present,
+/// canonically encoded (maximal prefix compression, DAG-CBOR links) and
+/// inside its parent's key range; and the record block, which must be a
+/// DAG-CBOR `collection` record.
+///
+/// What it guarantees: **presence** — the record with this CID is at this
+/// key under the signed commit; **absence** (`record: None`) — no record is
+/// at this key under the signed commit, because the complete path the key
+/// would be on is present and ends without it. The neighbours' paths that
+/// [`build_record_proof`] also includes are not required (the reference PDS
+/// does not always serve them), and they add nothing to either guarantee.
 pub fn verify_record_proof(
     car: &[u8],
     did: &Did,

@@ -42,7 +42,7 @@ fn blocks_under_non_sha256_or_unknown_codec_cids_are_rejected() {
             "{cid}"
         );
         // As a block, it never passes unchecked.
-        let root = cid_for_raw(b"root");
+        let root = atcr_data::cid_for_cbor(b"root");
         let car = write_car(&[root], [(&cid, &data[..])]);
         let r = read_car(&car);
         assert!(matches!(r, Err(CarError::HashMismatch(_))), "{cid}: {r:?}");
@@ -78,7 +78,7 @@ fn malformed_headers_and_oversized_sections_are_errors() {
         Err(CarError::Malformed(_))
     ));
     // a block section declaring 1 GiB is refused before any allocation
-    let cid = cid_for_raw(b"x");
+    let cid = cid_for_cbor(b"x");
     let mut car = write_car(&[cid], []);
     car.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04]);
     let mut r = CarReader::new(&car[..]).unwrap();
@@ -95,10 +95,11 @@ fn streaming_reader_holds_one_block_at_a_time() {
     // 2,000 blocks through a reader: iteration works without collecting.
     let blocks: Vec<Vec<u8>> = (0..2_000u32).map(|i| i.to_be_bytes().repeat(64)).collect();
     let cids: Vec<Cid> = blocks.iter().map(|b| cid_for_raw(b)).collect();
-    let car = write_car(
-        &[cids[0]],
-        cids.iter().zip(&blocks).map(|(c, b)| (c, &b[..])),
-    );
+    // (rooted at a commit-like DAG-CBOR CID, as every repository CAR is)
+    let car = {
+        let root = cid_for_cbor(b"root");
+        write_car(&[root], cids.iter().zip(&blocks).map(|(c, b)| (c, &b[..])))
+    };
     let reader = CarReader::new(std::io::Cursor::new(car)).unwrap();
     let mut n = 0;
     for item in reader {

@@ -24,7 +24,10 @@ pub mod oci;
 pub mod policy;
 
 use atcr_identity::{IdentityError, IdentityResolver, ResolvedIdentity};
-use atcr_oci::signature::{SIGNATURE_ARTIFACT_TYPE, SignatureLayer};
+use atcr_oci::records::{ManifestRecord, Mismatch, SignatureRecord, TagRecord, from_json};
+use atcr_oci::signature::{
+    ArtifactPointer, MAX_ARTIFACT_BYTES, MAX_LAYER_BYTES, SIGNATURE_ARTIFACT_TYPE, SignatureLayer,
+};
 use atcr_oci::{
     Digest, MANIFEST_COLLECTION, Owner, Reference, RepoName, SIGNATURE_COLLECTION, TAG_COLLECTION,
     tag_rkey,
@@ -35,6 +38,15 @@ use oci::{Credentials, RegistryClient};
 use policy::{Action, TrustPolicy};
 use serde::Serialize;
 use std::time::Duration;
+
+/// Most signature artifacts considered for one image (the owner's first).
+pub const MAX_ARTIFACTS: usize = 64;
+/// Signatures checked at once.
+const CONCURRENT_CHECKS: usize = 8;
+/// Time a third party's signature gets before it counts as unreachable.
+pub const COSIGNER_BUDGET: Duration = Duration::from_secs(10);
+/// How far in the future a signing time may be (clock skew) and still count.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 /// Why verification could not be completed (exit code 3), or bad input
 /// (exit code 2). A failed check is not an error: it is a [`Report`].
@@ -88,9 +100,10 @@ impl ImageRef {
         let (host, rest) = s
             .split_once('/')
             .ok_or_else(|| bad("expected HOST/OWNER/REPO[:TAG|@DIGEST]"))?;
-        if host.is_empty() || !host.contains(['.', ':']) && host != "localhost" {
+        if host.is_empty() || !host.contains(['.', ':', '[']) && host != "localhost" {
             return Err(bad("the first component must be a registry host"));
         }
+        canonical_host(host).map_err(|e| bad(&e))?;
         let (path, reference) = if let Some((p, d)) = rest.split_once('@') {
             let d = Digest::parse(d).map_err(|e| bad(&e.message))?;
             (p, Reference::Digest(d))
@@ -113,6 +126,58 @@ impl ImageRef {
             name,
             reference,
         })
+    }
+}
+
+/// A registry host in canonical form, for matching: lower case, no
+/// trailing dot, an IP address in its standard text form (`localhost` is
+/// `127.0.0.1`), the port in plain digits and omitted when it is 443 (the
+/// default of `https`).
+pub fn canonical_host(host: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("{host:?} is not a registry host: {why}");
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+        };
+        let ip: std::net::Ipv6Addr = ip.parse().map_err(|_| bad("bad IPv6 address"))?;
+        (format!("[{ip}]"), port)
+    } else {
+        let (n, p) = match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        };
+        let n = n.to_ascii_lowercase();
+        let n = n.strip_suffix('.').unwrap_or(&n).to_owned();
+        if n.is_empty()
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            || n.split('.').any(str::is_empty)
+        {
+            return Err(bad("bad host name"));
+        }
+        let n = match n.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) if n == "localhost" => "127.0.0.1".to_owned(),
+            Err(_) => n,
+        };
+        (n, p)
+    };
+    match port {
+        None => Ok(name),
+        Some(p) => {
+            if p.is_empty() || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad("the port is not a number"));
+            }
+            let n: u32 = p.parse().map_err(|_| bad("bad port"))?;
+            match n {
+                0 | 65536.. => Err(bad("port out of range")),
+                443 => Ok(name),
+                n => Ok(format!("{name}:{n}")),
+            }
+        }
     }
 }
 
@@ -168,6 +233,8 @@ pub enum Reason {
     MaxAgeExceeded,
     /// Fewer distinct trusted signers than `minSignatures`.
     NotEnoughSignatures,
+    /// The record's signing time is in the future (beyond the allowed skew).
+    SignedInFuture,
 }
 
 impl Reason {
@@ -193,6 +260,7 @@ impl Reason {
             Self::OutsideValidity => "outside_validity",
             Self::MaxAgeExceeded => "max_age_exceeded",
             Self::NotEnoughSignatures => "not_enough_signatures",
+            Self::SignedInFuture => "signed_in_future",
         }
     }
 }
@@ -257,6 +325,27 @@ pub struct SignatureReport {
     pub detail: Option<String>,
 }
 
+impl SignatureReport {
+    /// A signature that failed before anything about it was known.
+    fn failed(did: String, reason: Reason, detail: String) -> Self {
+        Self {
+            kind: "owner",
+            did,
+            handle: None,
+            record_uri: String::new(),
+            record_cid: None,
+            commit_cid: None,
+            rev: None,
+            key_id: None,
+            signed_at: None,
+            valid: false,
+            trusted: false,
+            reason: Some(reason),
+            detail: Some(detail),
+        }
+    }
+}
+
 /// The verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -275,6 +364,9 @@ pub struct Report {
     pub schema_version: u32,
     /// The image as given.
     pub image: String,
+    /// The identity policies are matched on: `HOST/DID/REPO`, the host
+    /// canonical (aliases applied) and the owner as a DID.
+    pub canonical: Option<String>,
     /// The image digest (computed from the registry's bytes).
     pub digest: Option<String>,
     /// The owner.
@@ -287,12 +379,18 @@ pub struct Report {
     pub decision: Decision,
     /// The policy rule applied.
     pub policy: Option<String>,
+    /// Distinct trusted signers the rule requires (0 when it requires none).
+    pub required: Option<u32>,
     /// Violations let through by `action: audit`.
     pub warnings: Vec<String>,
     /// Why it failed (image-level reasons).
     pub reasons: Vec<Reason>,
     /// Human-readable details of the failure.
     pub details: Vec<String>,
+    /// Part of the result came from a transient failure (an unreachable
+    /// co-signer): not reused from the cache.
+    #[serde(skip)]
+    pub transient: bool,
 }
 
 impl Report {
@@ -300,16 +398,26 @@ impl Report {
         Self {
             schema_version: 1,
             image: image.to_string(),
+            canonical: None,
             digest: None,
             owner: None,
             tag: None,
             signatures: vec![],
             decision: Decision::Fail,
             policy: None,
+            required: None,
             warnings: vec![],
             reasons: vec![],
             details: vec![],
+            transient: false,
         }
+    }
+    /// How many signatures are valid, and how many the policy trusts.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.signatures.iter().filter(|s| s.valid).count(),
+            self.signatures.iter().filter(|s| s.trusted).count(),
+        )
     }
     fn fail(mut self, r: Reason, detail: impl Into<String>) -> Self {
         self.reasons.push(r);
@@ -448,24 +556,63 @@ impl Verifier {
         image: &ImageRef,
         policy: &TrustPolicy,
     ) -> Result<Report, VerifyError> {
-        let decide = |mut r: Report| {
-            // An early failure (identity, tag, missing image) is final; the
-            // policy weighs signatures only.
-            if r.reasons.is_empty()
-                && let Some(owner) = r.owner.as_ref().map(|o| o.did.clone())
-            {
-                apply_policy(&mut r, policy, image, &owner, now_seconds());
-            }
-            r
+        let report = self.verify_cached(image).await?;
+        self.decide(report, image, policy).await
+    }
+
+    /// Applies `policy` to a pre-policy report: the rule is chosen on the
+    /// canonical identity (scope owners named by handle are resolved here).
+    async fn decide(
+        &self,
+        mut r: Report,
+        image: &ImageRef,
+        policy: &TrustPolicy,
+    ) -> Result<Report, VerifyError> {
+        // An early failure (identity, tag, missing image) is final; the
+        // policy weighs signatures only.
+        let Some(owner) = r.owner.as_ref().map(|o| o.did.clone()) else {
+            return Ok(r);
         };
+        let host = policy
+            .canonical_host(&image.host)
+            .map_err(|e| VerifyError::BadReference(image.to_string(), e))?;
+        let canonical = format!("{host}/{owner}/{}", image.name.repo());
+        r.canonical = Some(canonical.clone());
+        if !r.reasons.is_empty() {
+            return Ok(r);
+        }
+        let mut handle_dids = std::collections::BTreeMap::new();
+        for h in policy.scope_handles(&host) {
+            // Fail closed: a scope whose owner cannot be resolved now might
+            // be the one that applies.
+            let did = match self
+                .resolver
+                .resolve(&AtIdentifier::Handle(h.clone()))
+                .await
+            {
+                Ok(id) => Some(id.did.to_string()),
+                Err(e) if e.is_transient() => {
+                    return Err(VerifyError::Network(format!("policy scope owner {h}: {e}")));
+                }
+                Err(_) => None,
+            };
+            handle_dids.insert(h.as_str().to_owned(), did);
+        }
+        let rule = policy.rule_for(&canonical, &handle_dids);
+        apply_policy(&mut r, policy, rule, &owner, now_seconds());
+        Ok(r)
+    }
+
+    /// The pre-policy report, from the verdict cache when it has it.
+    async fn verify_cached(&self, image: &ImageRef) -> Result<Report, VerifyError> {
         let Some(cache) = &self.results else {
-            return self.verify_uncached(image).await.map(decide);
+            return self.verify_uncached(image).await;
         };
         // Identical concurrent verifications wait for one; only completed
         // verdicts are cached, never a failure to complete.
         let key = image.to_string();
         if let Some(r) = cache.get(&key) {
-            return Ok(decide(r));
+            return Ok(r);
         }
         let gate = self
             .inflight
@@ -476,17 +623,19 @@ impl Verifier {
             .clone();
         let _turn = gate.lock().await;
         if let Some(r) = cache.get(&key) {
-            return Ok(decide(r));
+            return Ok(r);
         }
         let result = self.verify_uncached(image).await;
-        if let Ok(r) = &result {
+        if let Ok(r) = &result
+            && !r.transient
+        {
             cache.insert(key.clone(), r.clone());
         }
         self.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&key);
-        result.map(decide)
+        result
     }
 
     /// Steps 1–4: the report before the policy is applied.
@@ -547,11 +696,12 @@ impl Verifier {
                 Ok(p) => {
                     tr.commit_cid = Some(p.commit_cid.to_string());
                     if let Some((_, v)) = &p.record {
-                        let j = atcr_data::json::to_json(v);
-                        tr.signed_digest = j["manifestDigest"].as_str().map(str::to_owned);
-                        tr.valid = tr.signed_digest.as_deref() == Some(&digest.to_string())
-                            && j["repository"] == repo
-                            && j["tag"] == t.as_str();
+                        let rec = from_json::<TagRecord>(&atcr_data::json::to_json(v)).ok();
+                        tr.signed_digest = rec
+                            .as_ref()
+                            .and_then(|r| r.digest_for(repo, t))
+                            .map(str::to_owned);
+                        tr.valid = tr.signed_digest.as_deref() == Some(&digest.to_string());
                     }
                 }
                 Err((Reason::Unreachable, detail)) => return Err(VerifyError::Network(detail)),
@@ -576,14 +726,36 @@ impl Verifier {
             }
         }
 
-        // 3–4. Signatures.
-        let arts = registry
+        // 3–4. Signatures. Each is judged on its own: a third party's
+        // unreachable, oversized or invalid signature is that signature's
+        // failure, never the image's. What is read is bounded: the owner's
+        // artifacts first (by their annotation, a hint used only for order),
+        // then others, at most MAX_ARTIFACTS.
+        let mut arts = registry
             .referrers(&path, &digest, SIGNATURE_ARTIFACT_TYPE)
             .await?;
-        for a in arts {
-            let sig = self
-                .check_artifact(&registry, &path, &owner, image, &digest, &a)
-                .await?;
+        arts.sort_by_key(|a| a.claimed_did.as_deref() != Some(owner.did.as_str()));
+        if arts.len() > MAX_ARTIFACTS {
+            report.warnings.push(format!(
+                "{} signature artifacts; only the first {MAX_ARTIFACTS} were considered",
+                arts.len()
+            ));
+            arts.truncate(MAX_ARTIFACTS);
+        }
+        use futures_util::StreamExt as _;
+        let futs: Vec<_> = arts
+            .iter()
+            .map(|a| self.check_bounded(&registry, &path, &owner, image, &digest, a))
+            .collect();
+        let checks = futures_util::stream::iter(futs)
+            .buffered(CONCURRENT_CHECKS)
+            .collect::<Vec<_>>()
+            .await;
+        for sig in checks {
+            let sig = sig?;
+            if sig.reason == Some(Reason::Unreachable) {
+                report.transient = true;
+            }
             report.signatures.push(sig);
         }
         Ok(report)
@@ -654,7 +826,38 @@ impl Verifier {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// [`Self::check_artifact`], within [`COSIGNER_BUDGET`] for artifacts
+    /// that do not claim to be the owner's.
+    async fn check_bounded(
+        &self,
+        registry: &RegistryClient,
+        path: &str,
+        owner: &ResolvedIdentity,
+        image: &ImageRef,
+        digest: &Digest,
+        a: &oci::Referrer,
+    ) -> Result<SignatureReport, VerifyError> {
+        let check = self.check_artifact(registry, path, owner, image, digest, &a.digest);
+        if a.claimed_did.as_deref() == Some(owner.did.as_str()) {
+            return check.await;
+        }
+        // A hostile or slow co-signer is given a bounded time.
+        match tokio::time::timeout(COSIGNER_BUDGET, check).await {
+            Ok(r) => r,
+            Err(_) => Ok(SignatureReport::failed(
+                a.claimed_did.clone().unwrap_or_default(),
+                Reason::Unreachable,
+                format!(
+                    "artifact {}: no answer within {COSIGNER_BUDGET:?}",
+                    a.digest
+                ),
+            )),
+        }
+    }
+
+    /// Checks one signature artifact. `Err` only when the owner's own
+    /// PDS or the registry fails (the image cannot be judged); a third
+    /// party's failure is a [`SignatureReport`] with its reason.
     async fn check_artifact(
         &self,
         registry: &RegistryClient,
@@ -664,48 +867,65 @@ impl Verifier {
         digest: &Digest,
         artifact: &Digest,
     ) -> Result<SignatureReport, VerifyError> {
-        let mut s = SignatureReport {
-            kind: "owner",
-            did: String::new(),
-            handle: None,
-            record_uri: String::new(),
-            record_cid: None,
-            commit_cid: None,
-            rev: None,
-            key_id: None,
-            signed_at: None,
-            valid: false,
-            trusted: false,
-            reason: None,
-            detail: None,
-        };
+        let s = SignatureReport::failed(String::new(), Reason::ArtifactInvalid, String::new());
         let fail = |mut s: SignatureReport, r: Reason, d: String| {
             s.reason = Some(r);
             s.detail = Some(d);
             Ok(s)
         };
-        // The artifact: only the record it points at is used.
-        let Some((bytes, _)) = registry.manifest(path, &artifact.to_string()).await? else {
-            return fail(
-                s,
-                Reason::ArtifactInvalid,
-                format!("artifact {artifact} is gone"),
-            );
+        // The artifact: only the record it points at is used. Bounded reads:
+        // a pointer is small.
+        let bytes = match registry
+            .manifest_limited(path, &artifact.to_string(), MAX_ARTIFACT_BYTES)
+            .await
+        {
+            Ok(Some((b, _))) => b,
+            Ok(None) => {
+                return fail(
+                    s,
+                    Reason::ArtifactInvalid,
+                    format!("artifact {artifact} is gone"),
+                );
+            }
+            Err(e) => {
+                return fail(
+                    s,
+                    Reason::ArtifactInvalid,
+                    format!("artifact {artifact}: {e}"),
+                );
+            }
         };
-        let m: serde_json::Value = match serde_json::from_slice(&bytes) {
-            Ok(v) => v,
-            Err(e) => return fail(s, Reason::ArtifactInvalid, format!("artifact: {e}")),
+        let pointer = match ArtifactPointer::parse(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                return fail(
+                    s,
+                    Reason::ArtifactInvalid,
+                    format!("artifact {artifact}: {e}"),
+                );
+            }
         };
-        let Some(layer) = m["layers"][0]["digest"]
-            .as_str()
-            .and_then(|d| Digest::parse(d).ok())
-        else {
-            return fail(s, Reason::ArtifactInvalid, "artifact has no layer".into());
+        let layer_bytes = match pointer.inline_layer {
+            Some(b) => b,
+            None => match registry
+                .blob(path, &pointer.layer_digest, MAX_LAYER_BYTES)
+                .await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    return fail(
+                        s,
+                        Reason::ArtifactInvalid,
+                        format!("artifact {artifact}: {e}"),
+                    );
+                }
+            },
         };
-        let layer = match SignatureLayer::parse(&registry.blob(path, &layer).await?) {
+        let layer = match SignatureLayer::parse(&layer_bytes) {
             Ok(l) => l,
             Err(e) => return fail(s, Reason::ArtifactInvalid, e),
         };
+        let mut s = s;
         s.did = layer.atproto.did.clone();
         s.record_uri = layer.atproto.record_uri.clone();
         let Ok(uri) = AtUri::parse(&layer.atproto.record_uri) else {
@@ -759,15 +979,21 @@ impl Verifier {
                 ),
             );
         }
+        let is_owner = *signer_did == owner.did;
         // The signer's identity, from its own DID document.
-        let signer = if *signer_did == owner.did {
+        let signer = if is_owner {
             owner.clone()
         } else {
             match self.identity(&AtIdentifier::Did(signer_did.clone())).await {
                 Ok(i) => i,
                 Err(e) => {
                     let d = e.to_string();
-                    return fail(s, identity_error(e)?, d);
+                    let r = if e.is_transient() {
+                        Reason::Unreachable
+                    } else {
+                        identity_error(e).unwrap_or(Reason::IdentityInvalid)
+                    };
+                    return fail(s, r, d);
                 }
             }
         };
@@ -778,7 +1004,8 @@ impl Verifier {
             .await
         {
             Ok(p) => p,
-            Err((Reason::Unreachable, d)) => return Err(VerifyError::Network(d)),
+            // The owner's PDS is needed to judge the image at all.
+            Err((Reason::Unreachable, d)) if is_owner => return Err(VerifyError::Network(d)),
             Err((r, d)) => return fail(s, r, d),
         };
         s.commit_cid = Some(proof.commit_cid.to_string());
@@ -795,33 +1022,49 @@ impl Verifier {
             );
         };
         s.record_cid = Some(cid.to_string());
-        let j = atcr_data::json::to_json(&value);
-        s.signed_at = j["createdAt"].as_str().map(str::to_owned);
-        let (rec_digest, rec_repo_ok) = if cosign {
-            let subj = &j["subject"];
-            let named = subj["repository"].as_str().unwrap_or_default();
-            (subj["digest"].as_str(), names_image(named, image, owner))
+        let json = atcr_data::json::to_json(&value);
+        let checked = if cosign {
+            from_json::<SignatureRecord>(&json).map(|r| {
+                let at = r.created_at.clone();
+                (r.check_names(&owner.did, image.name.repo(), digest), at)
+            })
         } else {
-            (j["digest"].as_str(), j["repository"] == image.name.repo())
+            from_json::<ManifestRecord>(&json).map(|r| {
+                let at = r.created_at.clone();
+                (r.check_names(image.name.repo(), digest), at)
+            })
         };
-        if rec_digest != Some(digest.to_string().as_str()) {
-            return fail(
-                s,
-                Reason::DigestMismatch,
-                format!(
-                    "the record signs {}, the image is {digest}",
-                    rec_digest.unwrap_or("nothing")
-                ),
-            );
-        }
-        if !rec_repo_ok {
-            return fail(
-                s,
-                Reason::RepositoryMismatch,
-                format!("the record is for another repository than {}", image.name),
-            );
+        let (named, signed_at) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                return fail(
+                    s,
+                    Reason::ArtifactInvalid,
+                    format!("{}: not a valid {collection} record: {e}", uri.as_str()),
+                );
+            }
+        };
+        s.signed_at = Some(signed_at);
+        match named {
+            Ok(()) => {}
+            Err(m @ Mismatch::Digest(_)) => {
+                return fail(
+                    s,
+                    Reason::DigestMismatch,
+                    format!("{m}, the image is {digest}"),
+                );
+            }
+            Err(m @ Mismatch::Repository(_)) => {
+                return fail(
+                    s,
+                    Reason::RepositoryMismatch,
+                    format!("{m}, not {} of {}", image.name.repo(), owner.did),
+                );
+            }
         }
         s.valid = true;
+        s.reason = None;
+        s.detail = None;
         Ok(s)
     }
 }
@@ -830,25 +1073,54 @@ fn now_seconds() -> i64 {
     atcr_syntax::Datetime::now().unix_seconds()
 }
 
-/// Marks the signatures `policy` trusts and decides (DESIGN §7). `now` is
-/// unix seconds (for `maxAge`).
+/// Marks the signatures `rule` (chosen by [`TrustPolicy::rule_for`], `None`
+/// when nothing matched) trusts and decides (DESIGN §7). `now` is unix
+/// seconds (for `maxAge` and the future-time check).
 pub fn apply_policy(
     report: &mut Report,
     policy: &TrustPolicy,
-    image: &ImageRef,
+    rule: Option<&policy::Rule>,
     owner_did: &str,
     now: i64,
 ) {
-    let scope_name = format!("{}/{}", image.host, image.name);
-    let Some(rule) = policy.rule_for(&scope_name) else {
+    let Some(rule) = rule else {
+        let name = report
+            .canonical
+            .clone()
+            .unwrap_or_else(|| report.image.clone());
         report.reasons.push(Reason::NoPolicy);
         report
             .details
-            .push(format!("no policy scope matches {scope_name}"));
+            .push(format!("no policy scope matches {name}"));
         report.decision = Decision::Fail;
         return;
     };
     report.policy = Some(rule.name.clone());
+    report.required = Some(if rule.require_signature {
+        rule.min_signatures
+    } else {
+        0
+    });
+    // A signing time in the future is never valid: it would satisfy
+    // `maxAge` forever.
+    for s in &mut report.signatures {
+        let t = s
+            .signed_at
+            .as_deref()
+            .and_then(|t| atcr_syntax::Datetime::parse(t).ok())
+            .map(|t| t.unix_seconds());
+        if s.valid
+            && let Some(t) = t
+            && t > now + MAX_CLOCK_SKEW_SECS
+        {
+            s.valid = false;
+            s.reason = Some(Reason::SignedInFuture);
+            s.detail = Some(format!(
+                "signed at {}, over {MAX_CLOCK_SKEW_SECS} s in the future",
+                s.signed_at.as_deref().unwrap_or_default()
+            ));
+        }
+    }
     let trusted = policy.trusted_for(rule, owner_did);
     let mut signers = std::collections::BTreeSet::new();
     let mut why_not: Option<(Reason, String)> = None;
@@ -944,21 +1216,6 @@ pub fn apply_policy(
     }
 }
 
-/// Whether a co-signature's `subject.repository` (OWNER/REPO, OWNER a handle
-/// or DID) names this image's repository.
-fn names_image(named: &str, image: &ImageRef, owner: &ResolvedIdentity) -> bool {
-    let Ok(n) = RepoName::parse(named) else {
-        return false;
-    };
-    if n.repo() != image.name.repo() {
-        return false;
-    }
-    match n.owner() {
-        Owner::Did(d) => *d == owner.did,
-        Owner::Handle(h) => owner.handle.as_ref() == Some(h),
-    }
-}
-
 /// Re-exported for callers building identities.
 pub use atcr_identity::ResolverConfig;
 
@@ -1007,24 +1264,34 @@ mod tests {
         }
     }
 
-    const OWNER: &str = "did:plc:owner";
-    const SEC: &str = "did:plc:security";
+    const OWNER: &str = "did:plc:ownerownerownerownerowne";
+    const SEC: &str = "did:plc:securitysecuritysecurity";
     /// 2026-06-01T00:00:00Z
     const NOW: i64 = 1_780_272_000;
 
     fn decide(policy: &str, image: &str, sigs: Vec<SignatureReport>) -> Report {
+        decide_at(policy, image, sigs, NOW)
+    }
+
+    fn decide_at(policy: &str, image: &str, sigs: Vec<SignatureReport>, now: i64) -> Report {
         let p = TrustPolicy::parse("p.yaml", policy).unwrap();
         let image = ImageRef::parse(image).unwrap();
         let mut r = Report::new(&image);
         r.signatures = sigs;
-        apply_policy(&mut r, &p, &image, OWNER, NOW);
+        let canonical = format!(
+            "{}/{OWNER}/{}",
+            p.canonical_host(&image.host).unwrap(),
+            image.name.repo()
+        );
+        let rule = p.rule_for(&canonical, &Default::default());
+        apply_policy(&mut r, &p, rule, OWNER, now);
         r
     }
 
     const POLICY: &str = r#"
 version: 1.0
 trustedDIDs:
-  did:plc:security:
+  did:plc:securitysecuritysecurity:
     name: Security
     validFrom: "2026-01-01T00:00:00Z"
     expiresAt: "2026-12-31T00:00:00Z"
@@ -1034,12 +1301,12 @@ policies:
     trustedDIDs: [owner]
   - name: prod
     scope: "atcr.io/*/prod-*"
-    trustedDIDs: [owner, did:plc:security]
+    trustedDIDs: [owner, did:plc:securitysecuritysecurity]
     minSignatures: 2
     maxAge: 30d
   - name: dev
     scope: "atcr.io/*/dev-*"
-    trustedDIDs: [did:plc:security]
+    trustedDIDs: [did:plc:securitysecuritysecurity]
     action: audit
 "#;
 
@@ -1098,11 +1365,12 @@ policies:
         assert_eq!(r.reasons, [Reason::NotEnoughSignatures]);
         assert_eq!(r.signatures[0].reason, Some(Reason::MaxAgeExceeded));
         // The trusted DID's window: not yet valid, then expired.
-        for (at, _) in [
-            ("2025-12-01T00:00:00Z", "before"),
-            ("2027-01-02T00:00:00Z", "after"),
+        for (at, now) in [
+            ("2025-12-01T00:00:00Z", NOW),
+            // (judged a month later, so the time is not in the future)
+            ("2027-01-02T00:00:00Z", NOW + 240 * 86_400),
         ] {
-            let r = decide(POLICY, "atcr.io/a.test/dev-x:v1", vec![sig(SEC, at)]);
+            let r = decide_at(POLICY, "atcr.io/a.test/dev-x:v1", vec![sig(SEC, at)], now);
             assert_eq!(
                 r.signatures[0].reason,
                 Some(Reason::OutsideValidity),
@@ -1122,6 +1390,21 @@ policies:
         bad.reason = Some(Reason::Revoked);
         let r = decide(POLICY, "atcr.io/a.test/other:v1", vec![bad]);
         assert_eq!(r.reasons, [Reason::Revoked]);
+        // A signing time in the future (beyond the skew) is invalid, and
+        // does not satisfy maxAge; within the skew it counts.
+        let r = decide(
+            POLICY,
+            "atcr.io/a.test/other:v1",
+            vec![sig(OWNER, "2026-06-01T00:10:00Z")],
+        );
+        assert_eq!(r.signatures[0].reason, Some(Reason::SignedInFuture));
+        assert_eq!(r.reasons, [Reason::SignedInFuture]);
+        let r = decide(
+            POLICY,
+            "atcr.io/a.test/other:v1",
+            vec![sig(OWNER, "2026-06-01T00:04:00Z")],
+        );
+        assert_eq!(r.decision, Decision::Pass, "{r:#?}");
         // require.signature false: passes unsigned.
         let r = decide(
             "version: 1.0\ndefaults:\n  require: {signature: false}\n",
@@ -1129,6 +1412,25 @@ policies:
             vec![],
         );
         assert_eq!(r.decision, Decision::Pass);
+    }
+
+    #[test]
+    fn hosts_are_canonical() {
+        for (a, b) in [
+            ("127.0.0.1:15000", "127.0.0.1:15000"),
+            ("127.0.0.1:015000", "127.0.0.1:15000"),
+            ("localhost:15000", "127.0.0.1:15000"),
+            ("LocalHost.:15000", "127.0.0.1:15000"),
+            ("Registry.Example.", "registry.example"),
+            ("registry.example:443", "registry.example"),
+            ("registry.example:0443", "registry.example"),
+            ("[0:0::1]:5000", "[::1]:5000"),
+        ] {
+            assert_eq!(canonical_host(a).unwrap(), b, "{a}");
+        }
+        for bad in ["h:99999", "h:", "h:x", "a..b", "[::1", "h:0", "a b"] {
+            assert!(canonical_host(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

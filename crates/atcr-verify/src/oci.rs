@@ -11,10 +11,19 @@ use base64::Engine as _;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-/// Media types accepted for manifests.
-const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-/// Largest manifest or signature layer read (the registry's own limit).
+use atcr_oci::records::MANIFEST_ACCEPT as ACCEPT;
+/// Largest manifest or referrers listing read (the registry's own limit).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// One entry of a referrers listing: the artifact and the DID its
+/// annotation claims (a hint, used only to order what is read).
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    /// The artifact's digest.
+    pub digest: Digest,
+    /// `io.atcr.atproto.did` as annotated.
+    pub claimed_did: Option<String>,
+}
 
 /// Registry credentials.
 #[derive(Debug, Clone, Default)]
@@ -55,16 +64,27 @@ impl RegistryClient {
         }
     }
 
-    /// GET of at most 4 MiB: the status and body, from the bundle when
-    /// offline, else over the network (recorded when exporting).
-    async fn get(&self, path: &str, accept: &str) -> Result<(u16, Vec<u8>), VerifyError> {
+    /// GET of at most `max` bytes: the status and body, from the bundle
+    /// when offline, else over the network (recorded when exporting).
+    async fn get(
+        &self,
+        path: &str,
+        accept: &str,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), VerifyError> {
         let url = format!("{}{path}", self.base);
         if let Some(r) = self.transport.lookup(&url) {
-            return r;
+            return r.and_then(|(s, b)| {
+                if b.len() > max {
+                    Err(registry_err(format!("{url}: answer over {max} bytes")))
+                } else {
+                    Ok((s, b))
+                }
+            });
         }
         let r = self.get_online(&url, accept).await?;
         let status = r.status().as_u16();
-        let body = Self::read_limited(r).await?;
+        let body = Self::read_limited(r, max).await?;
         self.transport.keep(&url, status, &body);
         Ok((status, body))
     }
@@ -135,15 +155,17 @@ impl RegistryClient {
         Ok(())
     }
 
-    async fn read_limited(r: reqwest::Response) -> Result<Vec<u8>, VerifyError> {
-        if r.content_length().is_some_and(|n| n > MAX_BYTES as u64) {
-            return Err(registry_err("response larger than 4 MiB"));
+    async fn read_limited(r: reqwest::Response, max: usize) -> Result<Vec<u8>, VerifyError> {
+        let url = r.url().to_string();
+        let too_large = || registry_err(format!("{url}: response larger than {max} bytes"));
+        if r.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large());
         }
         let mut r = r;
         let mut out = vec![];
         while let Some(chunk) = r.chunk().await.map_err(registry_err)? {
-            if out.len() + chunk.len() > MAX_BYTES {
-                return Err(registry_err("response larger than 4 MiB"));
+            if out.len() + chunk.len() > max {
+                return Err(too_large());
             }
             out.extend_from_slice(&chunk);
         }
@@ -157,8 +179,18 @@ impl RegistryClient {
         repo: &str,
         reference: &str,
     ) -> Result<Option<(Vec<u8>, Digest)>, VerifyError> {
+        self.manifest_limited(repo, reference, MAX_BYTES).await
+    }
+
+    /// [`Self::manifest`], reading at most `max` bytes.
+    pub async fn manifest_limited(
+        &self,
+        repo: &str,
+        reference: &str,
+        max: usize,
+    ) -> Result<Option<(Vec<u8>, Digest)>, VerifyError> {
         let (status, bytes) = self
-            .get(&format!("/v2/{repo}/manifests/{reference}"), ACCEPT)
+            .get(&format!("/v2/{repo}/manifests/{reference}"), ACCEPT, max)
             .await?;
         if status == 404 {
             return Ok(None);
@@ -172,10 +204,15 @@ impl RegistryClient {
         Ok(Some((bytes, d)))
     }
 
-    /// A small blob, checked against its digest.
-    pub async fn blob(&self, repo: &str, digest: &Digest) -> Result<Vec<u8>, VerifyError> {
+    /// A small blob (at most `max` bytes), checked against its digest.
+    pub async fn blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        max: usize,
+    ) -> Result<Vec<u8>, VerifyError> {
         let (status, bytes) = self
-            .get(&format!("/v2/{repo}/blobs/{digest}"), "*/*")
+            .get(&format!("/v2/{repo}/blobs/{digest}"), "*/*", max)
             .await?;
         if !(200..300).contains(&status) {
             return Err(registry_err(format!("GET blob {digest}: HTTP {status}")));
@@ -195,7 +232,7 @@ impl RegistryClient {
         repo: &str,
         digest: &Digest,
         artifact_type: &str,
-    ) -> Result<Vec<Digest>, VerifyError> {
+    ) -> Result<Vec<Referrer>, VerifyError> {
         let (status, body) = self
             .get(
                 &format!(
@@ -203,6 +240,7 @@ impl RegistryClient {
                     artifact_type.replace('+', "%2B")
                 ),
                 "application/vnd.oci.image.index.v1+json",
+                MAX_BYTES,
             )
             .await?;
         if status == 404 {
@@ -217,7 +255,14 @@ impl RegistryClient {
             .map(|a| {
                 a.iter()
                     .filter(|m| m["artifactType"] == artifact_type)
-                    .filter_map(|m| Digest::parse(m["digest"].as_str()?).ok())
+                    .filter_map(|m| {
+                        Some(Referrer {
+                            digest: Digest::parse(m["digest"].as_str()?).ok()?,
+                            claimed_did: m["annotations"][atcr_oci::signature::ANNOTATION_DID]
+                                .as_str()
+                                .map(str::to_owned),
+                        })
+                    })
                     .collect()
             })
             .unwrap_or_default())

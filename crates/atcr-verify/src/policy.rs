@@ -65,9 +65,9 @@ impl TryFrom<String> for Signer {
         if s == "owner" {
             return Ok(Self::Owner);
         }
-        atcr_syntax::Did::new(&s)
-            .map(|_| Self::Did(s.clone()))
-            .map_err(|e| format!("{s:?} is neither `owner` nor a DID: {e}"))
+        check_did(&s)
+            .map(|()| Self::Did(s.clone()))
+            .map_err(|e| format!("neither `owner` nor a usable DID: {e}"))
     }
 }
 
@@ -116,38 +116,151 @@ impl<'de> Deserialize<'de> for MaxAge {
     }
 }
 
-/// A scope glob over `HOST/OWNER/REPO`.
+/// A scope glob over `HOST/OWNER/REPO`, kept in canonical form: the host
+/// normalised (and mapped through the policy's aliases) and the owner
+/// written as a raw DID, or as a handle to be resolved to one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     text: String,
+    /// The canonical glob; a handle owner is `{}` until resolved.
+    pattern: String,
+    /// The owner named by handle, matched through its DID.
+    owner_handle: Option<atcr_syntax::Handle>,
 }
 
 impl<'de> Deserialize<'de> for Scope {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        if text.is_empty() || text.contains("***") || text.chars().any(char::is_whitespace) {
-            return Err(serde::de::Error::custom(format!(
-                "{text:?} is not a scope (HOST/OWNER/REPO with * and ** wildcards)"
-            )));
-        }
-        Ok(Self { text })
+        Self::new(&text, &BTreeMap::new()).map_err(serde::de::Error::custom)
     }
 }
 
 impl Scope {
-    /// Whether `name` (`HOST/OWNER/REPO`) matches.
-    pub fn matches(&self, name: &str) -> bool {
-        glob(self.text.as_bytes(), name.as_bytes())
+    /// Parses a scope, normalising its host (through `aliases`: alias →
+    /// canonical host) and its owner.
+    pub fn new(text: &str, aliases: &BTreeMap<String, String>) -> Result<Self, String> {
+        let bad = |why: &str| format!("{text:?} is not a scope: {why}");
+        if text.is_empty() || text.contains("***") || text.chars().any(char::is_whitespace) {
+            return Err(bad("HOST/OWNER/REPO with * and ** wildcards"));
+        }
+        let mut segs: Vec<String> = text.split('/').map(str::to_owned).collect();
+        if segs.iter().any(String::is_empty) {
+            return Err(bad("empty path segment"));
+        }
+        // The host.
+        if !segs[0].contains('*') {
+            let h = crate::canonical_host(&segs[0]).map_err(|e| bad(&e))?;
+            segs[0] = aliases.get(&h).cloned().unwrap_or(h);
+        } else {
+            segs[0] = segs[0].to_ascii_lowercase();
+        }
+        // The owner, unless a `**` before it spans it.
+        let mut owner_handle = None;
+        if segs[0] != "**" && segs.len() > 1 {
+            let o = &segs[1];
+            if o == "*" || o == "**" {
+            } else if o.contains('*') {
+                return Err(bad(
+                    "the owner is `*`, `**`, a handle or a DID: images are matched by their owner's DID, so a partial wildcard there cannot be honoured",
+                ));
+            } else if o.starts_with("did:") || o.starts_with("did-") {
+                let name =
+                    atcr_oci::RepoName::parse(&format!("{o}/x")).map_err(|e| bad(&e.message))?;
+                let atcr_oci::Owner::Did(did) = name.owner() else {
+                    return Err(bad("malformed DID owner"));
+                };
+                check_did(did.as_str()).map_err(|e| bad(&e))?;
+                segs[1] = did.to_string();
+            } else {
+                let h = atcr_syntax::Handle::new(o).map_err(|e| bad(&e.to_string()))?;
+                segs[1] = "{}".into();
+                owner_handle = Some(h);
+            }
+        }
+        Ok(Self {
+            text: text.to_owned(),
+            pattern: segs.join("/"),
+            owner_handle,
+        })
     }
-    /// Specificity: more literal characters win, then fewer `**`, then fewer `*`.
+
+    /// The scope as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The handle this scope names its owner by, if any.
+    pub fn owner_handle(&self) -> Option<&atcr_syntax::Handle> {
+        self.owner_handle.as_ref()
+    }
+
+    /// Whether the canonical image identity `HOST/DID/REPO` matches;
+    /// `handle_did` is the DID the scope's owner handle resolved to (`None`:
+    /// it names no identity, so the scope matches nothing).
+    pub fn matches(&self, canonical: &str, handle_did: Option<&str>) -> bool {
+        match (&self.owner_handle, handle_did) {
+            (None, _) => glob(self.pattern.as_bytes(), canonical.as_bytes()),
+            (Some(_), Some(did)) => glob(
+                self.pattern.replacen("{}", did, 1).as_bytes(),
+                canonical.as_bytes(),
+            ),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Whether the scope's host part could match `host` (canonical): a
+    /// cheap filter before resolving a handle owner.
+    pub fn may_match_host(&self, host: &str) -> bool {
+        let first = self.pattern.split('/').next().unwrap_or_default();
+        first.starts_with("**") || glob(first.as_bytes(), host.as_bytes())
+    }
+
+    /// Specificity, on the canonical form (so spelling does not change it):
+    /// more literal characters win, then fewer `**`, then fewer `*`. A
+    /// literal owner counts as one character whether handle or DID.
     fn specificity(&self) -> (usize, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>) {
-        let stars = self.text.matches('*').count();
-        let doubles = self.text.matches("**").count();
+        let mut segs: Vec<&str> = self.pattern.split('/').collect();
+        if segs.len() > 1 && segs[0] != "**" && !segs[1].contains('*') {
+            segs[1] = "@";
+        }
+        let text = segs.join("/");
+        let stars = text.matches('*').count();
+        let doubles = text.matches("**").count();
         (
-            self.text.len() - stars,
+            text.len() - stars,
             std::cmp::Reverse(doubles),
             std::cmp::Reverse(stars - 2 * doubles),
         )
+    }
+}
+
+/// A DID a policy may name: `did:plc:` with its 24 base32 characters, or
+/// `did:web:` with a hostname (atproto supports no other method).
+pub fn check_did(did: &str) -> Result<(), String> {
+    let d = atcr_syntax::Did::new(did).map_err(|e| format!("{did:?} is not a DID: {e}"))?;
+    let id = d.method_specific_id();
+    match d.method() {
+        "plc"
+            if id.len() == 24
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)) =>
+        {
+            Ok(())
+        }
+        "plc" => Err(format!(
+            "{did:?} is not a did:plc (24 base32 characters a-z, 2-7 after did:plc:)"
+        )),
+        "web"
+            if !id.contains(':')
+                && crate::canonical_host(&id.replace("%3A", ":").replace("%3a", ":")).is_ok() =>
+        {
+            Ok(())
+        }
+        "web" => Err(format!("{did:?} is not a hostname-level did:web")),
+        m => Err(format!(
+            "{did:?}: DID method {m:?} (atproto uses plc and web)"
+        )),
     }
 }
 
@@ -259,6 +372,19 @@ impl<'de> Deserialize<'de> for TrustedForm {
     }
 }
 
+/// A scope as written, checked once the aliases are known.
+#[derive(Debug, Clone)]
+struct ScopeText(String);
+
+impl<'de> Deserialize<'de> for ScopeText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        // Checked without aliases here so the error has its line.
+        Scope::new(&text, &BTreeMap::new()).map_err(serde::de::Error::custom)?;
+        Ok(Self(text))
+    }
+}
+
 /// `defaults` takes no scope.
 #[derive(Debug, Clone)]
 struct NoScope;
@@ -300,9 +426,12 @@ struct RawPolicy {
     #[serde(rename = "trustedDIDs", default)]
     trusted_dids: Option<TrustedForm>,
     #[serde(default)]
-    policies: Vec<RawRule<Scope>>,
+    policies: Vec<RawRule<ScopeText>>,
     #[serde(default)]
     defaults: Option<RawRule<Option<NoScope>>>,
+    /// Canonical registry host → other names that reach the same registry.
+    #[serde(default)]
+    registries: BTreeMap<String, Vec<String>>,
 }
 
 /// A trusted DID's validity window.
@@ -344,6 +473,8 @@ pub struct TrustPolicy {
     pub rules: Vec<Rule>,
     /// The rule for images no scope matches (`None`: denied).
     pub defaults: Option<Rule>,
+    /// Registry host aliases: alias → canonical host (both normalised).
+    pub aliases: BTreeMap<String, String>,
 }
 
 fn rule<S>(r: RawRule<S>, scope: Option<Scope>, name: String) -> Rule {
@@ -378,6 +509,7 @@ impl TrustPolicy {
                 max_age: None,
                 action: Action::Enforce,
             }),
+            aliases: BTreeMap::new(),
         }
     }
 
@@ -431,6 +563,27 @@ impl TrustPolicy {
             key: key.to_owned(),
             message,
         };
+        // An error about a value: the line that mentions it.
+        let err_at = |value: &str, key: &str, message: String| PolicyError {
+            file: file.to_owned(),
+            line: text
+                .lines()
+                .position(|l| l.contains(value))
+                .map_or_else(|| line_of(text, key), |i| i + 1),
+            key: key.to_owned(),
+            message,
+        };
+        let mut aliases = BTreeMap::new();
+        for (canonical, names) in &raw.registries {
+            let key = format!("registries.{canonical}");
+            let c = crate::canonical_host(canonical).map_err(|m| err_at(canonical, &key, m))?;
+            for a in names {
+                let n = crate::canonical_host(a).map_err(|m| err_at(a, &key, m))?;
+                if n != c {
+                    aliases.insert(n, c.clone());
+                }
+            }
+        }
         match &raw.version {
             Version::Num(n) if *n == 1.0 => {}
             Version::Text(t) if t == "1" || t == "1.0" => {}
@@ -441,15 +594,13 @@ impl TrustPolicy {
             None => {}
             Some(TrustedForm::List(l)) => {
                 for d in l {
-                    Signer::try_from(d.clone()).map_err(|m| err("trustedDIDs", m))?;
+                    top_level_did(&d).map_err(|m| err_at(&d, "trustedDIDs", m))?;
                     trusted.insert(d, Window::default());
                 }
             }
             Some(TrustedForm::Map(m)) => {
                 for (d, e) in m {
-                    if !matches!(Signer::try_from(d.clone()), Ok(Signer::Did(_))) {
-                        return Err(err("trustedDIDs", format!("{d:?} is not a DID")));
-                    }
+                    top_level_did(&d).map_err(|m| err_at(&d, "trustedDIDs", m))?;
                     let e = e.unwrap_or(TrustedEntry {
                         name: None,
                         valid_from: None,
@@ -474,7 +625,9 @@ impl TrustPolicy {
                     format!("policies[{i}]: must be at least 1"),
                 ));
             }
-            let scope = r.scope.clone();
+            let key = format!("policies[{i}].scope");
+            let scope =
+                Scope::new(&r.scope.0, &aliases).map_err(|m| err_at(&r.scope.0, &key, m))?;
             rules.push(rule(r, Some(scope), format!("policies[{i}]")));
         }
         let defaults = raw.defaults.map(|d| rule(d, None, "defaults".into()));
@@ -482,16 +635,46 @@ impl TrustPolicy {
             trusted,
             rules,
             defaults,
+            aliases,
         })
     }
 
-    /// The rule for `name` (`HOST/OWNER/REPO`): the most specific matching
-    /// scope (ties: first in file), else `defaults`.
-    pub fn rule_for(&self, name: &str) -> Option<&Rule> {
+    /// The canonical registry host of `host` (normalised, then mapped
+    /// through the declared aliases).
+    pub fn canonical_host(&self, host: &str) -> Result<String, String> {
+        let h = crate::canonical_host(host)?;
+        Ok(self.aliases.get(&h).cloned().unwrap_or(h))
+    }
+
+    /// The handles that scopes which may apply to `host` name owners by.
+    pub fn scope_handles(&self, host: &str) -> Vec<atcr_syntax::Handle> {
+        let mut out: Vec<_> = self
+            .rules
+            .iter()
+            .filter_map(|r| r.scope.as_ref())
+            .filter(|s| s.may_match_host(host))
+            .filter_map(|s| s.owner_handle().cloned())
+            .collect();
+        out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        out.dedup();
+        out
+    }
+
+    /// The rule for the canonical image identity `HOST/DID/REPO`: the most
+    /// specific matching scope (ties: first in file), else `defaults`.
+    /// `handle_dids` gives the DID each scope owner handle resolved to.
+    pub fn rule_for(
+        &self,
+        canonical: &str,
+        handle_dids: &BTreeMap<String, Option<String>>,
+    ) -> Option<&Rule> {
         let mut best: Option<&Rule> = None;
         for r in &self.rules {
             let Some(scope) = &r.scope else { continue };
-            if !scope.matches(name) {
+            let did = scope
+                .owner_handle()
+                .and_then(|h| handle_dids.get(h.as_str()).cloned().flatten());
+            if !scope.matches(canonical, did.as_deref()) {
                 continue;
             }
             let better = match best.and_then(|b| b.scope.as_ref()) {
@@ -525,6 +708,18 @@ impl TrustPolicy {
     }
 }
 
+/// A DID of the top-level `trustedDIDs`: `owner` has no meaning there (it
+/// is not tied to one image), so it is an error rather than a literal.
+fn top_level_did(d: &str) -> Result<(), String> {
+    if d == "owner" {
+        return Err(
+            "`owner` is only meaningful in a policy's trustedDIDs (it means each image's own DID)"
+                .into(),
+        );
+    }
+    check_did(d)
+}
+
 /// The first line mentioning `key:` (for errors found after parsing).
 fn line_of(text: &str, key: &str) -> usize {
     line_of_from(text, key, 0).unwrap_or(0)
@@ -546,12 +741,13 @@ mod tests {
 
     #[test]
     fn globs_match_within_and_across_segments() {
-        let s = |t: &str| Scope { text: t.into() };
-        assert!(s("atcr.io/*/prod-*").matches("atcr.io/alice.test/prod-api"));
-        assert!(!s("atcr.io/*/prod-*").matches("atcr.io/alice.test/team/prod-api"));
-        assert!(s("atcr.io/**").matches("atcr.io/alice.test/team/prod-api"));
-        assert!(!s("atcr.io/*").matches("atcr.io/alice.test/app"));
-        assert!(s("**").matches("anything/at/all"));
+        let s = |t: &str| Scope::new(t, &BTreeMap::new()).unwrap();
+        let m = |sc: &str, name: &str| s(sc).matches(name, None);
+        assert!(m("atcr.io/*/prod-*", "atcr.io/did:plc:x/prod-api"));
+        assert!(!m("atcr.io/*/prod-*", "atcr.io/did:plc:x/team/prod-api"));
+        assert!(m("atcr.io/**", "atcr.io/did:plc:x/team/prod-api"));
+        assert!(!m("atcr.io/*", "atcr.io/did:plc:x/app"));
+        assert!(m("**", "anything/at/all"));
         assert!(
             s("atcr.io/alice.test/app").specificity() > s("atcr.io/alice.test/*").specificity()
         );
@@ -570,7 +766,7 @@ policies:
     require:
       - signature: true
     trustedDIDs:
-      - did:plc:alice123
+      - did:plc:alice234alice234alice234
       - owner
     minSignatures: 1
     maxAge: 90d
@@ -580,7 +776,7 @@ policies:
     require: {signature: false}
     action: audit
 trustedDIDs:
-  did:plc:alice123:
+  did:plc:alice234alice234alice234:
     name: "Alice"
     validFrom: "2024-01-01T00:00:00Z"
     expiresAt: null
@@ -588,30 +784,36 @@ trustedDIDs:
         )
         .unwrap();
         assert_eq!(p.rules.len(), 2);
-        let r = p.rule_for("atcr.io/x.test/prod-api").unwrap();
+        let r = p
+            .rule_for("atcr.io/x.test/prod-api", &BTreeMap::new())
+            .unwrap();
         assert_eq!(r.name, "production-images");
         assert_eq!(r.max_age, Some(90 * 86_400));
         let t = p.trusted_for(r, "did:plc:owner");
-        assert!(t.contains_key("did:plc:owner") && t["did:plc:alice123"].valid_from.is_some());
         assert!(
-            !p.rule_for("atcr.io/x.test/dev-api")
+            t.contains_key("did:plc:owner")
+                && t["did:plc:alice234alice234alice234"].valid_from.is_some()
+        );
+        assert!(
+            !p.rule_for("atcr.io/x.test/dev-api", &BTreeMap::new())
                 .unwrap()
                 .require_signature
         );
         assert!(
-            p.rule_for("other.io/x.test/app").is_none(),
+            p.rule_for("other.io/x.test/app", &BTreeMap::new())
+                .is_none(),
             "unmatched: denied"
         );
         let list = TrustPolicy::parse(
             "p.yaml",
-            "version: \"1.0\"\ntrustedDIDs: [did:plc:a]\ndefaults: {action: audit}\n",
+            "version: \"1.0\"\ntrustedDIDs: [did:plc:aaaaaaaaaaaaaaaaaaaaaaaa]\ndefaults: {action: audit}\n",
         )
         .unwrap();
-        let d = list.rule_for("x.io/a.test/b").unwrap();
+        let d = list.rule_for("x.io/a.test/b", &BTreeMap::new()).unwrap();
         assert_eq!(d.action, Action::Audit);
         assert_eq!(
             list.trusted_for(d, "did:plc:o").keys().collect::<Vec<_>>(),
-            ["did:plc:a"]
+            ["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"]
         );
     }
 
@@ -619,39 +821,39 @@ trustedDIDs:
     fn errors_name_file_line_and_key() {
         let cases = [
             (
-                "version: 1.0\npolicies:\n  - scope: a/b/c\n    maxAge: soon\n",
+                "version: 1.0\npolicies:\n  - scope: a.io/*/c\n    maxAge: soon\n",
                 4,
                 "policies[0].maxAge",
             ),
             (
-                "version: 1.0\npolicies:\n  - scope: a/b/c\n    colour: red\n",
+                "version: 1.0\npolicies:\n  - scope: a.io/*/c\n    colour: red\n",
                 4,
                 "policies[0].colour",
             ),
             (
-                "version: 1.0\npolicies:\n  - scope: a/b/c\n    trustedDIDs: [did:nope]\n",
+                "version: 1.0\npolicies:\n  - scope: a.io/*/c\n    trustedDIDs: [did:nope]\n",
                 4,
                 "policies[0].trustedDIDs[0]",
             ),
             (
-                "version: 1.0\npolicies:\n  - scope: a/b/c\n    action: maybe\n",
+                "version: 1.0\npolicies:\n  - scope: a.io/*/c\n    action: maybe\n",
                 4,
                 "policies[0].action",
             ),
             (
-                "version: 1.0\ntrustedDIDs:\n  did:plc:a:\n    validFrom: yesterday\n",
+                "version: 1.0\ntrustedDIDs:\n  did:plc:aaaaaaaaaaaaaaaaaaaaaaaa:\n    validFrom: yesterday\n",
                 4,
-                "trustedDIDs.did:plc:a.validFrom",
+                "trustedDIDs.did:plc:aaaaaaaaaaaaaaaaaaaaaaaa.validFrom",
             ),
             ("version: 2\n", 1, "version"),
             ("version: 1.0\npolicies:\n  - name: x\n", 3, "policies[0]"),
             (
-                "version: 1.0\ndefaults:\n  scope: a/b\n",
+                "version: 1.0\ndefaults:\n  scope: a.io/*/b\n",
                 3,
                 "defaults.scope",
             ),
             (
-                "version: 1.0\npolicies:\n  - scope: a\n    minSignatures: -1\n",
+                "version: 1.0\npolicies:\n  - scope: a.io/*/c\n    minSignatures: -1\n",
                 4,
                 "policies[0].minSignatures",
             ),
@@ -665,8 +867,107 @@ trustedDIDs:
                 "{e}"
             );
         }
+        // DIDs are validated, `owner` is refused at the top level, scopes'
+        // owners are a handle, a DID or a whole-segment wildcard.
+        let more = [
+            ("version: 1.0\ntrustedDIDs: [owner]\n", 2, "trustedDIDs"),
+            (
+                "version: 1.0\ntrustedDIDs:\n  - did:plc:aaaaaaaaaaaaaaaaaaaaaaaa\n  - did:plc:short\n",
+                4,
+                "trustedDIDs",
+            ),
+            (
+                "version: 1.0\ntrustedDIDs:\n  did:key:zQ3sabc: {}\n",
+                3,
+                "trustedDIDs",
+            ),
+            (
+                "version: 1.0\npolicies:\n  - scope: a.io/*/x\n    trustedDIDs: [did:plc:toolong0000000000000000000]\n",
+                4,
+                "policies[0].trustedDIDs[0]",
+            ),
+            (
+                "version: 1.0\npolicies:\n  - scope: a.io/*.corp.com/x\n",
+                3,
+                "policies[0].scope",
+            ),
+            (
+                "version: 1.0\npolicies:\n  - scope: a.io:99999/x/y\n",
+                3,
+                "policies[0].scope",
+            ),
+            (
+                "version: 1.0\nregistries:\n  a.io: [\"b.io:x\"]\n",
+                3,
+                "registries.a.io",
+            ),
+        ];
+        for (yaml, line, key) in more {
+            let e = TrustPolicy::parse("policy.yaml", yaml).unwrap_err();
+            assert_eq!((e.line, e.key.as_str()), (line, key), "{yaml}: {e}");
+        }
         // Malformed YAML is an error, never a panic.
         assert!(TrustPolicy::parse("p", "version: [\n").is_err());
         assert!(TrustPolicy::parse("p", "").is_err());
+    }
+
+    #[test]
+    fn scopes_match_the_canonical_identity_whatever_the_spelling() {
+        let alice = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+        let p = TrustPolicy::parse(
+            "p.yaml",
+            &format!(
+                r#"
+version: 1.0
+registries:
+  registry.example: [mirror.example:443, "REGISTRY.example."]
+policies:
+  - name: strict-did
+    scope: "127.0.0.1:15000/did-plc-aaaaaaaaaaaaaaaaaaaaaaaa/**"
+    minSignatures: 2
+  - name: strict-raw
+    scope: "registry.example/{alice}/**"
+    minSignatures: 2
+  - name: strict-handle
+    scope: "localhost:015000/alice.test/app"
+    minSignatures: 3
+  - name: lax
+    scope: "**"
+"#
+            ),
+        )
+        .unwrap();
+        let rule = |host: &str, repo: &str, handles: &BTreeMap<String, Option<String>>| {
+            let c = format!("{}/{alice}/{repo}", p.canonical_host(host).unwrap());
+            p.rule_for(&c, handles).unwrap().name.clone()
+        };
+        let none = BTreeMap::new();
+        for host in [
+            "127.0.0.1:15000",
+            "localhost:15000",
+            "127.0.0.1:015000",
+            "LOCALHOST.:15000",
+        ] {
+            assert_eq!(rule(host, "web", &none), "strict-did", "{host}");
+        }
+        for host in [
+            "registry.example",
+            "registry.example:443",
+            "mirror.example",
+            "Registry.Example.",
+        ] {
+            assert_eq!(rule(host, "web", &none), "strict-raw", "{host}");
+        }
+        assert_eq!(rule("other.example", "web", &none), "lax");
+        // A handle scope applies through the DID it resolves to, and to
+        // nothing when it resolves to none.
+        let resolved = BTreeMap::from([("alice.test".to_owned(), Some(alice.to_owned()))]);
+        assert_eq!(rule("127.0.0.1:15000", "app", &resolved), "strict-handle");
+        assert_eq!(rule("127.0.0.1:15000", "app", &none), "strict-did");
+        assert_eq!(
+            p.scope_handles("127.0.0.1:15000"),
+            [atcr_syntax::Handle::new("alice.test").unwrap()]
+        );
+        assert!(p.scope_handles("other.example").is_empty());
     }
 }

@@ -4,12 +4,13 @@
 //! checking the record.
 
 use anyhow::{Context, Result, bail};
+use atcr_oci::manifest::{Descriptor, OCI_MANIFEST};
+use atcr_oci::records::{MANIFEST_ACCEPT, SignatureRecord, to_json};
 use atcr_oci::signature::{
-    AtprotoPointer, EMPTY_JSON, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_LAYER_TYPE, SIGNATURE_VERSION,
-    SignatureKey, SignatureLayer, SignatureSubject,
+    AtprotoPointer, SIGNATURE_LAYER_TYPE, SIGNATURE_VERSION, SignatureKey, SignatureLayer,
+    SignatureSubject, build_artifact,
 };
 use atcr_verify::ImageRef;
-use base64::Engine as _;
 use std::time::Duration;
 
 /// `atcr sign` arguments.
@@ -33,8 +34,6 @@ pub struct SignArgs {
     #[arg(long)]
     pub note: Option<String>,
 }
-
-const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Signs; prints the record URI and the artifact digest.
 pub async fn sign(a: SignArgs) -> Result<()> {
@@ -77,7 +76,7 @@ pub async fn sign(a: SignArgs) -> Result<()> {
     let r = http
         .get(format!("{registry}/v2/{name}/manifests/{reference}"))
         .bearer_auth(&tok)
-        .header("accept", ACCEPT)
+        .header("accept", MANIFEST_ACCEPT)
         .send()
         .await?;
     if !r.status().is_success() {
@@ -87,7 +86,7 @@ pub async fn sign(a: SignArgs) -> Result<()> {
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .unwrap_or(OCI_MANIFEST)
         .to_owned();
     let bytes = r.bytes().await?;
     let digest = atcr_oci::Digest::sha256_of(&bytes);
@@ -95,30 +94,31 @@ pub async fn sign(a: SignArgs) -> Result<()> {
     // The record: the evidence. It names the repository by the owner's DID,
     // which (unlike a handle) never moves.
     let owner_did = match image.name.owner() {
-        atcr_oci::Owner::Did(d) => d.to_string(),
+        atcr_oci::Owner::Did(d) => d.clone(),
         atcr_oci::Owner::Handle(h) => {
-            pds.resolve_handle(h.as_str())
+            let did = pds
+                .resolve_handle(h.as_str())
                 .await
                 .with_context(|| format!("resolve the owner {h}"))?
-                .did
+                .did;
+            atcr_syntax::Did::new(&did).with_context(|| format!("the owner's DID {did:?}"))?
         }
     };
-    let subject_repo = format!("{}/{}", owner_did.replace(':', "-"), image.name.repo());
-    let mut record = serde_json::json!({
-        "$type": atcr_oci::SIGNATURE_COLLECTION,
-        "subject": {"repository": subject_repo, "digest": digest.to_string(), "mediaType": media_type},
-        "createdAt": atcr_syntax::Datetime::now().to_string(),
-    });
-    if let Some(n) = &a.note {
-        record["note"] = serde_json::Value::String(n.clone());
-    }
+    let record = SignatureRecord::new(
+        &owner_did,
+        image.name.repo(),
+        &digest,
+        &media_type,
+        a.note.clone(),
+        &atcr_syntax::Datetime::now().to_string(),
+    );
     let written = pds
         .create_record(&atcr_xrpc::types::CreateRecordInput {
             repo: did.clone(),
             collection: atcr_oci::SIGNATURE_COLLECTION.into(),
             rkey: None,
             validate: Some(false),
-            record,
+            record: to_json(&record),
             swap_commit: None,
         })
         .await
@@ -148,38 +148,32 @@ pub async fn sign(a: SignArgs) -> Result<()> {
             signed_at: atcr_syntax::Datetime::now().to_string(),
         },
         signature: SignatureKey {
-            algorithm: match key.as_ref().map(|k| k.algorithm()) {
-                Some(atcr_crypto::Algorithm::P256) => "ECDSA-P256-SHA256".into(),
-                _ => "ECDSA-K256-SHA256".into(),
-            },
+            algorithm: key
+                .as_ref()
+                .map_or(atcr_crypto::Algorithm::K256, |k| k.algorithm())
+                .signature_name()
+                .into(),
             key_id: format!("{did}#atproto"),
             public_key_multibase: key.map(|k| k.to_multikey()).unwrap_or_default(),
         },
     };
-    let layer_bytes = serde_json::to_vec(&layer)?;
-    let artifact = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": SIGNATURE_ARTIFACT_TYPE,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": atcr_oci::Digest::sha256_of(EMPTY_JSON).to_string(), "size": 2},
-        "layers": [{
-            "mediaType": SIGNATURE_ARTIFACT_TYPE,
-            "digest": atcr_oci::Digest::sha256_of(&layer_bytes).to_string(),
-            "size": layer_bytes.len(),
-            "data": base64::engine::general_purpose::STANDARD.encode(&layer_bytes),
-        }],
-        "subject": {"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()},
-        "annotations": {
-            "io.atcr.atproto.did": did,
-            "io.atcr.atproto.pds": pds_url,
-            "io.atcr.atproto.recordUri": written.uri,
+    let artifact = build_artifact(
+        &layer,
+        Descriptor {
+            media_type: media_type.clone(),
+            digest: digest.clone(),
+            size: bytes.len() as u64,
+            artifact_type: None,
+            annotations: Default::default(),
         },
-    }))?;
+        true,
+    )
+    .manifest;
     let ad = atcr_oci::Digest::sha256_of(&artifact);
     let r = http
         .put(format!("{registry}/v2/{name}/manifests/{ad}"))
         .bearer_auth(&tok)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .header("content-type", OCI_MANIFEST)
         .body(artifact)
         .send()
         .await?;
