@@ -22,9 +22,10 @@ mod cache;
 mod document;
 mod resolver;
 
+pub use atcr_fetch as fetch;
 pub use cache::TtlCache;
 pub use document::{DidDocument, Service, VerificationMethod};
-pub use resolver::{IdentityResolver, ResolvedIdentity, ResolverConfig};
+pub use resolver::{HandleResolver, IdentityResolver, ResolvedIdentity, ResolverConfig};
 
 /// Errors from identity resolution. [`IdentityError::is_transient`] tells a
 /// "could not complete" (network) failure from a definitive answer.

@@ -1,11 +1,7 @@
 use crate::{DidDocument, IdentityError, TtlCache};
 use atcr_crypto::PublicKey;
+use atcr_fetch::{Fetch, FetchError, Online, OnlineConfig, Request};
 use atcr_syntax::{AtIdentifier, Did, Handle};
-use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig as DnsConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::proto::rr::{RData, RecordType};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,12 +32,31 @@ pub struct ResolverConfig {
     /// (`/{did}/log/audit`, every signature and `prev` link replayed) instead
     /// of trusting its rendered document. On by default.
     pub audit_plc_log: bool,
-    /// Answer every lookup from this snapshot instead of the network (offline
-    /// verification): keys are URLs (bodies of 200 answers) and
-    /// `handle:<handle>` (the DID). A lookup it lacks is unavailable.
-    pub offline: Option<std::sync::Arc<BTreeMap<String, Vec<u8>>>>,
-    /// Keep what was fetched, for [`IdentityResolver::recorded`].
-    pub record: bool,
+    /// Trusted handle resolvers for private deployments: a handle under one
+    /// of `domains` is resolved by asking `url`
+    /// (`com.atproto.identity.resolveHandle`) instead of DNS and HTTPS. The
+    /// DID document must still list the handle back.
+    pub handle_resolvers: Vec<HandleResolver>,
+}
+
+/// A handle resolver trusted for some domains (see
+/// [`ResolverConfig::handle_resolvers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandleResolver {
+    /// Domains it answers for: `test` covers `alice.test` and `a.b.test`.
+    pub domains: Vec<String>,
+    /// Base URL of a server implementing `com.atproto.identity.resolveHandle`.
+    pub url: Url,
+}
+
+impl HandleResolver {
+    /// Whether it answers for `handle` (normalised).
+    pub fn covers(&self, handle: &str) -> bool {
+        self.domains.iter().any(|d| {
+            let d = d.trim_start_matches('.').to_ascii_lowercase();
+            handle.strip_suffix(&d).is_some_and(|p| p.ends_with('.'))
+        })
+    }
 }
 
 impl Default for ResolverConfig {
@@ -56,8 +71,7 @@ impl Default for ResolverConfig {
             cache_capacity: 10_000,
             max_response_bytes: 1024 * 1024,
             audit_plc_log: true,
-            offline: None,
-            record: false,
+            handle_resolvers: vec![],
         }
     }
 }
@@ -80,11 +94,9 @@ pub struct ResolvedIdentity {
 /// Resolves DIDs and handles, with TTL caching of successes only.
 pub struct IdentityResolver {
     config: ResolverConfig,
-    http: reqwest::Client,
-    dns: Option<TokioResolver>,
+    fetch: Arc<dyn Fetch>,
     docs: TtlCache<Did, Arc<DidDocument>>,
     handles: TtlCache<String, Did>,
-    recorded: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -102,76 +114,42 @@ fn unavailable(subject: &str, reason: impl std::fmt::Display) -> IdentityError {
 }
 
 impl IdentityResolver {
-    /// Builds a resolver.
+    /// Builds a resolver over the network.
     pub fn new(config: ResolverConfig) -> Result<Self, IdentityError> {
+        let online = Online::new(&OnlineConfig {
+            timeout: config.timeout,
+            host_overrides: config.host_overrides.clone(),
+            dns_nameservers: config.dns_nameservers.clone(),
+        })
+        .map_err(IdentityError::Unsupported)?;
+        Self::with_fetch(config, Arc::new(online))
+    }
+
+    /// Builds a resolver that reads through `fetch` (recording for an
+    /// export, or replaying a bundle). `config`'s network settings are
+    /// `fetch`'s business then.
+    pub fn with_fetch(
+        config: ResolverConfig,
+        fetch: Arc<dyn Fetch>,
+    ) -> Result<Self, IdentityError> {
         let plc_host = config.plc_url.host_str().unwrap_or_default().to_owned();
         match config.plc_url.scheme() {
             "https" => {}
             "http" if config.allow_plain_http || is_loopback_host(&plc_host) => {}
             other => {
                 return Err(IdentityError::Unsupported(format!(
-                    "PLC URL scheme {other}:// on {plc_host} (plain http only for loopback or when allowed)"
+                    "PLC URL scheme {other}:// on {plc_host}: plain http is only for loopback hosts unless identity.allow_plain_http is set"
                 )));
             }
         }
-        let mut builder = atcr_http::client_builder(config.timeout);
-        for (host, addr) in &config.host_overrides {
-            builder = builder.resolve(host, *addr);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| IdentityError::Unsupported(format!("HTTP client: {e}")))?;
-        let dns = Self::build_dns(&config);
         let docs = TtlCache::new(config.cache_ttl, config.cache_capacity);
         let handles = TtlCache::new(config.cache_ttl, config.cache_capacity);
         Ok(Self {
             config,
-            http,
-            dns,
+            fetch,
             docs,
             handles,
-            recorded: std::sync::Mutex::new(BTreeMap::new()),
         })
-    }
-
-    fn build_dns(config: &ResolverConfig) -> Option<TokioResolver> {
-        let builder = if config.dns_nameservers.is_empty() {
-            match TokioResolver::builder_tokio() {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(
-                        "no system DNS configuration ({e}); handles resolve over HTTPS only"
-                    );
-                    return None;
-                }
-            }
-        } else {
-            let servers = config
-                .dns_nameservers
-                .iter()
-                .map(|a| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = a.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = a.port();
-                    NameServerConfig::new(a.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                DnsConfig::from_name_servers(servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
-        let mut builder = builder;
-        builder.options_mut().timeout = config.timeout;
-        builder.options_mut().attempts = 2;
-        match builder.build() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!("DNS resolver unavailable ({e}); handles resolve over HTTPS only");
-                None
-            }
-        }
     }
 
     /// The configuration in use.
@@ -179,65 +157,20 @@ impl IdentityResolver {
         &self.config
     }
 
-    /// Everything fetched so far (when [`ResolverConfig::record`] is set), in
-    /// the form [`ResolverConfig::offline`] takes.
-    pub fn recorded(&self) -> BTreeMap<String, Vec<u8>> {
-        self.recorded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn keep(&self, key: String, body: &[u8]) {
-        if self.config.record {
-            self.recorded
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, body.to_vec());
-        }
-    }
-
     /// GETs `url`, returning the status and at most `max_response_bytes` of body.
     async fn fetch(&self, url: &Url, subject: &str) -> Result<(u16, Vec<u8>), IdentityError> {
-        if let Some(snapshot) = &self.config.offline {
-            return match snapshot.get(url.as_str()) {
-                Some(body) => Ok((200, body.clone())),
-                None => Err(unavailable(subject, format!("{url} is not in the bundle"))),
-            };
-        }
-        let (status, body) = self.fetch_online(url, subject).await?;
-        if status == 200 {
-            self.keep(url.to_string(), &body);
-        }
-        Ok((status, body))
-    }
-
-    async fn fetch_online(
-        &self,
-        url: &Url,
-        subject: &str,
-    ) -> Result<(u16, Vec<u8>), IdentityError> {
-        let mut resp = self
-            .http
-            .get(url.clone())
-            .send()
+        match self
+            .fetch
+            .get(Request::new(url.as_str(), self.config.max_response_bytes))
             .await
-            .map_err(|e| unavailable(subject, e))?;
-        let status = resp.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| unavailable(subject, e))? {
-            if body.len() + chunk.len() > self.config.max_response_bytes {
-                return Err(IdentityError::Invalid {
-                    subject: subject.to_owned(),
-                    reason: format!(
-                        "response from {url} exceeds {} bytes",
-                        self.config.max_response_bytes
-                    ),
-                });
-            }
-            body.extend_from_slice(&chunk);
+        {
+            Ok(r) => Ok((r.status, r.body)),
+            Err(e @ FetchError::TooLarge { .. }) => Err(IdentityError::Invalid {
+                subject: subject.to_owned(),
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(unavailable(subject, e)),
         }
-        Ok((status, body))
     }
 
     fn scheme_for(&self, host: &str) -> &'static str {
@@ -388,25 +321,14 @@ impl IdentityResolver {
     }
 
     async fn handle_via_dns(&self, handle: &str) -> Result<Option<Did>, IdentityError> {
-        let Some(dns) = &self.dns else {
-            return Ok(None);
-        };
         let name = format!("_atproto.{handle}.");
-        let lookup = match dns.lookup(name.as_str(), RecordType::TXT).await {
-            Ok(l) => l,
-            Err(e) if e.is_no_records_found() || e.is_nx_domain() => return Ok(None),
-            Err(e) => return Err(unavailable(handle, format!("DNS: {e}"))),
-        };
+        let records = self
+            .fetch
+            .txt(&name)
+            .await
+            .map_err(|e| unavailable(handle, e))?;
         let mut found: Option<String> = None;
-        for record in lookup.answers() {
-            let RData::TXT(txt) = &record.data else {
-                continue;
-            };
-            let text: String = txt
-                .txt_data
-                .iter()
-                .map(|s| String::from_utf8_lossy(s))
-                .collect();
+        for text in records {
             if let Some(d) = text.strip_prefix("did=") {
                 if found.as_deref().is_some_and(|f| f != d) {
                     return Err(IdentityError::Invalid {
@@ -425,6 +347,36 @@ impl IdentityResolver {
                 })
             })
             .transpose()
+    }
+
+    /// A handle through a configured, trusted resolver.
+    async fn handle_via_resolver(
+        &self,
+        handle: &str,
+        resolver: &HandleResolver,
+    ) -> Result<Option<Did>, IdentityError> {
+        let mut url = resolver.url.clone();
+        url.set_path("/xrpc/com.atproto.identity.resolveHandle");
+        url.query_pairs_mut().append_pair("handle", handle);
+        let (status, body) = self.fetch(&url, handle).await?;
+        match status {
+            200 => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| IdentityError::Invalid {
+                        subject: handle.into(),
+                        reason: format!("{url}: {e}"),
+                    })?;
+                let d = v["did"].as_str().unwrap_or_default();
+                Did::new(d).map(Some).map_err(|e| IdentityError::Invalid {
+                    subject: handle.into(),
+                    reason: format!("{url}: {e}"),
+                })
+            }
+            // XRPC answers an unknown handle with 400 (InvalidRequest /
+            // HandleNotFound) or 404.
+            400 | 404 => Ok(None),
+            s => Err(unavailable(handle, format!("{url} answered HTTP {s}"))),
+        }
     }
 
     async fn handle_via_https(&self, handle: &str) -> Result<Option<Did>, IdentityError> {
@@ -457,22 +409,17 @@ impl IdentityResolver {
     /// DNS TXT first, then HTTPS well-known.
     pub async fn resolve_handle(&self, handle: &Handle) -> Result<Did, IdentityError> {
         let h = handle.normalized();
-        if let Some(snapshot) = &self.config.offline {
-            // The exporter's handle → DID answer; the DID document (replayed
-            // from its signed log) must still claim the handle back.
-            let did = snapshot
-                .get(&format!("handle:{h}"))
-                .ok_or_else(|| unavailable(&h, "the handle is not in the bundle"))?;
-            return Did::new(String::from_utf8_lossy(did).as_ref()).map_err(|e| {
-                IdentityError::Invalid {
-                    subject: h.clone(),
-                    reason: e.to_string(),
-                }
-            });
-        }
         if let Some(did) = self.handles.get(&h) {
-            self.keep(format!("handle:{h}"), did.as_str().as_bytes());
             return Ok(did);
+        }
+        if let Some(r) = self.config.handle_resolvers.iter().find(|r| r.covers(&h)) {
+            return match self.handle_via_resolver(&h, r).await? {
+                Some(did) => {
+                    self.handles.insert(h, did.clone());
+                    Ok(did)
+                }
+                None => Err(IdentityError::NotFound(h)),
+            };
         }
         let mut transient = None;
         let found = match self.handle_via_dns(&h).await {
@@ -497,7 +444,6 @@ impl IdentityResolver {
         };
         match (found, transient) {
             (Some(did), _) => {
-                self.keep(format!("handle:{h}"), did.as_str().as_bytes());
                 self.handles.insert(h, did.clone());
                 Ok(did)
             }

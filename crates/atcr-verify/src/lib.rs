@@ -20,9 +20,11 @@
 //! is valid. Every failure has a stable reason code ([`Reason`]).
 
 pub mod bundle;
+pub mod config;
 pub mod oci;
 pub mod policy;
 
+use atcr_fetch::{Fetch, FetchError, Online, OnlineConfig, Recorder, Replay, Request};
 use atcr_identity::{IdentityError, IdentityResolver, ResolvedIdentity};
 use atcr_oci::records::{ManifestRecord, Mismatch, SignatureRecord, TagRecord, from_json};
 use atcr_oci::signature::{
@@ -37,10 +39,13 @@ use atcr_syntax::{AtIdentifier, AtUri, Nsid, RecordKey};
 use oci::{Credentials, RegistryClient};
 use policy::{Action, TrustPolicy};
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most signature artifacts considered for one image (the owner's first).
 pub const MAX_ARTIFACTS: usize = 64;
+/// Largest record proof read.
+const MAX_PROOF_BYTES: usize = 1024 * 1024;
 /// Signatures checked at once.
 const CONCURRENT_CHECKS: usize = 8;
 /// Time a third party's signature gets before it counts as unreachable.
@@ -460,7 +465,10 @@ pub struct Verifier {
     inflight:
         std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     resolver: IdentityResolver,
-    transport: std::sync::Arc<bundle::Transport>,
+    /// Where every answer comes from (the one fetch seam).
+    fetch: Arc<dyn Fetch>,
+    /// The recording, when exporting.
+    recorder: Option<Arc<Recorder>>,
     cfg: VerifierConfig,
 }
 
@@ -484,24 +492,31 @@ impl Verifier {
     /// A verifier.
     pub fn new(cfg: VerifierConfig) -> Result<Self, VerifyError> {
         let mut identity = cfg.identity.clone();
-        identity.record = cfg.record;
-        let mut offline = None;
-        if let Some(b) = &cfg.offline {
-            identity.offline = Some(std::sync::Arc::new(b.identity_snapshot()?));
-            // DID logs are keyed by the directory they were exported from.
-            identity.plc_url = b
-                .plc_url
-                .parse()
-                .map_err(|e| VerifyError::BadBundle(format!("plcUrl: {e}")))?;
-            offline = Some(b.resources.clone());
-        }
-        let resolver =
-            IdentityResolver::new(identity).map_err(|e| VerifyError::Network(e.to_string()))?;
-        let transport = bundle::Transport::new(
-            atcr_http::client(Duration::from_secs(30)),
-            offline,
-            cfg.record,
-        );
+        let base: Arc<dyn Fetch> = match &cfg.offline {
+            Some(b) => {
+                // DID logs are keyed by the directory they were exported from.
+                identity.plc_url = b
+                    .plc_url
+                    .parse()
+                    .map_err(|e| VerifyError::BadBundle(format!("plcUrl: {e}")))?;
+                Arc::new(Replay::new(b.resources.clone()))
+            }
+            None => Arc::new(
+                Online::new(&OnlineConfig {
+                    timeout: identity.timeout,
+                    host_overrides: identity.host_overrides.clone(),
+                    dns_nameservers: identity.dns_nameservers.clone(),
+                })
+                .map_err(VerifyError::Network)?,
+            ),
+        };
+        let recorder = cfg.record.then(|| Arc::new(Recorder::new(base.clone())));
+        let fetch: Arc<dyn Fetch> = match &recorder {
+            Some(r) => r.clone(),
+            None => base,
+        };
+        let resolver = IdentityResolver::with_fetch(identity, fetch.clone())
+            .map_err(|e| VerifyError::Network(e.to_string()))?;
         let results = cfg
             .cache_ttl
             .filter(|t| !t.is_zero() && !cfg.record && cfg.offline.is_none())
@@ -510,26 +525,30 @@ impl Verifier {
             results,
             inflight: std::sync::Mutex::new(std::collections::HashMap::new()),
             resolver,
-            transport: std::sync::Arc::new(transport),
+            fetch,
+            recorder,
             cfg,
         })
     }
 
-    /// Verifies `image` and returns, with the report, a bundle of everything
-    /// fetched. Needs a verifier made with `record: true` (and used for
-    /// nothing else).
-    pub async fn export(&self, image: &ImageRef) -> Result<(Report, bundle::Bundle), VerifyError> {
-        if !self.cfg.record {
+    /// Verifies `image` under `policy` and returns, with the report, a
+    /// bundle of everything fetched. Needs a verifier made with `record:
+    /// true` (and used for nothing else).
+    pub async fn export(
+        &self,
+        image: &ImageRef,
+        policy: &TrustPolicy,
+    ) -> Result<(Report, bundle::Bundle), VerifyError> {
+        let Some(recorder) = &self.recorder else {
             return Err(VerifyError::BadBundle(
                 "export needs a recording verifier".into(),
             ));
-        }
-        let report = self.verify(image, &TrustPolicy::owner_only()).await?;
+        };
+        let report = self.verify(image, policy).await?;
         let b = bundle::Bundle::new(
             image.to_string(),
             self.cfg.identity.plc_url.to_string(),
-            self.resolver.recorded(),
-            self.transport.recorded(),
+            recorder.recorded(),
         );
         Ok((report, b))
     }
@@ -542,7 +561,7 @@ impl Verifier {
             .find(|(h, _)| h == host)
             .map(|(_, c)| c.clone());
         RegistryClient::new(
-            self.transport.clone(),
+            self.fetch.clone(),
             host,
             self.cfg.plain_http_loopback && is_loopback(host),
             creds,
@@ -802,10 +821,14 @@ impl Verifier {
             .append_pair("rkey", rkey);
         // A proof is a few KiB: the commit, one MST path, the record.
         let (status, car) = self
-            .transport
-            .get(url.as_str(), 1024 * 1024)
+            .fetch
+            .get(Request::new(url.as_str(), MAX_PROOF_BYTES))
             .await
-            .map_err(|e| (Reason::Unreachable, e.to_string()))?;
+            .map(|r| (r.status, r.body))
+            .map_err(|e| match e {
+                FetchError::TooLarge { .. } => (Reason::ProofInvalid, e.to_string()),
+                e => (Reason::Unreachable, e.to_string()),
+            })?;
         if status != 200 {
             return Err((
                 Reason::Unreachable,

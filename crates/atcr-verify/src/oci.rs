@@ -5,7 +5,7 @@
 //! content, never a claim.
 
 use crate::VerifyError;
-use crate::bundle::Transport;
+use atcr_fetch::{Fetch, FetchError, Request};
 use atcr_oci::Digest;
 use base64::Engine as _;
 use std::sync::Arc;
@@ -36,7 +36,7 @@ pub struct Credentials {
 
 /// A registry client for one host.
 pub struct RegistryClient {
-    transport: Arc<Transport>,
+    fetch: Arc<dyn Fetch>,
     base: String,
     creds: Option<Credentials>,
     /// Bearer token from the last challenge.
@@ -47,25 +47,33 @@ fn registry_err(what: impl std::fmt::Display) -> VerifyError {
     VerifyError::Registry(what.to_string())
 }
 
+fn from_fetch(e: FetchError) -> VerifyError {
+    match e {
+        FetchError::NotRecorded(_) => VerifyError::Network(e.to_string()),
+        e => registry_err(e),
+    }
+}
+
 impl RegistryClient {
     /// A client for `host` over `http` or `https`.
-    pub(crate) fn new(
-        transport: Arc<Transport>,
+    pub fn new(
+        fetch: Arc<dyn Fetch>,
         host: &str,
         plain_http: bool,
         creds: Option<Credentials>,
     ) -> Self {
         let scheme = if plain_http { "http" } else { "https" };
         Self {
-            transport,
+            fetch,
             base: format!("{scheme}://{host}"),
             creds,
             token: Mutex::new(None),
         }
     }
 
-    /// GET of at most `max` bytes: the status and body, from the bundle
-    /// when offline, else over the network (recorded when exporting).
+    /// GET of at most `max` bytes with the token flow: on 401 the
+    /// `Bearer` challenge is answered once (with credentials when given) and
+    /// the request retried.
     async fn get(
         &self,
         path: &str,
@@ -73,42 +81,18 @@ impl RegistryClient {
         max: usize,
     ) -> Result<(u16, Vec<u8>), VerifyError> {
         let url = format!("{}{path}", self.base);
-        if let Some(r) = self.transport.lookup(&url) {
-            return r.and_then(|(s, b)| {
-                if b.len() > max {
-                    Err(registry_err(format!("{url}: answer over {max} bytes")))
-                } else {
-                    Ok((s, b))
-                }
-            });
-        }
-        let r = self.get_online(&url, accept).await?;
-        let status = r.status().as_u16();
-        let body = Self::read_limited(r, max).await?;
-        self.transport.keep(&url, status, &body);
-        Ok((status, body))
-    }
-
-    /// GET with the token flow: on 401 the `Bearer` challenge is answered
-    /// once (with credentials when given) and the request retried.
-    async fn get_online(&self, url: &str, accept: &str) -> Result<reqwest::Response, VerifyError> {
         for attempt in 0..2 {
-            let mut req = self.transport.http.get(url).header("accept", accept);
+            let mut req = Request::new(&url, max).header("accept", accept);
             let tok = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Some(t) = tok {
-                req = req.bearer_auth(t);
+                req = req.header("authorization", format!("Bearer {t}"));
             }
-            let r = req.send().await.map_err(registry_err)?;
-            if r.status() != reqwest::StatusCode::UNAUTHORIZED || attempt == 1 {
-                return Ok(r);
+            let r = self.fetch.get(req).await.map_err(from_fetch)?;
+            if r.status != 401 || attempt == 1 {
+                return Ok((r.status, r.body));
             }
-            let challenge = r
-                .headers()
-                .get("www-authenticate")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            self.fetch_token(&challenge).await?;
+            self.fetch_token(r.www_authenticate.as_deref().unwrap_or_default())
+                .await?;
         }
         Err(registry_err("unauthorized"))
     }
@@ -127,49 +111,36 @@ impl RegistryClient {
                 let v = v.trim_matches('"').to_owned();
                 match k.trim() {
                     "realm" => realm = Some(v),
-                    "service" | "scope" => query.push((k.trim().to_owned(), v)),
+                    k @ ("service" | "scope") => query.push((k.to_owned(), v)),
                     _ => {}
                 }
             }
         }
         let realm = realm.ok_or_else(|| registry_err("auth challenge without a realm"))?;
-        let mut req = self.transport.http.get(&realm).query(&query);
+        let mut url = url::Url::parse(&realm).map_err(|e| registry_err(format!("realm: {e}")))?;
+        url.query_pairs_mut().extend_pairs(&query);
+        let mut req = Request::new(url.as_str(), 64 * 1024);
+        // A token is a secret: never written into a bundle.
+        req.sensitive = true;
         if let Some(c) = &self.creds {
             let basic = base64::engine::general_purpose::STANDARD
                 .encode(format!("{}:{}", c.username, c.password));
             req = req.header("authorization", format!("Basic {basic}"));
         }
-        let r = req.send().await.map_err(registry_err)?;
-        if !r.status().is_success() {
+        let r = self.fetch.get(req).await.map_err(from_fetch)?;
+        if !(200..300).contains(&r.status) {
             return Err(registry_err(format!(
-                "token request to {realm} failed: {}",
-                r.status()
+                "token request to {realm} failed: HTTP {}",
+                r.status
             )));
         }
-        let body: serde_json::Value = r.json().await.map_err(registry_err)?;
+        let body: serde_json::Value = serde_json::from_slice(&r.body).map_err(registry_err)?;
         let tok = body["token"]
             .as_str()
             .or_else(|| body["access_token"].as_str())
             .ok_or_else(|| registry_err("token response without a token"))?;
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(tok.to_owned());
         Ok(())
-    }
-
-    async fn read_limited(r: reqwest::Response, max: usize) -> Result<Vec<u8>, VerifyError> {
-        let url = r.url().to_string();
-        let too_large = || registry_err(format!("{url}: response larger than {max} bytes"));
-        if r.content_length().is_some_and(|n| n > max as u64) {
-            return Err(too_large());
-        }
-        let mut r = r;
-        let mut out = vec![];
-        while let Some(chunk) = r.chunk().await.map_err(registry_err)? {
-            if out.len() + chunk.len() > max {
-                return Err(too_large());
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
     }
 
     /// A manifest's exact bytes and their digest (computed here). `None` when

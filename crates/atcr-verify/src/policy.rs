@@ -526,37 +526,7 @@ impl TrustPolicy {
 
     /// Parses policy YAML; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, PolicyError> {
-        let de = serde_norway::Deserializer::from_str(text);
-        let raw: RawPolicy = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            // The parser places errors inside a mapping at the mapping's
-            // start: move to the line of the offending key when it is named.
-            let at = inner.location().map_or(0, |l| l.line());
-            let last = key.rsplit('.').next().unwrap_or("");
-            let last = last.split('[').next().unwrap_or("");
-            let line = if last.is_empty() {
-                at
-            } else {
-                line_of_from(text, last, at.saturating_sub(1)).unwrap_or(at)
-            };
-            let mut message = inner.to_string();
-            if let Some(i) = message.find(" at line ") {
-                message.truncate(i);
-            }
-            // serde_norway prefixes the path, which the key already says.
-            if let Some((head, tail)) = message.split_once(": ")
-                && !head.contains(' ')
-            {
-                message = tail.to_owned();
-            }
-            PolicyError {
-                file: file.to_owned(),
-                line,
-                key: if key == "." { "(document)".into() } else { key },
-                message,
-            }
-        })?;
+        let raw: RawPolicy = parse_yaml(file, text)?;
         let err = |key: &str, message: String| PolicyError {
             file: file.to_owned(),
             line: line_of(text, key),
@@ -706,6 +676,44 @@ impl TrustPolicy {
             })
             .collect()
     }
+}
+
+/// Reads YAML into `T`; an error names the file, the line and the key path.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, PolicyError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        // The parser places errors inside a mapping at the mapping's
+        // start: move to the line of the offending key when it is named.
+        let at = inner.location().map_or(0, |l| l.line());
+        let last = key.rsplit('.').next().unwrap_or("");
+        let last = last.split('[').next().unwrap_or("");
+        let line = if last.is_empty() {
+            at
+        } else {
+            line_of_from(text, last, at.saturating_sub(1)).unwrap_or(at)
+        };
+        let mut message = inner.to_string();
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        // serde_norway prefixes the path, which the key already says.
+        if let Some((head, tail)) = message.split_once(": ")
+            && !head.contains(' ')
+        {
+            message = tail.to_owned();
+        }
+        PolicyError {
+            file: file.to_owned(),
+            line,
+            key: if key == "." { "(document)".into() } else { key },
+            message,
+        }
+    })
 }
 
 /// A DID of the top-level `trustedDIDs`: `owner` has no meaning there (it

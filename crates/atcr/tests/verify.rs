@@ -196,7 +196,7 @@ async fn exported_bundles_verify_offline_and_tampering_fails() {
     };
     let (report, bundle) = Verifier::new(cfg.clone())
         .unwrap()
-        .export(&image)
+        .export(&image, &TrustPolicy::owner_only())
         .await
         .unwrap();
     assert_pass(&report);
@@ -233,15 +233,12 @@ async fn exported_bundles_verify_offline_and_tampering_fails() {
         .iter_mut()
         .find(|(u, _)| u.contains("sync.getRecord") && u.contains("io.atcr.manifest"))
         .unwrap();
-    let n = proof.body.len();
-    proof.body[n - 10] ^= 1;
+    let body = proof.body_mut().unwrap();
+    let n = body.len();
+    body[n - 10] ^= 1;
     let url = url.clone();
-    let forged = atcr_verify::bundle::Bundle::new(
-        parsed.image.clone(),
-        parsed.plc_url.clone(),
-        parsed.identity_snapshot().unwrap(),
-        resources,
-    );
+    let forged =
+        atcr_verify::bundle::Bundle::new(parsed.image.clone(), parsed.plc_url.clone(), resources);
     let r = offline(forged)
         .verify(&image, &TrustPolicy::owner_only())
         .await
@@ -563,14 +560,10 @@ fn forge_proof(
         .find(|(u, _)| u.contains("sync.getRecord") && u.contains("io.atcr.manifest"))
         .map(|(_, r)| r)
         .unwrap();
-    let (roots, blocks) = atcr_repo::read_car(&proof.body).unwrap();
-    proof.body = forge(roots[0], blocks);
-    atcr_verify::bundle::Bundle::new(
-        b.image.clone(),
-        b.plc_url.clone(),
-        b.identity_snapshot().unwrap(),
-        resources,
-    )
+    let body = proof.body_mut().unwrap();
+    let (roots, blocks) = atcr_repo::read_car(body).unwrap();
+    *body = forge(roots[0], blocks);
+    atcr_verify::bundle::Bundle::new(b.image.clone(), b.plc_url.clone(), resources)
 }
 
 /// A CAR of `blocks` with the commit replaced by `commit` (new root).
@@ -620,10 +613,16 @@ async fn forged_commits_nodes_and_identities_are_rejected() {
         .unwrap()
     };
     let image = ImageRef::parse(&format!("{}/{}/app@{d}", s.host, path_did(&alice))).unwrap();
-    let (r, bundle) = recording("alice.test").export(&image).await.unwrap();
+    let (r, bundle) = recording("alice.test")
+        .export(&image, &TrustPolicy::owner_only())
+        .await
+        .unwrap();
     assert_pass(&r);
     let bob_image = ImageRef::parse(&format!("{}/{}/app@{d}", s.host, path_did(&bob_did))).unwrap();
-    let (_, bob_bundle) = recording("bob.test").export(&bob_image).await.unwrap();
+    let (_, bob_bundle) = recording("bob.test")
+        .export(&bob_image, &TrustPolicy::owner_only())
+        .await
+        .unwrap();
     drop(s);
     let offline = |b: atcr_verify::bundle::Bundle, image: &ImageRef| {
         let image = image.clone();
@@ -689,21 +688,22 @@ async fn forged_commits_nodes_and_identities_are_rejected() {
         .resources
         .iter()
         .find(|(u, _)| u.contains("sync.getRecord") && u.contains("io.atcr.manifest"))
-        .map(|(_, r)| r.body.clone())
+        .and_then(|(_, r)| r.body().map(<[u8]>::to_vec))
         .unwrap();
     let forged = forge_proof(&bundle, |_, _| bob_proof);
     assert_fail(&offline(forged, &image).await, Reason::ProofInvalid);
 
     // A handle whose DID document does not point back: mallory.test claims
     // alice's DID, which does not list mallory.test.
-    let mut identity = bundle.identity_snapshot().unwrap();
-    identity.insert("handle:mallory.test".into(), alice.as_bytes().to_vec());
-    let lying = atcr_verify::bundle::Bundle::new(
-        bundle.image.clone(),
-        bundle.plc_url.clone(),
-        identity,
-        bundle.resources.clone(),
+    let mut resources = bundle.resources.clone();
+    resources.insert(
+        atcr_fetch::txt_key("_atproto.mallory.test"),
+        atcr_fetch::Recorded::Txt {
+            txt: vec![format!("did={alice}")],
+        },
     );
+    let lying =
+        atcr_verify::bundle::Bundle::new(bundle.image.clone(), bundle.plc_url.clone(), resources);
     let mallory = ImageRef::parse(&format!("{}/mallory.test/app@{d}", image.host)).unwrap();
     assert_fail(&offline(lying, &mallory).await, Reason::HandleMismatch);
 }

@@ -55,7 +55,6 @@ fn cli_offline_bundles() {
         image.into(),
         "https://plc.directory".into(),
         Default::default(),
-        Default::default(),
     );
     let path = dir.join("empty.json");
     std::fs::write(&path, serde_json::to_vec(&empty).unwrap()).unwrap();
@@ -70,7 +69,7 @@ fn cli_offline_bundles() {
     // The same bundle with one byte changed: failed (1).
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("\"version\":1", "\"version\":1 ");
+        .replace("\"version\":2", "\"version\":2 ");
     let text = text.replacen("127.0.0.1:5000", "127.0.0.1:5001", 1);
     std::fs::write(&path, text).unwrap();
     let out = run(&path);

@@ -1,0 +1,338 @@
+//! `atcr-verify`: verifies that an image was published by the identity in
+//! its name and satisfies a trust policy.
+//!
+//! * `atcr-verify verify IMAGE` (or just `atcr-verify IMAGE`);
+//! * `atcr-verify export IMAGE -o FILE` writes an offline bundle;
+//! * `atcr-verify verify IMAGE --offline --bundle FILE` verifies from it
+//!   with no network.
+//!
+//! Exit codes: 0 verified, 1 verification failed, 2 usage or configuration
+//! error, 3 could not complete (network, registry, PDS).
+
+use atcr_verify::bundle::Bundle;
+use atcr_verify::config::VerifyConfigFile;
+use atcr_verify::oci::Credentials;
+use atcr_verify::policy::TrustPolicy;
+use atcr_verify::{Decision, ImageRef, Report, Verifier, VerifierConfig};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Verify ATCR images against their owners' ATProto repositories.
+///
+/// `atcr-verify IMAGE [FLAGS]` is short for `atcr-verify verify IMAGE [FLAGS]`.
+#[derive(Parser)]
+#[command(
+    name = "atcr-verify",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    verify: VerifyArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify an image (exit 0 verified, 1 failed, 2 usage, 3 could not complete).
+    Verify(VerifyArgs),
+    /// Verify an image online and write everything fetched to an offline bundle.
+    Export(ExportArgs),
+}
+
+/// What every subcommand shares: where identities and registries are.
+#[derive(Args, Clone)]
+struct Common {
+    /// Verifier configuration file (YAML: plcUrl, plainHttpLoopback,
+    /// handleResolvers, policy); `atcr verifier-config` prints one for an
+    /// ATCR deployment.
+    #[arg(long, env = "ATCR_VERIFY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Trust policy (YAML, DESIGN §7). Without it: one valid owner signature.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// PLC directory URL [default: https://plc.directory, or the configuration file's].
+    #[arg(long, env = "ATCR_PLC_URL")]
+    plc_url: Option<String>,
+    /// Use plain HTTP for registries and PDSes on loopback addresses
+    /// (127.0.0.1, ::1, localhost); other hosts always use HTTPS.
+    #[arg(long)]
+    plain_http_loopback: bool,
+    /// Registry user name (handle); otherwise Docker's config.json is used.
+    #[arg(long, env = "ATCR_REGISTRY_USERNAME")]
+    username: Option<String>,
+    /// Registry password (app password).
+    #[arg(long, env = "ATCR_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct VerifyArgs {
+    /// HOST/OWNER/REPO[:TAG|@DIGEST]
+    #[arg(required = true)]
+    image: Option<String>,
+    #[command(flatten)]
+    common: Common,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    /// Print nothing; the exit code is the answer.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print every signature checked, with its proof details.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Verify from a bundle (`--bundle`) with no network access.
+    #[arg(long, requires = "bundle")]
+    offline: bool,
+    /// The bundle `atcr-verify export` wrote.
+    #[arg(long, requires = "offline")]
+    bundle: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct ExportArgs {
+    /// HOST/OWNER/REPO[:TAG|@DIGEST]
+    image: String,
+    /// Where to write the bundle.
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+    #[command(flatten)]
+    common: Common,
+    /// Output format of the report printed.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+    /// Print nothing; the exit code is the answer.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Credentials for `host` from Docker's `config.json` (`auths.HOST.auth`).
+fn docker_credentials(host: &str) -> Option<Credentials> {
+    use base64::Engine as _;
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(d) => PathBuf::from(d).join("config.json"),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
+    };
+    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let auth = cfg["auths"][host]["auth"].as_str()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
+    let (u, p) = String::from_utf8(raw)
+        .ok()?
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+    Some(Credentials {
+        username: u,
+        password: p,
+    })
+}
+
+fn text(r: &Report, verbose: bool) -> String {
+    let mut out = String::new();
+    let verdict = match r.decision {
+        Decision::Pass => "VERIFIED",
+        Decision::Fail => "FAILED",
+    };
+    out.push_str(&format!("{verdict} {}\n", r.image));
+    if let Some(d) = &r.digest {
+        out.push_str(&format!("  digest: {d}\n"));
+    }
+    if let Some(o) = &r.owner {
+        out.push_str(&format!(
+            "  owner:  {}{} (PDS {})\n",
+            o.did,
+            o.handle
+                .as_deref()
+                .map(|h| format!(" @{h}"))
+                .unwrap_or_default(),
+            o.pds
+        ));
+    }
+    if let Some(t) = &r.tag {
+        out.push_str(&format!(
+            "  tag:    {} → {} ({})\n",
+            t.tag,
+            t.signed_digest.as_deref().unwrap_or("no tag record"),
+            if t.valid {
+                "signed by the owner"
+            } else {
+                "does not match the registry"
+            }
+        ));
+    }
+    for s in &r.signatures {
+        let status = match (s.valid, s.trusted) {
+            (true, true) => "valid, trusted",
+            (true, false) => "valid, not trusted",
+            _ => "invalid",
+        };
+        out.push_str(&format!(
+            "  {} signature by {}: {status}{}\n",
+            s.kind,
+            if s.did.is_empty() { "?" } else { &s.did },
+            s.reason
+                .map(|x| format!(" ({}: {})", x.code(), s.detail.as_deref().unwrap_or("")))
+                .unwrap_or_default()
+        ));
+        if verbose {
+            out.push_str(&format!(
+                "    record {} cid {} commit {} rev {} key {} signed {}\n",
+                s.record_uri,
+                s.record_cid.as_deref().unwrap_or("-"),
+                s.commit_cid.as_deref().unwrap_or("-"),
+                s.rev.as_deref().unwrap_or("-"),
+                s.key_id.as_deref().unwrap_or("-"),
+                s.signed_at.as_deref().unwrap_or("-"),
+            ));
+        }
+    }
+    if let Some(p) = &r.policy {
+        let (valid, trusted) = r.counts();
+        let required = match r.required {
+            Some(0) => "none required".to_owned(),
+            Some(n) => format!("{n} required"),
+            None => "?".to_owned(),
+        };
+        out.push_str(&format!(
+            "  policy: {p}: {valid} valid, {trusted} trusted of {required}\n"
+        ));
+    }
+    if verbose && let Some(c) = &r.canonical {
+        out.push_str(&format!("  matched as: {c}\n"));
+    }
+    for w in &r.warnings {
+        out.push_str(&format!("  warning: {w}\n"));
+    }
+    for (r, d) in r.reasons.iter().zip(&r.details) {
+        out.push_str(&format!("  reason: {}: {d}\n", r.code()));
+    }
+    out
+}
+
+type Failure = (u8, String);
+
+/// The verifier settings and policy the flags and configuration file give.
+fn settings(common: &Common, image: &ImageRef) -> Result<(VerifierConfig, TrustPolicy), Failure> {
+    let file = match &common.config {
+        Some(p) => VerifyConfigFile::load(p).map_err(|e| (2, e.to_string()))?,
+        None => VerifyConfigFile::default(),
+    };
+    let policy_path = common.policy.as_ref().or(file.policy.as_ref());
+    let policy = match policy_path {
+        Some(p) => TrustPolicy::load(p).map_err(|e| (2, e.to_string()))?,
+        None => TrustPolicy::owner_only(),
+    };
+    let mut identity = atcr_verify::ResolverConfig::default();
+    file.apply(&mut identity);
+    if let Some(u) = &common.plc_url {
+        identity.plc_url = url::Url::parse(u).map_err(|e| (2, format!("--plc-url {u:?}: {e}")))?;
+    }
+    let creds = match (&common.username, &common.password) {
+        (Some(u), Some(p)) => Some(Credentials {
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err((2, "give both --username and --password, or neither".into()));
+        }
+        (None, None) => docker_credentials(&image.host),
+    };
+    let cfg = VerifierConfig {
+        identity,
+        plain_http_loopback: common.plain_http_loopback || file.plain_http_loopback,
+        credentials: creds
+            .map(|c| vec![(image.host.clone(), c)])
+            .unwrap_or_default(),
+        offline: None,
+        record: false,
+        // One verification per run: nothing to reuse.
+        cache_ttl: None,
+    };
+    Ok((cfg, policy))
+}
+
+fn failed(e: atcr_verify::VerifyError) -> Failure {
+    (e.exit_code() as u8, e.to_string())
+}
+
+async fn verify(a: &VerifyArgs) -> Result<Report, Failure> {
+    let image = a.image.as_deref().unwrap_or_default();
+    let image = ImageRef::parse(image).map_err(|e| (2, e.to_string()))?;
+    let (mut cfg, policy) = settings(&a.common, &image)?;
+    if let Some(p) = &a.bundle {
+        let bytes = std::fs::read(p).map_err(|e| (2, format!("--bundle {}: {e}", p.display())))?;
+        cfg.offline = Some(Bundle::parse(&bytes).map_err(failed)?);
+    }
+    let v = Verifier::new(cfg).map_err(failed)?;
+    v.verify(&image, &policy).await.map_err(failed)
+}
+
+async fn export(a: &ExportArgs) -> Result<Report, Failure> {
+    let image = ImageRef::parse(&a.image).map_err(|e| (2, e.to_string()))?;
+    let (mut cfg, policy) = settings(&a.common, &image)?;
+    cfg.record = true;
+    let v = Verifier::new(cfg).map_err(failed)?;
+    let (report, bundle) = v.export(&image, &policy).await.map_err(failed)?;
+    let json = serde_json::to_vec_pretty(&bundle).map_err(|e| (2, e.to_string()))?;
+    // Written whole, then renamed: never a half-written bundle.
+    let tmp = a.out.with_extension("tmp");
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, &a.out))
+        .map_err(|e| (2, format!("{}: {e}", a.out.display())))?;
+    Ok(report)
+}
+
+fn finish(r: Result<Report, Failure>, output: Output, quiet: bool, verbose: bool) -> ExitCode {
+    match r {
+        Ok(r) => {
+            if !quiet {
+                match output {
+                    Output::Json => {
+                        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default())
+                    }
+                    Output::Text => print!("{}", text(&r, verbose)),
+                }
+            }
+            ExitCode::from(r.exit_code() as u8)
+        }
+        Err((code, msg)) => {
+            if !quiet {
+                eprintln!("atcr-verify: {msg}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    atcr_http::install_crypto_provider();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // --help and --version are not errors; a usage error is exit 2.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Some(Command::Export(a)) => finish(export(&a).await, a.output, a.quiet, false),
+        Some(Command::Verify(a)) => finish(verify(&a).await, a.output, a.quiet, a.verbose),
+        None => {
+            let a = cli.verify;
+            finish(verify(&a).await, a.output, a.quiet, a.verbose)
+        }
+    }
+}
