@@ -839,8 +839,14 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
         .decode(b64.trim())
         .ok()?;
     let s = String::from_utf8(raw).ok()?;
-    let (u, p) = s.split_once(':')?;
-    Some((u.to_owned(), p.to_owned()))
+    // A DID as the user name has two colons of its own (`did:plc:…`; atproto
+    // DIDs have no more): the password starts after the third.
+    let at = if s.starts_with("did:") {
+        s.match_indices(':').nth(2)?.0
+    } else {
+        s.find(':')?
+    };
+    Some((s[..at].to_owned(), s[at + 1..].to_owned()))
 }
 
 async fn token(State(reg): State<Registry>, uri: Uri, headers: HeaderMap) -> Response {

@@ -473,9 +473,12 @@ pub struct Verifier {
 }
 
 fn is_loopback(host: &str) -> bool {
-    let h = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let Ok(h) = canonical_host(host) else {
+        return false;
+    };
+    let h = h.rsplit_once(':').map_or(h.as_str(), |(h, _)| h);
     let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+    h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 fn identity_error(e: IdentityError) -> Result<Reason, VerifyError> {
@@ -491,9 +494,20 @@ fn identity_error(e: IdentityError) -> Result<Reason, VerifyError> {
 impl Verifier {
     /// A verifier.
     pub fn new(cfg: VerifierConfig) -> Result<Self, VerifyError> {
+        Self::build(cfg, None)
+    }
+
+    /// A verifier that reads everything through `fetch` (a proxy, a test
+    /// double of a hostile network): identity, registry and proofs alike.
+    pub fn with_fetch(cfg: VerifierConfig, fetch: Arc<dyn Fetch>) -> Result<Self, VerifyError> {
+        Self::build(cfg, Some(fetch))
+    }
+
+    fn build(cfg: VerifierConfig, given: Option<Arc<dyn Fetch>>) -> Result<Self, VerifyError> {
         let mut identity = cfg.identity.clone();
-        let base: Arc<dyn Fetch> = match &cfg.offline {
-            Some(b) => {
+        let base: Arc<dyn Fetch> = match (&cfg.offline, given) {
+            (_, Some(f)) => f,
+            (Some(b), None) => {
                 // DID logs are keyed by the directory they were exported from.
                 identity.plc_url = b
                     .plc_url
@@ -501,7 +515,7 @@ impl Verifier {
                     .map_err(|e| VerifyError::BadBundle(format!("plcUrl: {e}")))?;
                 Arc::new(Replay::new(b.resources.clone()))
             }
-            None => Arc::new(
+            (None, None) => Arc::new(
                 Online::new(&OnlineConfig {
                     timeout: identity.timeout,
                     host_overrides: identity.host_overrides.clone(),

@@ -38,6 +38,10 @@ enum Command {
     /// Co-sign an image: an io.atcr.signature record in your PDS, and the
     /// matching signature artifact attached to the image.
     Sign(sign::SignArgs),
+    /// Print an atcr-verify configuration file for this deployment (PLC
+    /// directory, handle resolution through this server for its accounts'
+    /// domains, plain HTTP on loopback): `atcr-verify --config FILE IMAGE`.
+    VerifierConfig,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +88,62 @@ fn parse_alg(s: Option<&str>) -> Result<Option<atcr_crypto::Algorithm>> {
     .transpose()
 }
 
+/// The `atcr-verify` configuration for this deployment. Handles resolve
+/// through this server only for the domains its accounts use (and the
+/// configured `pds.handle_domains`); every other handle resolves by DNS and
+/// HTTPS as usual, and every DID document must still list its handle back.
+async fn verifier_config(cfg: &Config) -> Result<String> {
+    let url = cfg.public_url()?;
+    let mut domains: std::collections::BTreeSet<String> = cfg
+        .pds
+        .handle_domains
+        .iter()
+        .map(|d| d.trim_start_matches('.').to_ascii_lowercase())
+        .collect();
+    if cfg.pds.enabled {
+        let services = atcr_server::Services::open(cfg.clone())?;
+        if let Some(pds) = services.pds {
+            let mut cursor = None;
+            loop {
+                let page = pds.list_repos(1000, cursor.clone()).await?;
+                let Some(last) = page.last().map(|r| r.0.clone()) else {
+                    break;
+                };
+                for (did, _, _) in &page {
+                    if let Ok(h) = pds.handle_of(did).await
+                        && let Some((_, parent)) = h.split_once('.')
+                    {
+                        domains.insert(parent.to_owned());
+                    }
+                }
+                cursor = Some(last);
+            }
+        }
+    }
+    let mut out = format!(
+        "# atcr-verify configuration for the ATCR registry at {url}\n\
+         # use: atcr-verify --config THIS_FILE IMAGE  (or ATCR_VERIFY_CONFIG=THIS_FILE)\n\
+         plcUrl: {}\n",
+        cfg.plc_url()?
+    );
+    if url.scheme() == "http" {
+        out.push_str(
+            "# this deployment serves plain HTTP (loopback only)\nplainHttpLoopback: true\n",
+        );
+    }
+    if cfg.pds.enabled && !domains.is_empty() {
+        let list: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
+        out.push_str(&format!(
+            "# handles under these domains resolve through this server; their DID\n\
+             # documents must still list them back\n\
+             handleResolvers:\n  - url: {}\n    domains: [{}]\n",
+            url.as_str().trim_end_matches('/'),
+            list.join(", ")
+        ));
+    }
+    Ok(out)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -108,6 +168,10 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", atcr_config::commented_default());
         }
         Command::Sign(args) => sign::sign(args).await?,
+        Command::VerifierConfig => {
+            let cfg = load_config(cli.config.as_ref())?;
+            print!("{}", verifier_config(&cfg).await?);
+        }
         Command::Serve => {
             let cfg = load_config(cli.config.as_ref())?;
             let url = cfg.public_url()?;

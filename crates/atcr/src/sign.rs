@@ -53,7 +53,7 @@ pub async fn sign(a: SignArgs) -> Result<()> {
     let did = session.did.clone();
 
     // A registry token with pull and sign on the image's repository.
-    let tok: serde_json::Value = http
+    let r = http
         .get(format!("{registry}/auth/token"))
         .query(&[
             ("service", image.host.as_str()),
@@ -61,11 +61,15 @@ pub async fn sign(a: SignArgs) -> Result<()> {
         ])
         .basic_auth(&a.handle, Some(&a.password))
         .send()
-        .await?
-        .error_for_status()
-        .context("registry token")?
-        .json()
         .await?;
+    if !r.status().is_success() {
+        let status = r.status();
+        bail!(
+            "the registry refused a token ({status}): {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    let tok: serde_json::Value = r.json().await?;
     let tok = tok["token"].as_str().context("registry token")?.to_owned();
 
     // The image as the registry serves it; its digest computed here.

@@ -2,71 +2,15 @@
 //! and holds every acknowledged write (plus at most the writes in flight at
 //! the kill, which were committed but not yet answered).
 
+mod common;
 use atcr_testkit::free_port;
 use atcr_xrpc::PdsClient;
 use atcr_xrpc::types::CreateRecordInput;
+use common::{atcr, create_account, spawn, wait_ready};
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-fn atcr(data: &std::path::Path, port: u16) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_atcr"));
-    // Hermetic: no ATCR_* settings leak in from the caller's environment.
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATCR_")) {
-        c.env_remove(k);
-    }
-    c.env("ATCR_SERVER_DATA_DIR", data)
-        .env("ATCR_SERVER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("ATCR_LOG", "warn");
-    c
-}
-
-async fn wait_ready(url: &str) {
-    let http = atcr_http::client(Duration::from_secs(2));
-    for _ in 0..100 {
-        if http
-            .get(format!("{url}/_health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server at {url} did not start");
-}
-
-fn spawn(data: &std::path::Path, port: u16) -> Child {
-    atcr(data, port)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// `atcr account create` against the data directory; returns the DID.
-fn create_account(data: &std::path::Path, port: u16, handle: &str, password: &str) -> String {
-    let out = atcr(data, port)
-        .args([
-            "account",
-            "create",
-            "--handle",
-            handle,
-            "--password",
-            password,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 /// A server child process over a fresh data directory, with one account.
 struct Booted {
@@ -312,8 +256,6 @@ async fn cli_account_commands_and_config_init() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pds.key_alg"));
 }
-
-mod common;
 
 const REG_PW: &str = "registry crash password";
 

@@ -371,3 +371,82 @@ async fn skopeo_pushed_images_verify_for_k256_and_p256_and_after_key_rotation() 
         );
     }
 }
+
+/// The README quick start, as a new user runs it: `atcr serve`, `atcr
+/// account create`, a push by handle, then `atcr verifier-config` and
+/// `atcr-verify --config` on the very name that was pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_quick_start_ends_with_a_verified_image_by_handle() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("atcr-data");
+    let port = atcr_testkit::free_port();
+    let host = format!("127.0.0.1:{port}");
+    let password = "quick start password";
+    create_account(&data, port, "alice.test", password);
+    let mut server = spawn(&data, port);
+    wait_ready(&format!("http://{host}")).await;
+    let src = work.path().join("src");
+    mkimage(&src, 1, 10_000);
+    skopeo_copy_ok(
+        &[
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("alice.test:{password}"),
+        ],
+        &format!("oci:{}:latest", src.display()),
+        &format!("docker://{host}/alice.test/busybox:1"),
+    )
+    .await;
+    let cfg = ok(atcr(&data, port).arg("verifier-config"));
+    assert!(cfg.contains(&format!("plcUrl: http://{host}/plc")), "{cfg}");
+    assert!(cfg.contains("domains: [\"test\"]"), "{cfg}");
+    let cfg_path = work.path().join("verify.yaml");
+    std::fs::write(&cfg_path, &cfg).unwrap();
+    // The atcr-verify binary (package atcr-verify-cli) sits beside atcr.
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name("atcr-verify");
+    assert!(
+        bin.exists(),
+        "build atcr-verify-cli first: {}",
+        bin.display()
+    );
+    let verify = |cfg: Option<&Path>| {
+        let mut c = Command::new(&bin);
+        c.env_remove("ATCR_VERIFY_CONFIG").env("HOME", work.path());
+        if let Some(p) = cfg {
+            c.arg("--config").arg(p);
+        }
+        c.arg(format!("{host}/alice.test/busybox:1"));
+        run(&mut c)
+    };
+    let out = verify(Some(&cfg_path));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("VERIFIED {host}/alice.test/busybox:1")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 valid, 1 trusted of 1 required"),
+        "{stdout}"
+    );
+    // The handle check stays bidirectional: a handle the server does not
+    // know fails as an identity problem, never as verified.
+    let mut c = Command::new(&bin);
+    c.arg("--config")
+        .arg(&cfg_path)
+        .arg(format!("{host}/mallory.test/busybox:1"));
+    let out = run(&mut c);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

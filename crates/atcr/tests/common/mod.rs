@@ -291,7 +291,7 @@ pub fn verifier_config(s: &Server, creds: Option<(&str, &str)>) -> atcr_verify::
     atcr_verify::VerifierConfig {
         identity: atcr_verify::ResolverConfig {
             plc_url: format!("{}/plc", s.url).parse().unwrap(),
-            allow_plain_http: true,
+
             ..Default::default()
         },
         plain_http_loopback: true,
@@ -357,4 +357,65 @@ pub async fn signature_referrers(s: &Server, tok: &str, name: &str, subject: &st
             m["digest"].as_str().unwrap().to_owned()
         })
         .collect()
+}
+
+// ---- `atcr` as a child process ----
+
+/// The `atcr` binary over `data`, listening on `port`.
+pub fn atcr(data: &std::path::Path, port: u16) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_atcr"));
+    // Hermetic: no ATCR_* settings leak in from the caller's environment.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ATCR_")) {
+        c.env_remove(k);
+    }
+    c.env("ATCR_SERVER_DATA_DIR", data)
+        .env("ATCR_SERVER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("ATCR_LOG", "warn");
+    c
+}
+
+pub async fn wait_ready(url: &str) {
+    let http = atcr_http::client(std::time::Duration::from_secs(2));
+    for _ in 0..100 {
+        if http
+            .get(format!("{url}/_health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("server at {url} did not start");
+}
+
+pub fn spawn(data: &std::path::Path, port: u16) -> std::process::Child {
+    atcr(data, port)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `atcr account create` against the data directory; returns the DID.
+pub fn create_account(data: &std::path::Path, port: u16, handle: &str, password: &str) -> String {
+    let out = atcr(data, port)
+        .args([
+            "account",
+            "create",
+            "--handle",
+            handle,
+            "--password",
+            password,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
