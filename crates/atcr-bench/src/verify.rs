@@ -37,7 +37,10 @@ pub async fn run(args: &[String]) -> Result<()> {
     };
     let repo = format!("{user}/verify-bench");
     push_small_image(url, &repo, (user.into(), password.into()), "v1").await?;
-    let image = ImageRef::parse(&format!("{host}/{}/verify-bench:v1", did.replace(':', "-")))?;
+    let image = ImageRef::parse(&format!(
+        "{host}/{}/verify-bench:v1",
+        atcr_oci::records::path_safe_did(&atcr_syntax::Did::new(&did)?)
+    ))?;
     let cfg = |cache: Option<Duration>| VerifierConfig {
         identity: atcr_verify::ResolverConfig {
             plc_url: format!("{url}/plc").parse().expect("URL"),

@@ -28,15 +28,6 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// The name signature artifacts give it (`ECDSA-K256-SHA256`,
-    /// `ECDSA-P256-SHA256`; DESIGN §5).
-    pub fn signature_name(self) -> &'static str {
-        match self {
-            Self::K256 => "ECDSA-K256-SHA256",
-            Self::P256 => "ECDSA-P256-SHA256",
-        }
-    }
-
     /// The JWT `alg` name.
     pub fn jwt_name(self) -> &'static str {
         match self {
@@ -44,7 +35,8 @@ impl Algorithm {
             Self::P256 => "ES256",
         }
     }
-    /// The signature-suite label used in verification reports.
+    /// The signature-suite label of verification reports and signature
+    /// artifacts (DESIGN §5).
     pub fn suite_name(self) -> &'static str {
         match self {
             Self::K256 => "ECDSA-K256-SHA256",

@@ -349,16 +349,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn artifact_is_a_valid_referrer_of_its_subject() {
-        let l = layer();
-        let subject = Descriptor {
+    fn subject_of(l: &SignatureLayer) -> Descriptor {
+        Descriptor {
             media_type: OCI_MANIFEST.into(),
             digest: Digest::parse(&l.subject.digest).unwrap(),
             size: 10,
             artifact_type: None,
             annotations: BTreeMap::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn artifact_is_a_valid_referrer_of_its_subject() {
+        let l = layer();
+        let subject = subject_of(&l);
         let a = build_artifact(&l, subject.clone(), false);
         let p = parse_manifest(&a.manifest, Some(OCI_MANIFEST)).unwrap();
         assert_eq!(
@@ -390,14 +394,7 @@ mod tests {
     #[test]
     fn cosign_artifacts_must_be_the_exact_shape() {
         let l = layer();
-        let subject = Descriptor {
-            media_type: OCI_MANIFEST.into(),
-            digest: Digest::parse(&l.subject.digest).unwrap(),
-            size: 10,
-            artifact_type: None,
-            annotations: BTreeMap::new(),
-        };
-        let good = build_artifact(&l, subject, true).manifest;
+        let good = build_artifact(&l, subject_of(&l), true).manifest;
         let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
         let mutate = |f: &dyn Fn(&mut serde_json::Value)| {
             let mut m = v.clone();

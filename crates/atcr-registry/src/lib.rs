@@ -189,6 +189,8 @@ struct Inner {
     resolver: IdentityResolver,
     tokens: TokenService,
     http: reqwest::Client,
+    /// Proof fetches of remote co-signers (the verifier's fetch seam).
+    fetch: Arc<atcr_fetch::Online>,
     /// sha256(secret, user, password) → (did, checked at).
     credentials: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Upload sessions with a request in flight.
@@ -267,6 +269,7 @@ impl Registry {
             service,
             cfg.token_ttl,
         );
+        let http = atcr_http::client(Duration::from_secs(30));
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -275,7 +278,8 @@ impl Registry {
                 pds,
                 resolver,
                 tokens,
-                http: atcr_http::client(Duration::from_secs(30)),
+                fetch: Arc::new(atcr_fetch::Online::with_client(http.clone())),
+                http,
                 credentials: Mutex::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
                 queues: Mutex::new(HashMap::new()),
@@ -1329,7 +1333,10 @@ impl Registry {
                     .get_record(TAG_COLLECTION.into(), tag_rkey(repo, t))
                     .await
                     .map_err(from_record)?
-                    .is_some_and(|(_, v)| v["manifestDigest"] == digest.as_str()),
+                    .is_some_and(|(_, v)| {
+                        atcr_oci::records::from_json::<atcr_oci::records::TagRecord>(&v)
+                            .is_ok_and(|r| r.digest_for(repo, t) == Some(digest.as_str()))
+                    }),
                 None => owner
                     .get_record(MANIFEST_COLLECTION.into(), rkey.clone())
                     .await

@@ -111,7 +111,7 @@ impl Registry {
             did: did.to_owned(),
             handle: doc.claimed_handle().map(|h| h.to_string()),
             pds: pds.as_str().trim_end_matches('/').to_owned(),
-            algorithm: key.algorithm().signature_name(),
+            algorithm: key.algorithm().suite_name(),
             public_key: key.to_multikey(),
         })
     }
@@ -400,20 +400,17 @@ impl Registry {
         let id = self
             .inner
             .resolver
-            .resolve(&atcr_syntax::AtIdentifier::Did(did.clone()))
+            .resolve(&atcr_syntax::AtIdentifier::Did(did))
             .await
             .map_err(|e| err(ErrorCode::Unavailable, format!("{signer}: {e}")))?;
-        let client = atcr_xrpc::PdsClient::new(id.pds.clone(), self.inner.http.clone());
-        let car = client
-            .sync_get_record(signer, coll, rkey)
+        // The verifier's own record check: fetched from the signer's PDS,
+        // proven against the key in their DID document.
+        let proof = atcr_verify::fetch_record(self.inner.fetch.as_ref(), &id, coll, rkey)
             .await
-            .map_err(|e| err(ErrorCode::Unavailable, format!("{}: {e}", id.pds)))?;
-        let (nsid, rk) = (
-            atcr_syntax::Nsid::new(coll).map_err(|e| err(ErrorCode::Unknown, e.to_string()))?,
-            atcr_syntax::RecordKey::new(rkey).map_err(|e| err(ErrorCode::Denied, e.to_string()))?,
-        );
-        let proof = atcr_repo::verify_record_proof(&car, &did, &id.signing_key, &nsid, &rk)
-            .map_err(|e| err(ErrorCode::Denied, format!("{signer}'s proof: {e}")))?;
+            .map_err(|(reason, m)| match reason {
+                atcr_verify::Reason::Unreachable => err(ErrorCode::Unavailable, m),
+                _ => err(ErrorCode::Denied, format!("{signer}'s proof: {m}")),
+            })?;
         Ok(proof.record.map(|(_, v)| atcr_data::json::to_json(&v)))
     }
 }

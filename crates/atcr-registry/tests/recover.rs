@@ -247,7 +247,10 @@ async fn retried_pushes_converge_and_delete_removes_every_record_of_the_digest()
     )
     .await
     .unwrap();
-    assert_eq!(manifest_records(&pds, &did, &d).await, std::slice::from_ref(&key));
+    assert_eq!(
+        manifest_records(&pds, &did, &d).await,
+        std::slice::from_ref(&key)
+    );
     // A record of the same digest under another key (written before record
     // keys were deterministic, or by a remote PDS that committed and timed
     // out) is also a valid signature: delete must remove it too.

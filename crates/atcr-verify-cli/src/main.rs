@@ -336,3 +336,87 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--plain-http-loopback` is about loopback hosts only: the DID
+    /// documents and handles of every other host are still fetched over
+    /// HTTPS.
+    #[test]
+    fn plain_http_loopback_does_not_downgrade_other_hosts() {
+        let cli = Cli::try_parse_from([
+            "atcr-verify",
+            "127.0.0.1:5000/did-web-example.com/app:v1",
+            "--plain-http-loopback",
+        ])
+        .unwrap();
+        let image = ImageRef::parse("127.0.0.1:5000/did-web-example.com/app:v1").unwrap();
+        let (cfg, _) = settings(&cli.verify.common, &image).unwrap();
+        assert!(cfg.plain_http_loopback);
+        let resolver = atcr_identity::IdentityResolver::new(cfg.identity).unwrap();
+        let did = |d: &str| atcr_syntax::Did::new(d).unwrap();
+        assert_eq!(
+            resolver
+                .document_url(&did("did:web:example.com"))
+                .unwrap()
+                .as_str(),
+            "https://example.com/.well-known/did.json"
+        );
+        // Loopback did:web hosts use plain HTTP, as before.
+        assert_eq!(
+            resolver
+                .document_url(&did("did:web:localhost%3A5000"))
+                .unwrap()
+                .as_str(),
+            "http://localhost:5000/.well-known/did.json"
+        );
+    }
+
+    #[test]
+    fn subcommands_and_the_shorthand_parse_alike() {
+        for args in [
+            vec!["atcr-verify", "h.io/a.test/b:c", "--policy", "p.yaml"],
+            vec![
+                "atcr-verify",
+                "verify",
+                "h.io/a.test/b:c",
+                "--policy",
+                "p.yaml",
+            ],
+        ] {
+            let cli = Cli::try_parse_from(&args).unwrap();
+            let v = match cli.command {
+                Some(Command::Verify(v)) => v,
+                None => cli.verify,
+                Some(Command::Export(_)) => panic!("{args:?}"),
+            };
+            assert_eq!(v.image.as_deref(), Some("h.io/a.test/b:c"));
+            assert_eq!(
+                v.common.policy.as_deref(),
+                Some(std::path::Path::new("p.yaml"))
+            );
+        }
+        let cli = Cli::try_parse_from([
+            "atcr-verify",
+            "export",
+            "h.io/a.test/b:c",
+            "-o",
+            "b.json",
+            "--policy",
+            "p.yaml",
+        ])
+        .unwrap();
+        let Some(Command::Export(e)) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            e.common.policy.as_deref(),
+            Some(std::path::Path::new("p.yaml"))
+        );
+        // -o belongs to export only; an image is required.
+        assert!(Cli::try_parse_from(["atcr-verify", "h.io/a.test/b:c", "-o", "x"]).is_err());
+        assert!(Cli::try_parse_from(["atcr-verify"]).is_err());
+    }
+}

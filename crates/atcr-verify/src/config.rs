@@ -17,7 +17,7 @@
 //! signed log) lists it back, exactly as with DNS. What the file decides is
 //! whom to ask.
 
-use crate::policy::{PolicyError, parse_yaml};
+use crate::policy::{PolicyError, parse_yaml, read_file};
 use serde::Deserialize;
 
 /// A trusted handle resolver.
@@ -69,13 +69,7 @@ impl VerifyConfigFile {
 
     /// Reads a configuration file; a relative `policy` is made relative to it.
     pub fn load(path: &std::path::Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            file: path.display().to_string(),
-            line: 0,
-            key: "(file)".into(),
-            message: e.to_string(),
-        })?;
-        let mut c = Self::parse(&path.display().to_string(), &text)?;
+        let mut c = Self::parse(&path.display().to_string(), &read_file(path)?)?;
         if let Some(p) = &c.policy
             && p.is_relative()
             && let Some(dir) = path.parent()

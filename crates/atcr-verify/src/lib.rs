@@ -821,46 +821,7 @@ impl Verifier {
         collection: &str,
         rkey: &str,
     ) -> Result<atcr_repo::VerifiedRecord, (Reason, String)> {
-        let (Ok(nsid), Ok(rk)) = (Nsid::new(collection), RecordKey::new(rkey)) else {
-            return Err((
-                Reason::ArtifactInvalid,
-                format!("bad record path {collection}/{rkey}"),
-            ));
-        };
-        let mut url = who.pds.clone();
-        url.set_path("/xrpc/com.atproto.sync.getRecord");
-        url.query_pairs_mut()
-            .append_pair("did", who.did.as_str())
-            .append_pair("collection", collection)
-            .append_pair("rkey", rkey);
-        // A proof is a few KiB: the commit, one MST path, the record.
-        let (status, car) = self
-            .fetch
-            .get(Request::new(url.as_str(), MAX_PROOF_BYTES))
-            .await
-            .map(|r| (r.status, r.body))
-            .map_err(|e| match e {
-                FetchError::TooLarge { .. } => (Reason::ProofInvalid, e.to_string()),
-                e => (Reason::Unreachable, e.to_string()),
-            })?;
-        if status != 200 {
-            return Err((
-                Reason::Unreachable,
-                format!(
-                    "{url}: HTTP {status}: {}",
-                    String::from_utf8_lossy(&car[..car.len().min(200)])
-                ),
-            ));
-        }
-        verify_record_proof(&car, &who.did, &who.signing_key, &nsid, &rk).map_err(|e| {
-            let reason = match &e {
-                ProofError::Commit(atcr_repo::CommitError::Signature(_)) => {
-                    Reason::BadCommitSignature
-                }
-                _ => Reason::ProofInvalid,
-            };
-            (reason, format!("{}/{collection}/{rkey}: {e}", who.did))
-        })
+        fetch_record(self.fetch.as_ref(), who, collection, rkey).await
     }
 
     /// [`Self::check_artifact`], within [`COSIGNER_BUDGET`] for artifacts
@@ -910,55 +871,8 @@ impl Verifier {
             s.detail = Some(d);
             Ok(s)
         };
-        // The artifact: only the record it points at is used. Bounded reads:
-        // a pointer is small.
-        let bytes = match registry
-            .manifest_limited(path, &artifact.to_string(), MAX_ARTIFACT_BYTES)
-            .await
-        {
-            Ok(Some((b, _))) => b,
-            Ok(None) => {
-                return fail(
-                    s,
-                    Reason::ArtifactInvalid,
-                    format!("artifact {artifact} is gone"),
-                );
-            }
-            Err(e) => {
-                return fail(
-                    s,
-                    Reason::ArtifactInvalid,
-                    format!("artifact {artifact}: {e}"),
-                );
-            }
-        };
-        let pointer = match ArtifactPointer::parse(&bytes) {
-            Ok(p) => p,
-            Err(e) => {
-                return fail(
-                    s,
-                    Reason::ArtifactInvalid,
-                    format!("artifact {artifact}: {e}"),
-                );
-            }
-        };
-        let layer_bytes = match pointer.inline_layer {
-            Some(b) => b,
-            None => match registry
-                .blob(path, &pointer.layer_digest, MAX_LAYER_BYTES)
-                .await
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    return fail(
-                        s,
-                        Reason::ArtifactInvalid,
-                        format!("artifact {artifact}: {e}"),
-                    );
-                }
-            },
-        };
-        let layer = match SignatureLayer::parse(&layer_bytes) {
+        // The artifact: only the record it points at is used.
+        let layer = match artifact_layer(registry, path, artifact).await {
             Ok(l) => l,
             Err(e) => return fail(s, Reason::ArtifactInvalid, e),
         };
@@ -1104,6 +1018,84 @@ impl Verifier {
         s.detail = None;
         Ok(s)
     }
+}
+
+/// The layer of a signature artifact, read with bounds (a pointer is small):
+/// inline, or from the registry.
+async fn artifact_layer(
+    registry: &RegistryClient,
+    path: &str,
+    artifact: &Digest,
+) -> Result<SignatureLayer, String> {
+    let at = |e: &dyn std::fmt::Display| format!("artifact {artifact}: {e}");
+    let bytes = match registry
+        .manifest_limited(path, &artifact.to_string(), MAX_ARTIFACT_BYTES)
+        .await
+    {
+        Ok(Some((b, _))) => b,
+        Ok(None) => return Err(at(&"gone")),
+        Err(e) => return Err(at(&e)),
+    };
+    let pointer = ArtifactPointer::parse(&bytes).map_err(|e| at(&e))?;
+    let layer_bytes = match pointer.inline_layer {
+        Some(b) => b,
+        None => registry
+            .blob(path, &pointer.layer_digest, MAX_LAYER_BYTES)
+            .await
+            .map_err(|e| at(&e))?,
+    };
+    SignatureLayer::parse(&layer_bytes).map_err(|e| at(&e))
+}
+
+/// Fetches `collection/rkey` of `who` with `com.atproto.sync.getRecord` from
+/// their PDS (as their DID document names it) and verifies the proof against
+/// their current key: the one record check of the verifier and of the
+/// registry's co-signature check. `record: None` in the result proves the
+/// record absent; an error is the reason it proves nothing
+/// ([`Reason::Unreachable`] when the PDS did not answer).
+pub async fn fetch_record(
+    fetch: &dyn Fetch,
+    who: &ResolvedIdentity,
+    collection: &str,
+    rkey: &str,
+) -> Result<atcr_repo::VerifiedRecord, (Reason, String)> {
+    let (Ok(nsid), Ok(rk)) = (Nsid::new(collection), RecordKey::new(rkey)) else {
+        return Err((
+            Reason::ArtifactInvalid,
+            format!("bad record path {collection}/{rkey}"),
+        ));
+    };
+    let mut url = who.pds.clone();
+    url.set_path("/xrpc/com.atproto.sync.getRecord");
+    url.query_pairs_mut()
+        .append_pair("did", who.did.as_str())
+        .append_pair("collection", collection)
+        .append_pair("rkey", rkey);
+    // A proof is a few KiB: the commit, one MST path, the record.
+    let (status, car) = fetch
+        .get(Request::new(url.as_str(), MAX_PROOF_BYTES))
+        .await
+        .map(|r| (r.status, r.body))
+        .map_err(|e| match e {
+            FetchError::TooLarge { .. } => (Reason::ProofInvalid, e.to_string()),
+            e => (Reason::Unreachable, e.to_string()),
+        })?;
+    if status != 200 {
+        return Err((
+            Reason::Unreachable,
+            format!(
+                "{url}: HTTP {status}: {}",
+                String::from_utf8_lossy(&car[..car.len().min(200)])
+            ),
+        ));
+    }
+    verify_record_proof(&car, &who.did, &who.signing_key, &nsid, &rk).map_err(|e| {
+        let reason = match &e {
+            ProofError::Commit(atcr_repo::CommitError::Signature(_)) => Reason::BadCommitSignature,
+            _ => Reason::ProofInvalid,
+        };
+        (reason, format!("{}/{collection}/{rkey}: {e}", who.did))
+    })
 }
 
 fn now_seconds() -> i64 {

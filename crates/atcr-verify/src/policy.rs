@@ -515,13 +515,7 @@ impl TrustPolicy {
 
     /// Reads a policy file.
     pub fn load(path: &std::path::Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            file: path.display().to_string(),
-            line: 0,
-            key: "(file)".into(),
-            message: e.to_string(),
-        })?;
-        Self::parse(&path.display().to_string(), &text)
+        Self::parse(&path.display().to_string(), &read_file(path)?)
     }
 
     /// Parses policy YAML; `file` names it in errors.
@@ -676,6 +670,16 @@ impl TrustPolicy {
             })
             .collect()
     }
+}
+
+/// A file's text; an error names the file.
+pub(crate) fn read_file(path: &std::path::Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|e| PolicyError {
+        file: path.display().to_string(),
+        line: 0,
+        key: "(file)".into(),
+        message: e.to_string(),
+    })
 }
 
 /// Reads YAML into `T`; an error names the file, the line and the key path.

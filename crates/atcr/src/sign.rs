@@ -155,7 +155,7 @@ pub async fn sign(a: SignArgs) -> Result<()> {
             algorithm: key
                 .as_ref()
                 .map_or(atcr_crypto::Algorithm::K256, |k| k.algorithm())
-                .signature_name()
+                .suite_name()
                 .into(),
             key_id: format!("{did}#atproto"),
             public_key_multibase: key.map(|k| k.to_multikey()).unwrap_or_default(),

@@ -495,7 +495,7 @@ async fn an_image_pushed_by_a_reference_pds_user_lands_in_their_pds() {
     let policy = atcr_verify::policy::TrustPolicy::owner_only();
     for name in [
         format!("{}/carol.test/web:v1", s.host),
-        format!("{}/{}/web@{md}", s.host, did.replace(':', "-")),
+        format!("{}/{}/web@{md}", s.host, common::path_did(&did)),
     ] {
         let image = atcr_verify::ImageRef::parse(&name).unwrap();
         let r = v.verify(&image, &policy).await.unwrap();

@@ -165,7 +165,7 @@ async fn version_check_and_token_flow() {
             .unwrap();
     expect_error(r, 403, "DENIED").await;
     // A DID written path-safe, and raw, names the same repository.
-    let did_safe = t.alice.replace(':', "-");
+    let did_safe = path_did(&t.alice);
     let tok2 = token(
         &t.s,
         Some(("alice.test", PW)),

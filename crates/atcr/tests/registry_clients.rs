@@ -354,8 +354,7 @@ async fn skopeo_pushed_images_verify_for_k256_and_p256_and_after_key_rotation() 
         .await;
         let verifier = || atcr_verify::Verifier::new(verifier_config(&s, None)).unwrap();
         let image =
-            atcr_verify::ImageRef::parse(&format!("{}/{}/app:v1", s.host, did.replace(':', "-")))
-                .unwrap();
+            atcr_verify::ImageRef::parse(&format!("{}/{}/app:v1", s.host, path_did(&did))).unwrap();
         let policy = atcr_verify::policy::TrustPolicy::owner_only();
         let r = verifier().verify(&image, &policy).await.unwrap();
         assert_eq!(r.decision, atcr_verify::Decision::Pass, "{handle}: {r:#?}");
@@ -434,6 +433,38 @@ async fn readme_quick_start_ends_with_a_verified_image_by_handle() {
         stdout.contains("1 valid, 1 trusted of 1 required"),
         "{stdout}"
     );
+    // `export` verifies under --policy too (and still writes the bundle),
+    // and the bundle verifies offline under it.
+    let strict = work.path().join("strict.yaml");
+    std::fs::write(
+        &strict,
+        "version: 1.0\npolicies:\n  - scope: \"**\"\n    minSignatures: 2\n",
+    )
+    .unwrap();
+    let bundle = work.path().join("b.json");
+    let mut c = Command::new(&bin);
+    c.args(["export", "--config"])
+        .arg(&cfg_path)
+        .arg(format!("{host}/alice.test/busybox:1"))
+        .arg("-o")
+        .arg(&bundle)
+        .arg("--policy")
+        .arg(&strict);
+    let out = run(&mut c);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("1 valid, 1 trusted of 2 required"),
+        "{stdout}"
+    );
+    assert!(bundle.exists());
+    let mut c = Command::new(&bin);
+    c.args(["verify", "--offline", "--bundle"])
+        .arg(&bundle)
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg(format!("{host}/alice.test/busybox:1"));
+    assert_eq!(run(&mut c).status.code(), Some(0));
     // The handle check stays bidirectional: a handle the server does not
     // know fails as an identity problem, never as verified.
     let mut c = Command::new(&bin);

@@ -13,11 +13,6 @@ fn verifier(s: &Server, user: &str) -> Verifier {
     Verifier::new(verifier_config(s, Some((user, PW)))).unwrap()
 }
 
-/// The DID in its path-safe form, for image names.
-fn path_did(did: &str) -> String {
-    did.replace(':', "-")
-}
-
 async fn verify(v: &Verifier, image: &str) -> Report {
     v.verify(&ImageRef::parse(image).unwrap(), &TrustPolicy::owner_only())
         .await

@@ -34,14 +34,7 @@ fn policy(text: &str) -> TrustPolicy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_spelling_of_the_name_escapes_the_strict_scope() {
     let s = start(&[]).await;
-    let alice = account(&s, "alice.test", PW).await;
-    let tok = token(
-        &s,
-        Some(("alice.test", PW)),
-        &["repository:alice.test/app:pull,push"],
-    )
-    .await;
-    push_image(&s, &tok, "alice.test/app", "v1", "spell").await;
+    let (alice, _, _) = owner_with_image(&s, "alice.test", PW, "pull,push", "spell").await;
     let port = s.host.rsplit_once(':').unwrap().1;
     let id = alice.strip_prefix("did:plc:").unwrap();
     let v = verifier(&s);
@@ -121,15 +114,8 @@ async fn sign(image: String, user: String, pds: String) -> std::process::Output 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_co_signer_can_push_only_one_small_exact_artifact() {
     let s = start(&[]).await;
-    account(&s, "alice.test", PW).await;
+    let (_, _, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "cosign").await;
     let bob = account(&s, "bob.test", PW).await;
-    let tok = token(
-        &s,
-        Some(("alice.test", PW)),
-        &["repository:alice.test/app:pull,push"],
-    )
-    .await;
-    let d = push_image(&s, &tok, "alice.test/app", "v1", "cosign").await;
     let image = format!("{}/alice.test/app@{d}", s.host);
     for _ in 0..2 {
         let out = sign(image.clone(), "bob.test".into(), s.url.clone()).await;
@@ -163,15 +149,7 @@ async fn a_co_signer_can_push_only_one_small_exact_artifact() {
         .collect();
     assert_eq!(bobs.len(), 1, "{listing:#}");
     let current = bobs[0]["digest"].as_str().unwrap().to_owned();
-    let art = http()
-        .get(format!("{}/v2/alice.test/app/manifests/{current}", s.url))
-        .bearer_auth(&btok)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let art = get_manifest(&s, &btok, "alice.test/app", &current).await;
     let art: serde_json::Value = serde_json::from_slice(&art).unwrap();
     // The artifact's layer is titled for `oras pull`.
     assert_eq!(
@@ -246,7 +224,7 @@ async fn a_co_signer_can_push_only_one_small_exact_artifact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_co_signer_fails_only_its_own_signature() {
     let s = start(&[]).await;
-    let alice = account(&s, "alice.test", PW).await;
+    let (alice, _, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "remote").await;
     // carol's account lives on another server (her PDS), registered in the
     // first one's PLC directory.
     let s2 = start(&[
@@ -255,14 +233,7 @@ async fn an_unreachable_co_signer_fails_only_its_own_signature() {
     ])
     .await;
     let carol = account(&s2, "carol.test", PW).await;
-    let tok = token(
-        &s,
-        Some(("alice.test", PW)),
-        &["repository:alice.test/app:pull,push"],
-    )
-    .await;
-    let d = push_image(&s, &tok, "alice.test/app", "v1", "remote").await;
-    let image = format!("{}/{}/app@{d}", s.host, alice.replace(':', "-"));
+    let image = format!("{}/{}/app@{d}", s.host, path_did(&alice));
     // carol logs in to the registry by DID (her handle has no DNS here) and
     // co-signs; the registry checks her record with a proof from her PDS.
     let out = sign(image.clone(), carol.clone(), s2.url.clone()).await;
@@ -339,14 +310,8 @@ impl atcr_fetch::Fetch for StaleRegistry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_image_stays_revoked_whatever_records_a_retry_left() {
     let s = start(&[]).await;
-    let alice = account(&s, "alice.test", PW).await;
-    let tok = token(
-        &s,
-        Some(("alice.test", PW)),
-        &["repository:alice.test/app:pull,push,delete"],
-    )
-    .await;
-    let d = push_image(&s, &tok, "alice.test/app", "v1", "revoke").await;
+    let (alice, tok, d) =
+        owner_with_image(&s, "alice.test", PW, "pull,push,delete", "revoke").await;
     let pds = s.services.pds.as_ref().unwrap();
     // A second record of the same digest, as a retried push made before
     // record keys were deterministic (or a remote PDS that committed and
@@ -393,15 +358,7 @@ async fn a_deleted_image_stays_revoked_whatever_records_a_retry_left() {
             public_key_multibase: String::new(),
         },
     };
-    let m = http()
-        .get(format!("{}/v2/alice.test/app/manifests/{d}", s.url))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let m = get_manifest(&s, &tok, "alice.test/app", &d).await;
     let built = atcr_oci::signature::build_artifact(
         &layer,
         atcr_oci::manifest::Descriptor {
@@ -429,8 +386,7 @@ async fn a_deleted_image_stays_revoked_whatever_records_a_retry_left() {
         .unwrap();
     assert_eq!(r.status(), 201);
     // Before the delete both signatures verify; record what the registry says.
-    let image =
-        ImageRef::parse(&format!("{}/{}/app@{d}", s.host, alice.replace(':', "-"))).unwrap();
+    let image = ImageRef::parse(&format!("{}/{}/app@{d}", s.host, path_did(&alice))).unwrap();
     let recording = Verifier::new(VerifierConfig {
         record: true,
         ..verifier_config(&s, None)

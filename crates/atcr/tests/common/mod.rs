@@ -65,6 +65,11 @@ pub async fn start(extra: &[(&str, String)]) -> Server {
     }
 }
 
+/// A DID written as an image-name segment (`did-plc-…`).
+pub fn path_did(did: &str) -> String {
+    atcr_oci::records::path_safe_did(&atcr_syntax::Did::new(did).unwrap())
+}
+
 /// Creates an embedded account; returns its DID.
 pub async fn account(s: &Server, handle: &str, password: &str) -> String {
     let pds = s.services.pds.as_ref().unwrap();
@@ -283,6 +288,40 @@ pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     sha256(&m)
+}
+
+/// The bytes of a manifest as the registry serves them.
+pub async fn get_manifest(s: &Server, tok: &str, name: &str, reference: &str) -> Vec<u8> {
+    let r = http()
+        .get(format!("{}/v2/{name}/manifests/{reference}", s.url))
+        .bearer_auth(tok)
+        .header("accept", atcr_oci::records::MANIFEST_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "GET {name}:{reference}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// An embedded account `handle` (password `pw`) with one image pushed as
+/// `HANDLE/app:v1`: its DID, a token with `actions` on the repository, and
+/// the image digest.
+pub async fn owner_with_image(
+    s: &Server,
+    handle: &str,
+    pw: &str,
+    actions: &str,
+    seed: &str,
+) -> (String, String, String) {
+    let did = account(s, handle, pw).await;
+    let tok = token(
+        s,
+        Some((handle, pw)),
+        &[&format!("repository:{handle}/app:{actions}")],
+    )
+    .await;
+    let d = push_image(s, &tok, &format!("{handle}/app"), "v1", seed).await;
+    (did, tok, d)
 }
 
 /// A verifier for the server's embedded PLC and registry (plain HTTP on
