@@ -47,6 +47,67 @@ enum Command {
     Verify(VerifyArgs),
     /// Verify an image online and write everything fetched to an offline bundle.
     Export(ExportArgs),
+    /// Run the verification service: Kubernetes admission webhook (/validate,
+    /// /mutate), Gatekeeper external data (/provide), /verify for Kyverno and
+    /// OPA, /metrics, /healthz, /readyz.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Address to listen on.
+    #[arg(long, env = "ATCR_VERIFY_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: String,
+    /// TLS certificate chain (PEM); reloaded when the file changes.
+    #[arg(
+        long,
+        env = "ATCR_VERIFY_TLS_CERT",
+        required_unless_present = "plain_http"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(
+        long,
+        env = "ATCR_VERIFY_TLS_KEY",
+        required_unless_present = "plain_http"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM), e.g. Gatekeeper's.
+    #[arg(long, env = "ATCR_VERIFY_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// Offer TLS 1.3 only.
+    #[arg(long)]
+    tls13_only: bool,
+    /// Serve plain HTTP instead of HTTPS (behind a TLS-terminating proxy, or tests).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    plain_http: bool,
+    /// A registry whose images are verified (repeat for several).
+    #[arg(long = "registry", required = true)]
+    registries: Vec<String>,
+    /// What happens to images of other registries.
+    #[arg(long, default_value = "allow", value_parser = ["allow", "warn", "deny"])]
+    other_images: String,
+    /// A namespace whose objects are admitted unchecked (repeat for several).
+    #[arg(long = "exclude-namespace")]
+    exclude_namespaces: Vec<String>,
+    /// Longest time an answer may take, in milliseconds (keep it below the
+    /// caller's timeout: Gatekeeper's is 3 s).
+    #[arg(long, default_value_t = 2500)]
+    budget_ms: u64,
+    /// How long a verdict (and a tag's digest) is reused, in seconds.
+    #[arg(long, default_value_t = 60)]
+    cache_ttl_secs: u64,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 /// What every subcommand shares: where identities and registries are.
@@ -293,6 +354,95 @@ async fn export(a: &ExportArgs) -> Result<Report, Failure> {
     Ok(report)
 }
 
+async fn serve(a: ServeArgs) -> Result<(), Failure> {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATCR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    match a.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    let any = ImageRef::parse("localhost/a.test/x").map_err(failed)?;
+    let (mut cfg, _) = settings(&a.common, &any)?;
+    // Credentials per registry come from Docker's config.json (or the flags,
+    // for the first registry).
+    cfg.credentials = a
+        .registries
+        .iter()
+        .filter_map(|h| {
+            let c = match (&a.common.username, &a.common.password) {
+                (Some(u), Some(p)) => Some(Credentials {
+                    username: u.clone(),
+                    password: p.clone(),
+                }),
+                _ => docker_credentials(h),
+            };
+            c.map(|c| (h.clone(), c))
+        })
+        .collect();
+    cfg.cache_ttl = Some(std::time::Duration::from_secs(a.cache_ttl_secs));
+    let file = match &a.common.config {
+        Some(p) => VerifyConfigFile::load(p).map_err(|e| (2, e.to_string()))?,
+        None => VerifyConfigFile::default(),
+    };
+    let verifier = Verifier::new(cfg).map_err(failed)?;
+    let service = atcr_verify_service::Service::new(
+        verifier,
+        atcr_verify_service::ServiceConfig {
+            registries: a.registries.clone(),
+            other_images: a.other_images.parse().map_err(|e: String| (2, e))?,
+            exclude_namespaces: a.exclude_namespaces.clone(),
+            budget: std::time::Duration::from_millis(a.budget_ms),
+            policy_path: a.common.policy.clone().or(file.policy),
+        },
+    )
+    .map_err(|e| (2, e))?;
+    service.watch_policy(std::time::Duration::from_secs(2));
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .map_err(|e| (2, format!("--listen {}: {e}", a.listen)))?;
+    let addr = listener.local_addr().map_err(|e| (3, e.to_string()))?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if a.plain_http {
+        eprintln!("atcr-verify serve: listening on http://{addr} (plain HTTP)");
+        axum::serve(listener, service.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| (3, e.to_string()))?;
+        return Ok(());
+    }
+    let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) else {
+        return Err((
+            2,
+            "--tls-cert and --tls-key are required (or --plain-http)".into(),
+        ));
+    };
+    let acceptor = atcr_verify_service::tls::Acceptor::new(
+        &atcr_verify_service::tls::TlsSettings {
+            cert,
+            key,
+            client_ca: a.client_ca,
+            tls13_only: a.tls13_only,
+        },
+        std::time::Duration::from_secs(2),
+    )
+    .map_err(|e| (2, e.to_string()))?;
+    eprintln!("atcr-verify serve: listening on https://{addr}");
+    atcr_verify_service::tls::serve_tls(listener, acceptor, service.router(), shutdown).await;
+    Ok(())
+}
+
 fn finish(r: Result<Report, Failure>, output: Output, quiet: bool, verbose: bool) -> ExitCode {
     match r {
         Ok(r) => {
@@ -328,6 +478,13 @@ async fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Some(Command::Serve(a)) => match serve(a).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err((code, msg)) => {
+                eprintln!("atcr-verify serve: {msg}");
+                ExitCode::from(code)
+            }
+        },
         Some(Command::Export(a)) => finish(export(&a).await, a.output, a.quiet, false),
         Some(Command::Verify(a)) => finish(verify(&a).await, a.output, a.quiet, a.verbose),
         None => {
@@ -390,7 +547,7 @@ mod tests {
             let v = match cli.command {
                 Some(Command::Verify(v)) => v,
                 None => cli.verify,
-                Some(Command::Export(_)) => panic!("{args:?}"),
+                Some(Command::Export(_) | Command::Serve(_)) => panic!("{args:?}"),
             };
             assert_eq!(v.image.as_deref(), Some("h.io/a.test/b:c"));
             assert_eq!(

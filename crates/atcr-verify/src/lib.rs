@@ -469,6 +469,9 @@ pub struct Verifier {
     fetch: Arc<dyn Fetch>,
     /// The recording, when exporting.
     recorder: Option<Arc<Recorder>>,
+    /// Verdict cache hits and misses.
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
     cfg: VerifierConfig,
 }
 
@@ -541,8 +544,16 @@ impl Verifier {
             resolver,
             fetch,
             recorder,
+            hits: Default::default(),
+            misses: Default::default(),
             cfg,
         })
+    }
+
+    /// Verdict cache (hits, misses) so far.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
     /// Verifies `image` under `policy` and returns, with the report, a
@@ -645,8 +656,11 @@ impl Verifier {
         // verdicts are cached, never a failure to complete.
         let key = image.to_string();
         if let Some(r) = cache.get(&key) {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(r);
         }
+        self.misses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let gate = self
             .inflight
             .lock()

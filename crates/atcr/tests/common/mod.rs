@@ -458,3 +458,61 @@ pub fn create_account(data: &std::path::Path, port: u16, handle: &str, password:
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// Pushes a signature artifact with `layer` as its layer for `subject`;
+/// returns the artifact digest.
+pub async fn attach(
+    s: &Server,
+    tok: &str,
+    name: &str,
+    subject: &str,
+    layer: &serde_json::Value,
+) -> String {
+    let c = http();
+    let url = |p: String| format!("{}/v2/{name}/{p}", s.url);
+    let m = c
+        .get(url(format!("manifests/{subject}")))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let layer = serde_json::to_vec(layer).unwrap();
+    push_blob(s, tok, name, b"{}").await;
+    push_blob(s, tok, name, &layer).await;
+    const SIG: &str = "application/vnd.atproto.signature.v1+json";
+    let art = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": SIG,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": SIG, "digest": sha256(&layer), "size": layer.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": subject, "size": m.len()},
+    }))
+    .unwrap();
+    let d = sha256(&art);
+    let r = c
+        .put(url(format!("manifests/{d}")))
+        .bearer_auth(tok)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(art)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    d
+}
+
+/// Removes the registry's own signature artifact of `subject`.
+pub async fn detach_registry_artifact(s: &Server, tok: &str, name: &str, subject: &str) {
+    let c = http();
+    for d in signature_referrers(s, tok, name, subject).await {
+        let r = c
+            .delete(format!("{}/v2/{name}/manifests/{d}", s.url))
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+}

@@ -1,0 +1,447 @@
+//! `atcr-verify serve` as the admission webhook of a real kube-apiserver
+//! (the integration kit's 1.36.2 with etcd): signed images are admitted and
+//! pinned to their digest, every other kind of image is denied with its
+//! reason, and a webhook that is down denies too.
+
+mod common;
+use common::*;
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const PW: &str = "correct horse battery";
+
+/// The integration kit's kube-apiserver, torn down on drop.
+struct Kit {
+    env: HashMap<String, String>,
+    kit: PathBuf,
+}
+
+impl Kit {
+    fn dir() -> PathBuf {
+        repo_root().join("../shared/integration-kit")
+    }
+
+    fn up_k8s(state: &std::path::Path) -> Self {
+        let kit = Self::dir();
+        let out = Command::new("timeout")
+            .arg("600")
+            .arg(kit.join("install.sh"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "install.sh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(kit.join("kit.sh"))
+            .arg("up-k8s")
+            .env("STATE", state)
+            .env("KIT_PORTS", "auto")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kit.sh up-k8s: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.strip_prefix("export ")?.split_once('=')?;
+                Some((k.to_owned(), v.trim_matches('\'').to_owned()))
+            })
+            .collect();
+        Self { env, kit }
+    }
+
+    fn var(&self, k: &str) -> &str {
+        &self.env[k]
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut c = Command::new("kubectl");
+        c.args(args)
+            .env("KUBECONFIG", self.var("KUBECONFIG"))
+            .env("KUBECACHEDIR", self.var("KUBECACHEDIR"))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `args`, which must be refused; returns the error text.
+    fn refused(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args, None);
+        assert!(!out.status.success(), "kubectl {args:?} was admitted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Kit {
+    fn drop(&mut self) {
+        let _ = Command::new(self.kit.join("kit.sh"))
+            .args(["down", "--purge"])
+            .env("STATE", self.var("STATE"))
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// `atcr-verify serve` (the binary beside `atcr`), killed on drop.
+struct VerifyService(std::process::Child);
+
+impl Drop for VerifyService {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_service(
+    kit: &Kit,
+    registry: &Server,
+    config: &std::path::Path,
+    policy: &std::path::Path,
+    port: u16,
+) -> VerifyService {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name("atcr-verify");
+    assert!(
+        bin.exists(),
+        "build atcr-verify-cli first: {}",
+        bin.display()
+    );
+    let child = Command::new(bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--tls-cert",
+            kit.var("KIT_SERVER_CRT"),
+            "--tls-key",
+            kit.var("KIT_SERVER_KEY"),
+        ])
+        .args(["--registry", &registry.host])
+        .arg("--config")
+        .arg(config)
+        .arg("--policy")
+        .arg(policy)
+        .args(["--log-format", "json"])
+        .env_remove("ATCR_VERIFY_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return VerifyService(child);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("atcr-verify serve did not start");
+}
+
+fn webhooks(port: u16, ca: &str) -> String {
+    let rules = r#"
+  rules:
+  - {apiGroups: [""], apiVersions: ["v1"], operations: ["CREATE","UPDATE"], resources: ["pods"]}
+  - {apiGroups: ["apps"], apiVersions: ["v1"], operations: ["CREATE","UPDATE"], resources: ["deployments","replicasets","statefulsets","daemonsets"]}
+  - {apiGroups: ["batch"], apiVersions: ["v1"], operations: ["CREATE","UPDATE"], resources: ["jobs","cronjobs"]}"#;
+    let common = |name: &str, path: &str| {
+        format!(
+            r#"
+- name: {name}
+  admissionReviewVersions: ["v1"]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 10
+  namespaceSelector: {{matchLabels: {{atcr-verify: enabled}}}}
+  clientConfig:
+    url: https://127.0.0.1:{port}/{path}
+    caBundle: {ca}{rules}"#
+        )
+    };
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: atcr-verify}}\nwebhooks:{}\n  reinvocationPolicy: IfNeeded\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: atcr-verify}}\nwebhooks:{}\n",
+        common("mutate.atcr-verify.io", "mutate"),
+        common("validate.atcr-verify.io", "validate"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_on_a_real_api_server() {
+    let s = start(&[]).await;
+    let (alice, tok, good) =
+        owner_with_image(&s, "alice.test", PW, "pull,push,delete", "good").await;
+    let name = |repo: &str| format!("alice.test/{repo}");
+    let push = |repo: &'static str, seed: &'static str| {
+        let (s, tok) = (&s, tok.clone());
+        async move {
+            let t = token(
+                s,
+                Some(("alice.test", PW)),
+                &[&format!("repository:alice.test/{repo}:pull,push,delete")],
+            )
+            .await;
+            let _ = tok;
+            (
+                t.clone(),
+                push_image(s, &t, &format!("alice.test/{repo}"), "v1", seed).await,
+            )
+        }
+    };
+    // Unsigned: its signature artifact removed.
+    let (t, d) = push("unsigned", "unsigned").await;
+    detach_registry_artifact(&s, &t, &name("unsigned"), &d).await;
+    // Revoked: the owner's record deleted from the PDS.
+    let (_, d) = push("revoked", "revoked").await;
+    let rkey = atcr_oci::records::manifest_rkey("revoked", &atcr_oci::Digest::parse(&d).unwrap());
+    delete_record(&s, &alice, "io.atcr.manifest", &rkey).await;
+    // Wrong tag: the owner's tag record names another digest than the
+    // registry serves.
+    let (_, other) = push("other", "other").await;
+    push("wrongtag", "wrongtag").await;
+    s.services
+        .pds
+        .as_ref()
+        .unwrap()
+        .write(
+            &alice,
+            vec![atcr_pds::Write::Put {
+                collection: "io.atcr.tag".into(),
+                rkey: atcr_oci::tag_rkey("wrongtag", "v1"),
+                record: atcr_oci::records::to_json(&atcr_oci::records::TagRecord::new(
+                    "wrongtag",
+                    "v1",
+                    &other,
+                    "at://x/y/z",
+                    "2026-11-30T00:00:00Z",
+                )),
+                swap: None,
+            }],
+            None,
+        )
+        .await
+        .unwrap();
+    // Tampered: its own signature replaced by one pointing at another
+    // image's record.
+    let (t, d) = push("tampered", "tampered").await;
+    detach_registry_artifact(&s, &t, &name("tampered"), &d).await;
+    let good_record = format!(
+        "at://{alice}/io.atcr.manifest/{}",
+        atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&good).unwrap())
+    );
+    attach(&s, &t, &name("tampered"), &d, &serde_json::json!({
+        "$type": "io.atcr.atproto.signature", "version": "1.0",
+        "subject": {"digest": d, "mediaType": "application/vnd.oci.image.manifest.v1+json"},
+        "atproto": {"did": alice, "pdsEndpoint": s.url, "recordUri": good_record, "commitCid": "", "signedAt": "2026-01-01T00:00:00Z"},
+        "signature": {"algorithm": "ECDSA-K256-SHA256", "keyId": format!("{alice}#atproto"), "publicKeyMultibase": ""},
+    }))
+    .await;
+    // Untrusted: the policy trusts only another identity for `strict`.
+    push("strict", "strict").await;
+    let work = tempfile::tempdir().unwrap();
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1.0\npolicies:\n  - name: strict\n    scope: \"{}/*/strict\"\n    trustedDIDs: [did:plc:aaaaaaaaaaaaaaaaaaaaaaaa]\n  - name: owner\n    scope: \"**\"\n",
+            s.host
+        ),
+    )
+    .unwrap();
+
+    // The deployment's verifier configuration, as `atcr verifier-config`
+    // prints it.
+    let config = work.path().join("verify.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    let kit = Kit::up_k8s(work.path());
+    let port = atcr_testkit::free_port();
+    let service = start_service(&kit, &s, &config, &policy, port).await;
+    kit.ok(&["create", "namespace", "t"], None);
+    kit.ok(&["label", "namespace", "t", "atcr-verify=enabled"], None);
+    kit.ok(
+        &["apply", "-f", "-"],
+        Some(&webhooks(port, kit.var("KIT_CA_BUNDLE"))),
+    );
+    let img = |repo: &str| format!("{}/alice.test/{repo}:v1", s.host);
+
+    // A signed image is admitted, and stored pinned to its verified digest.
+    kit.ok(
+        &[
+            "-n",
+            "t",
+            "run",
+            "good",
+            "--image",
+            &img("app"),
+            "--restart=Never",
+        ],
+        None,
+    );
+    let stored = kit.ok(
+        &[
+            "-n",
+            "t",
+            "get",
+            "pod",
+            "good",
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ],
+        None,
+    );
+    assert_eq!(stored, format!("{}/alice.test/app@{good}", s.host));
+    // Deployments and CronJobs are checked through their pod templates.
+    kit.ok(
+        &[
+            "-n",
+            "t",
+            "create",
+            "deployment",
+            "d",
+            "--image",
+            &img("app"),
+        ],
+        None,
+    );
+    kit.ok(
+        &[
+            "-n",
+            "t",
+            "create",
+            "cronjob",
+            "c",
+            "--image",
+            &img("app"),
+            "--schedule",
+            "*/5 * * * *",
+        ],
+        None,
+    );
+    let e = kit.refused(&[
+        "-n",
+        "t",
+        "create",
+        "deployment",
+        "bad",
+        "--image",
+        &img("unsigned"),
+    ]);
+    assert!(e.contains("no_signatures"), "{e}");
+    // Each kind of bad image is denied with its reason.
+    for (repo, reason) in [
+        ("unsigned", "no_signatures"),
+        ("revoked", "revoked"),
+        ("wrongtag", "tag_mismatch"),
+        ("tampered", "digest_mismatch"),
+        ("strict", "untrusted_signer"),
+    ] {
+        let e = kit.refused(&[
+            "-n",
+            "t",
+            "run",
+            repo,
+            "--image",
+            &img(repo),
+            "--restart=Never",
+        ]);
+        assert!(e.contains("denied the request"), "{repo}: {e}");
+        assert!(e.contains(reason), "{repo}: expected {reason}: {e}");
+        assert!(
+            e.contains(&img(repo)),
+            "{repo}: the message names the image: {e}"
+        );
+    }
+    // An init container counts too.
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: init, namespace: t}}\nspec:\n  restartPolicy: Never\n  initContainers: [{{name: i, image: \"{}\"}}]\n  containers: [{{name: c, image: \"{}\"}}]\n",
+        img("revoked"),
+        img("app")
+    );
+    let out = kit.kubectl(&["apply", "-f", "-"], Some(&pod));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
+    // --dry-run=server goes through the webhook.
+    let e = kit.refused(&[
+        "-n",
+        "t",
+        "run",
+        "dry",
+        "--image",
+        &img("unsigned"),
+        "--dry-run=server",
+    ]);
+    assert!(e.contains("no_signatures"), "{e}");
+    kit.ok(
+        &[
+            "-n",
+            "t",
+            "run",
+            "dry",
+            "--image",
+            &img("app"),
+            "--dry-run=server",
+        ],
+        None,
+    );
+    // Namespaces without the label are not checked.
+    kit.ok(&["create", "namespace", "free"], None);
+    kit.ok(
+        &[
+            "-n",
+            "free",
+            "run",
+            "x",
+            "--image",
+            &img("unsigned"),
+            "--restart=Never",
+        ],
+        None,
+    );
+    // The service down: failurePolicy Fail denies.
+    drop(service);
+    let e = kit.refused(&[
+        "-n",
+        "t",
+        "run",
+        "down",
+        "--image",
+        &img("app"),
+        "--restart=Never",
+    ]);
+    assert!(e.contains("failed calling webhook"), "{e}");
+}
