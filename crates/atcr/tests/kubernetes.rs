@@ -64,6 +64,29 @@ impl Kit {
         &self.env[k]
     }
 
+    /// Gatekeeper's manager on this API server (`kit.sh up-gatekeeper`).
+    fn up_gatekeeper(&mut self) {
+        let out = Command::new("timeout")
+            .arg("180")
+            .arg(self.kit.join("kit.sh"))
+            .arg("up-gatekeeper")
+            .env("STATE", self.var("STATE"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kit.sh up-gatekeeper: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((k, v)) = l.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                self.env
+                    .insert(k.to_owned(), v.trim_matches('\'').to_owned());
+            }
+        }
+    }
+
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut c = Command::new("kubectl");
         c.args(args)
@@ -128,6 +151,7 @@ async fn start_service(
     config: &std::path::Path,
     policy: &std::path::Path,
     port: u16,
+    extra: &[&str],
 ) -> VerifyService {
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name("atcr-verify");
     assert!(
@@ -149,6 +173,7 @@ async fn start_service(
         .arg("--policy")
         .arg(policy)
         .args(["--log-format", "json"])
+        .args(extra)
         .env_remove("ATCR_VERIFY_CONFIG")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -290,7 +315,7 @@ async fn admission_on_a_real_api_server() {
     .unwrap();
     let kit = Kit::up_k8s(work.path());
     let port = atcr_testkit::free_port();
-    let service = start_service(&kit, &s, &config, &policy, port).await;
+    let service = start_service(&kit, &s, &config, &policy, port, &[]).await;
     kit.ok(&["create", "namespace", "t"], None);
     kit.ok(&["label", "namespace", "t", "atcr-verify=enabled"], None);
     kit.ok(
@@ -432,6 +457,56 @@ async fn admission_on_a_real_api_server() {
         ],
         None,
     );
+    // Kyverno's apiCall.service: POST with the JSON object of its `data`
+    // entries and its service-account token; always 200, the decision inside.
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(kit.var("KIT_CA_CRT")).unwrap()).unwrap();
+    let client = atcr_http::client_builder(std::time::Duration::from_secs(10))
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    for (repo, verified, reason) in [("app", true, "verified"), ("revoked", false, "revoked")] {
+        let r = client
+            .post(format!("https://127.0.0.1:{port}/verify"))
+            .header("content-type", "application/json")
+            .header(
+                "authorization",
+                "Bearer eyJhbGciOiJSUzI1NiJ9.kyverno-sa-token.sig",
+            )
+            .body(serde_json::to_vec(&serde_json::json!({"image": img(repo)})).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (v["verified"].as_bool(), v["reason"].as_str()),
+            (Some(verified), Some(reason)),
+            "{v:#}"
+        );
+    }
+    // GET /verify answers 200 or 403 (OPA http.send, scripts).
+    let r = client
+        .get(format!("https://127.0.0.1:{port}/verify"))
+        .query(&[("image", img("unsigned"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let metrics = client
+        .get(format!("https://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "atcr_verify_decisions_total{endpoint=\"validate\",reason=\"revoked\",result=\"deny\"}"
+        ),
+        "{metrics}"
+    );
     // The service down: failurePolicy Fail denies.
     drop(service);
     let e = kit.refused(&[
@@ -444,4 +519,209 @@ async fn admission_on_a_real_api_server() {
         "--restart=Never",
     ]);
     assert!(e.contains("failed calling webhook"), "{e}");
+}
+
+/// A registry host that accepts connections and never answers.
+async fn silent_host() -> (String, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = l.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((c, _)) = l.accept().await {
+            held.push(c);
+        }
+    });
+    (host, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatekeeper_external_data_and_the_shipped_manifests() {
+    let s = start(&[]).await;
+    let (alice, tok, _) = owner_with_image(&s, "alice.test", PW, "pull,push,delete", "good").await;
+    let _ = alice;
+    let d = push_image(&s, &tok, "alice.test/app", "unsigned", "unsigned").await;
+    detach_registry_artifact(&s, &tok, "alice.test/app", &d).await;
+    let (slow, _slow_task) = silent_host().await;
+    let work = tempfile::tempdir().unwrap();
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(&policy, "version: 1.0\npolicies:\n  - scope: \"**\"\n").unwrap();
+    let config = work.path().join("verify.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    let mut kit = Kit::up_k8s(work.path());
+    kit.up_gatekeeper();
+    let port = atcr_testkit::free_port();
+    // Gatekeeper presents its client certificate (mTLS) over TLS 1.3.
+    let service = start_service(
+        &kit,
+        &s,
+        &config,
+        &policy,
+        port,
+        &[
+            "--client-ca",
+            kit.var("KIT_CA_CRT"),
+            "--tls13-only",
+            "--registry",
+            &slow,
+            "--budget-ms",
+            "1500",
+        ],
+    )
+    .await;
+    // The shipped Provider, ConstraintTemplate and Constraint, pointed at
+    // this service.
+    let rendered = kit.ok(
+        &[
+            "kustomize",
+            repo_root().join("deploy/gatekeeper").to_str().unwrap(),
+        ],
+        None,
+    );
+    let rendered = rendered
+        .replace(
+            "https://atcr-verify.atcr-verify.svc:443/provide",
+            &format!("https://127.0.0.1:{port}/provide"),
+        )
+        .replace("@CA_BUNDLE@", kit.var("KIT_CA_BUNDLE"));
+    let docs: Vec<&str> = rendered.split("\n---\n").collect();
+    let (constraint, rest): (Vec<&str>, Vec<&str>) = docs
+        .iter()
+        .partition(|d| d.contains("apiVersion: constraints.gatekeeper.sh/"));
+    kit.ok(&["apply", "-f", "-"], Some(&rest.join("\n---\n")));
+    // The constraint's kind exists once Gatekeeper has processed the template.
+    let mut last = String::new();
+    let mut applied = false;
+    for _ in 0..120 {
+        let crd = kit.kubectl(
+            &["get", "crd", "atcrverifiedimages.constraints.gatekeeper.sh"],
+            None,
+        );
+        if crd.status.success() {
+            let out = kit.kubectl(&["apply", "-f", "-"], Some(constraint[0]));
+            if out.status.success() {
+                applied = true;
+                break;
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    if !applied {
+        let log = std::fs::read_to_string(format!("{}/logs/gatekeeper.log", kit.var("STATE")))
+            .unwrap_or_default();
+        let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+        let st = kit.kubectl(&["get", "constrainttemplate", "-o", "yaml"], None);
+        panic!(
+            "the constraint could not be created: {last}\n{}\n{tail}",
+            String::from_utf8_lossy(&st.stdout)
+        );
+    }
+    kit.ok(&["create", "namespace", "gk"], None);
+    kit.ok(&["label", "namespace", "gk", "atcr-verify=enabled"], None);
+    let img = format!("{}/alice.test/app", s.host);
+    // Unsigned: denied with the reason, once Gatekeeper enforces the constraint.
+    let mut denied = String::new();
+    for i in 0..120 {
+        let out = kit.kubectl(
+            &[
+                "-n",
+                "gk",
+                "run",
+                &format!("u{i}"),
+                "--image",
+                &format!("{img}:unsigned"),
+                "--restart=Never",
+            ],
+            None,
+        );
+        if !out.status.success() {
+            denied = String::from_utf8_lossy(&out.stderr).into_owned();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(denied.contains("no_signatures"), "{denied}");
+    // Signed: admitted.
+    kit.ok(
+        &[
+            "-n",
+            "gk",
+            "run",
+            "good",
+            "--image",
+            &format!("{img}:v1"),
+            "--restart=Never",
+        ],
+        None,
+    );
+    // A registry that never answers: a per-key error within the budget, well
+    // inside Gatekeeper's 3 s.
+    let t = std::time::Instant::now();
+    let e = kit.refused(&[
+        "-n",
+        "gk",
+        "run",
+        "slow",
+        "--image",
+        &format!("{slow}/alice.test/app:v1"),
+        "--restart=Never",
+    ]);
+    assert!(e.contains("timeout"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+    // The provider down: denied through system_error.
+    drop(service);
+    let e = kit.refused(&[
+        "-n",
+        "gk",
+        "run",
+        "down",
+        "--image",
+        &format!("{img}:v1"),
+        "--restart=Never",
+    ]);
+    assert!(e.contains("provider error") || e.contains("system"), "{e}");
+
+    // The deploy/ manifests and the Kyverno policy are accepted by the API
+    // server with Gatekeeper's and Kyverno's CRDs installed.
+    kit.ok(
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            Kit::dir().join("kyverno").to_str().unwrap(),
+        ],
+        None,
+    );
+    // (A server-side dry run persists nothing: the namespace must exist for
+    // the namespaced objects to be checked.)
+    kit.ok(&["create", "namespace", "atcr-verify"], None);
+    for dir in ["deploy/base", "deploy/kyverno"] {
+        let rendered = kit.ok(
+            &["kustomize", repo_root().join(dir).to_str().unwrap()],
+            None,
+        );
+        kit.ok(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered));
+    }
+    let rendered = kit.ok(
+        &[
+            "kustomize",
+            repo_root()
+                .join("deploy/overlays/cert-manager")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    assert!(rendered.contains("cert-manager.io/inject-ca-from: atcr-verify/atcr-verify"));
 }
