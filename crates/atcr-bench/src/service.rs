@@ -20,10 +20,12 @@ fn review(images: &[String]) -> Vec<u8> {
         .enumerate()
         .map(|(i, im)| json!({"name": format!("c{i}"), "image": im}))
         .collect();
-    serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+    serde_json::to_vec(
+        &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "bench", "kind": {"group": "", "version": "v1", "kind": "Pod"},
             "namespace": "bench", "name": "p", "operation": "CREATE",
-            "object": {"spec": {"containers": containers}}}}))
+            "object": {"spec": {"containers": containers}}}}),
+    )
     .unwrap_or_default()
 }
 
@@ -41,7 +43,12 @@ async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Value>
 }
 
 async fn misses(http: &reqwest::Client, service: &str) -> Result<u64> {
-    let m = http.get(format!("{service}/metrics")).send().await?.text().await?;
+    let m = http
+        .get(format!("{service}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     Ok(m.lines()
         .find_map(|l| l.strip_prefix("atcr_verify_cache_lookups{outcome=\"miss\"} "))
         .and_then(|v| v.trim().parse().ok())
@@ -55,8 +62,8 @@ fn rss_kib(pid: &str, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
 }
 
-/// Tags `manifest` (already in `repo`) as each of `tags`, C at a time.
-async fn tag_many(base: &str, repo: &str, creds: (&str, &str), manifest: &[u8], tags: usize) -> Result<()> {
+/// Tags the manifest `repo:v1` as each of `t0..tN`, 16 at a time.
+async fn tag_many(base: &str, repo: &str, creds: (&str, &str), tags: usize) -> Result<()> {
     let http = reqwest::Client::new();
     let tok: Value = http
         .get(format!("{base}/auth/token"))
@@ -67,6 +74,15 @@ async fn tag_many(base: &str, repo: &str, creds: (&str, &str), manifest: &[u8], 
         .json()
         .await?;
     let tok = tok["token"].as_str().context("token")?.to_owned();
+    let manifest = http
+        .get(format!("{base}/v2/{repo}/manifests/v1"))
+        .bearer_auth(&tok)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await?
+        .error_for_status()?
+        .bytes()
+        .await?;
     let results: Vec<Result<()>> = futures_util::stream::iter(0..tags)
         .map(|i| {
             let (http, tok, m) = (http.clone(), tok.clone(), manifest.to_vec());
@@ -93,10 +109,14 @@ async fn tag_many(base: &str, repo: &str, creds: (&str, &str), manifest: &[u8], 
 
 /// Runs the benchmark; prints JSON.
 pub async fn run(args: &[String]) -> Result<()> {
-    let base = arg(args, "--registry").context("--registry URL is required")?.trim_end_matches('/');
+    let base = arg(args, "--registry")
+        .context("--registry URL is required")?
+        .trim_end_matches('/');
     let user = arg(args, "--user").context("--user is required")?;
     let password = arg(args, "--password").context("--password is required")?;
-    let service = arg(args, "--service").context("--service URL is required")?.trim_end_matches('/');
+    let service = arg(args, "--service")
+        .context("--service URL is required")?
+        .trim_end_matches('/');
     let cold_service = arg(args, "--cold-service").map(|s| s.trim_end_matches('/').to_owned());
     let pid = arg(args, "--pid");
     let warm_n: usize = arg(args, "--warm").unwrap_or("20000").parse()?;
@@ -116,15 +136,8 @@ pub async fn run(args: &[String]) -> Result<()> {
     push_small_image(base, &format!("{user}/svc-bench-same"), creds.clone(), "v1").await?;
     let tags_repo = format!("{user}/svc-bench-tags");
     push_small_image(base, &tags_repo, creds.clone(), "v1").await?;
-    let manifest = http
-        .get(format!("{base}/v2/{tags_repo}/manifests/v1"))
-        .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .await?
-        .bytes()
-        .await?;
     let t = Instant::now();
-    tag_many(base, &tags_repo, (user, password), &manifest, verdicts.max(100)).await?;
+    tag_many(base, &tags_repo, (user, password), verdicts.max(100)).await?;
     let tagging = t.elapsed();
 
     // Warm /validate.
@@ -176,15 +189,24 @@ pub async fn run(args: &[String]) -> Result<()> {
     // 8 containers of one image not seen before: one verification.
     let before = misses(&http, service).await?;
     let same = format!("{host}/{user}/svc-bench-same:v1");
-    post(&http, &format!("{service}/validate"), review(&vec![same; 8])).await?;
+    post(
+        &http,
+        &format!("{service}/validate"),
+        review(&vec![same; 8]),
+    )
+    .await?;
     let one_image_verifications = misses(&http, service).await? - before;
 
     // /provide with 100 cached keys.
-    let keys: Vec<String> = (0..100).map(|i| format!("{host}/{tags_repo}:t{i}")).collect();
+    let keys: Vec<String> = (0..100)
+        .map(|i| format!("{host}/{tags_repo}:t{i}"))
+        .collect();
     let preq = serde_json::to_vec(&json!({"apiVersion": "externaldata.gatekeeper.sh/v1beta1",
         "kind": "ProviderRequest", "request": {"keys": keys}}))?;
     let v = post(&http, &format!("{service}/provide"), preq.clone()).await?;
-    let ok = v["response"]["items"].as_array().map_or(0, |a| a.iter().filter(|i| i["value"]["verified"] == true).count());
+    let ok = v["response"]["items"].as_array().map_or(0, |a| {
+        a.iter().filter(|i| i["value"]["verified"] == true).count()
+    });
     if ok != 100 {
         bail!("/provide verified {ok} of 100 keys");
     }
