@@ -483,7 +483,7 @@ async fn mutate(State(svc): State<Service>, body: Bytes) -> Response {
         let pinned = format!("{}/{}@{d}", r.host, r.name);
         ops.push(json!({"op": "replace", "path": i.pointer, "value": pinned}));
     }
-    let patch = (!ops.is_empty()).then(|| Value::Array(ops));
+    let patch = (!ops.is_empty()).then_some(Value::Array(ops));
     axum::Json(admission::response(
         &review.uid,
         true,

@@ -159,33 +159,36 @@ async fn start_service(
         "build atcr-verify-cli first: {}",
         bin.display()
     );
-    let child = Command::new(bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--tls-cert",
-            kit.var("KIT_SERVER_CRT"),
-            "--tls-key",
-            kit.var("KIT_SERVER_KEY"),
-        ])
-        .args(["--registry", &registry.host])
-        .arg("--config")
-        .arg(config)
-        .arg("--policy")
-        .arg(policy)
-        .args(["--log-format", "json"])
-        .args(extra)
-        .env_remove("ATCR_VERIFY_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Wrapped at once: dropping it kills and waits.
+    let service = VerifyService(
+        Command::new(bin)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--tls-cert",
+                kit.var("KIT_SERVER_CRT"),
+                "--tls-key",
+                kit.var("KIT_SERVER_KEY"),
+            ])
+            .args(["--registry", &registry.host])
+            .arg("--config")
+            .arg(config)
+            .arg("--policy")
+            .arg(policy)
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env_remove("ATCR_VERIFY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return VerifyService(child);
+            return service;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }

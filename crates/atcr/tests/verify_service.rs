@@ -125,7 +125,7 @@ async fn bad_input_is_refused_clearly_and_fails_closed() {
     ] {
         let (st, v) = post(
             &validate,
-            serde_json::to_vec(&review("Pod", pod(&[im.clone()]))).unwrap(),
+            serde_json::to_vec(&review("Pod", pod(std::slice::from_ref(&im)))).unwrap(),
         )
         .await;
         assert_eq!(st, 200);
@@ -207,7 +207,7 @@ async fn one_verification_per_image_and_policy_reload() {
     // /mutate pins it, and leaves a digest reference alone (idempotent).
     let (_, v) = post(
         &format!("{url}/mutate"),
-        serde_json::to_vec(&review("Pod", pod(&[image.clone()]))).unwrap(),
+        serde_json::to_vec(&review("Pod", pod(std::slice::from_ref(&image)))).unwrap(),
     )
     .await;
     use base64::Engine as _;
@@ -238,7 +238,7 @@ async fn one_verification_per_image_and_policy_reload() {
     let deny = async || {
         let (_, v) = post(
             &format!("{url}/validate"),
-            serde_json::to_vec(&review("Pod", pod(&[image.clone()]))).unwrap(),
+            serde_json::to_vec(&review("Pod", pod(std::slice::from_ref(&image)))).unwrap(),
         )
         .await;
         v["response"]["allowed"] == false
