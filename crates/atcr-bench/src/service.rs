@@ -258,3 +258,66 @@ pub async fn run(args: &[String]) -> Result<()> {
     println!("{out}");
     Ok(())
 }
+
+/// `atcr-bench admission`: Pod creation latency through a real API server
+/// (POST /api/v1/namespaces/NS/pods, N times), p50/p99; run it once in a
+/// namespace the webhook selects and once in one it does not.
+pub async fn admission(args: &[String]) -> Result<()> {
+    let api = arg(args, "--apiserver")
+        .context("--apiserver URL is required")?
+        .trim_end_matches('/');
+    let token = arg(args, "--token").context("--token is required")?;
+    let ca = arg(args, "--ca").context("--ca FILE is required")?;
+    let base = arg(args, "--registry")
+        .context("--registry URL is required")?
+        .trim_end_matches('/');
+    let user = arg(args, "--user").context("--user is required")?;
+    let password = arg(args, "--password").context("--password is required")?;
+    let n: usize = arg(args, "--n").unwrap_or("200").parse()?;
+    push_small_image(
+        base,
+        &format!("{user}/adm"),
+        (user.into(), password.into()),
+        "v1",
+    )
+    .await?;
+    let host = base.split_once("://").map_or(base, |(_, h)| h);
+    let image = format!("{host}/{user}/adm:v1");
+    let http = atcr_http::client_builder(std::time::Duration::from_secs(30))
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?)
+        .build()?;
+    let mut out = serde_json::Map::new();
+    for ns in arg(args, "--namespaces")
+        .context("--namespaces A,B is required")?
+        .split(',')
+    {
+        let mut lat = Vec::with_capacity(n);
+        for i in 0..n {
+            let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("bench-{i}")},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": image}]}});
+            let s = Instant::now();
+            let r = http
+                .post(format!("{api}/api/v1/namespaces/{ns}/pods"))
+                .bearer_auth(token)
+                .json(&pod)
+                .send()
+                .await?;
+            lat.push(s.elapsed());
+            if r.status() != 201 {
+                bail!(
+                    "{ns}: pod {i}: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+            }
+        }
+        lat.sort();
+        out.insert(
+            ns.to_owned(),
+            json!({"n": n, "p50_ms": pct(&lat, 0.5), "p99_ms": pct(&lat, 0.99)}),
+        );
+    }
+    println!("{}", Value::Object(out));
+    Ok(())
+}
