@@ -124,7 +124,14 @@ pub async fn run(args: &[String]) -> Result<()> {
     let verdicts: usize = arg(args, "--cached-verdicts").unwrap_or("10000").parse()?;
     let host = base.split_once("://").map_or(base, |(_, h)| h).to_owned();
     let creds = (user.to_owned(), password.to_owned());
-    let http = reqwest::Client::new();
+    // The service over HTTPS when its CA is given (keep-alive connections,
+    // as the API server keeps them).
+    let mut builder = atcr_http::client_builder(std::time::Duration::from_secs(30));
+    if let Some(ca) = arg(args, "--ca") {
+        builder =
+            builder.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca)?)?);
+    }
+    let http = builder.build()?;
 
     // Setup: 8 distinct images, one more for the one-image Pod, and one
     // manifest tagged many times (distinct verdicts).

@@ -261,6 +261,34 @@ async fn one_verification_per_image_and_policy_reload() {
             .status(),
         200
     );
+    // An audit-mode rule admits, with the violation as a warning (kubectl
+    // prints it).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(
+        &policy,
+        "version: 1.0\npolicies:\n  - scope: \"**\"\n    minSignatures: 2\n    action: audit\n",
+    )
+    .unwrap();
+    let mut warned = Value::Null;
+    for _ in 0..50 {
+        let (_, v) = post(
+            &format!("{url}/validate"),
+            serde_json::to_vec(&review("Pod", pod(std::slice::from_ref(&image)))).unwrap(),
+        )
+        .await;
+        if v["response"]["allowed"] == true {
+            warned = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let w = warned["response"]["warnings"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        w.contains("not_enough_signatures") && w.contains(&image),
+        "{warned}"
+    );
     // ...and a broken one keeps it in force, failing /readyz.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     std::fs::write(&policy, "version: 1.0\npolicies: [oops\n").unwrap();
@@ -280,7 +308,15 @@ async fn one_verification_per_image_and_policy_reload() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(unready, "/readyz did not report the bad policy");
-    assert!(deny().await, "the previous policy is still in force");
+    let (_, v) = post(
+        &format!("{url}/validate"),
+        serde_json::to_vec(&review("Pod", pod(std::slice::from_ref(&image)))).unwrap(),
+    )
+    .await;
+    assert!(
+        v["response"]["warnings"][0].is_string(),
+        "the previous (audit) policy is still in force: {v}"
+    );
     let metrics = http()
         .get(format!("{url}/metrics"))
         .send()
