@@ -22,6 +22,7 @@
 use anyhow::{Context, Result, bail};
 use atcr_crypto::{Algorithm, Keypair};
 use atcr_data::Value;
+use atcr_oci::MANIFEST_COLLECTION;
 use atcr_repo::mst::Mst;
 use atcr_repo::{BlockMap, Repo, WriteOp, verify_record_proof};
 use atcr_syntax::{Did, Nsid, RecordKey, TidClock};
@@ -73,7 +74,7 @@ fn rate(n: usize, d: Duration) -> f64 {
 
 fn record(i: usize) -> Value {
     [
-        ("$type", Value::from("io.atcr.manifest")),
+        ("$type", Value::from(MANIFEST_COLLECTION)),
         ("repository", Value::from(format!("app{}", i % 50))),
         ("digest", Value::from(format!("sha256:{i:064x}"))),
         (
@@ -92,7 +93,7 @@ fn repo_bench(args: &[String]) -> Result<()> {
     let json = args.iter().any(|a| a == "--json");
     let clock = TidClock::new();
     let keys: Vec<String> = (0..n)
-        .map(|_| format!("io.atcr.manifest/{}", clock.next()))
+        .map(|_| format!("{MANIFEST_COLLECTION}/{}", clock.next()))
         .collect();
     let values: Vec<_> = (0..n)
         .map(|i| atcr_data::cid_for_cbor(&atcr_data::to_cbor(&record(i))))
@@ -113,10 +114,10 @@ fn repo_bench(args: &[String]) -> Result<()> {
     // 2. A signed repository with n records.
     let key = Keypair::generate(Algorithm::K256);
     let did = Did::new("did:plc:benchbbbbbbbbbbbbbbbbbbb")?;
-    let coll = Nsid::new("io.atcr.manifest")?;
+    let coll = Nsid::new(MANIFEST_COLLECTION)?;
     let rkeys: Vec<RecordKey> = keys
         .iter()
-        .map(|k| RecordKey::new(&k["io.atcr.manifest/".len()..]))
+        .map(|k| RecordKey::new(&k[MANIFEST_COLLECTION.len() + 1..]))
         .collect::<Result<_, _>>()?;
     let writes: Vec<WriteOp> = rkeys
         .iter()
@@ -198,7 +199,7 @@ fn fuzz_seeds(dir: &str) -> Result<()> {
     let dir = std::path::Path::new(dir);
     let key = Keypair::from_private_bytes(Algorithm::K256, &[7u8; 32])?;
     let did = Did::new("did:plc:fuzzfffffffffffffffffffff")?;
-    let coll = Nsid::new("io.atcr.manifest")?;
+    let coll = Nsid::new(MANIFEST_COLLECTION)?;
     let clock = TidClock::with_clock_id(1);
     let writes: Vec<WriteOp> = (0..40)
         .map(|i| {
@@ -271,10 +272,10 @@ async fn pds_bench_async(n: usize) -> Result<serde_json::Value> {
         .await?;
     let input = |rkey: String, i: usize| CreateRecordInput {
         repo: did.clone(),
-        collection: "io.atcr.manifest".into(),
+        collection: MANIFEST_COLLECTION.into(),
         rkey: Some(rkey),
         validate: None,
-        record: serde_json::json!({"$type": "io.atcr.manifest", "repository": "app", "digest": format!("sha256:{i:064x}")}),
+        record: serde_json::json!({"$type": MANIFEST_COLLECTION, "repository": "app", "digest": format!("sha256:{i:064x}")}),
         swap_commit: None,
     };
     // Sequential writer.
@@ -316,7 +317,7 @@ async fn pds_bench_async(n: usize) -> Result<serde_json::Value> {
             for i in 0..proofs / 8 {
                 let rkey = format!("s{:06}", (i * 8 + r) % n);
                 bytes += client
-                    .sync_get_record(&did, "io.atcr.manifest", &rkey)
+                    .sync_get_record(&did, MANIFEST_COLLECTION, &rkey)
                     .await?
                     .len();
             }
