@@ -13,11 +13,17 @@ const PW: &str = "correct horse battery";
 /// A verifier of `s`'s deployment that resolves `*.test` handles through
 /// the server (as `atcr verifier-config` sets up).
 fn verifier(s: &Server) -> Verifier {
+    verifier_caching(s, None)
+}
+
+/// [`verifier`] with a verdict cache of `ttl`.
+fn verifier_caching(s: &Server, ttl: Option<std::time::Duration>) -> Verifier {
     let mut cfg = verifier_config(s, None);
     cfg.identity.handle_resolvers = vec![atcr_identity::HandleResolver {
         domains: vec!["test".into()],
         url: s.url.parse().unwrap(),
     }];
+    cfg.cache_ttl = ttl;
     Verifier::new(cfg).unwrap()
 }
 
@@ -250,7 +256,8 @@ async fn an_unreachable_co_signer_fails_only_its_own_signature() {
     assert_eq!(r.decision, Decision::Pass, "{r:#?}");
     // Her PDS goes away.
     drop(s2);
-    let v = verifier(&s);
+    // (with the verdict cache on, as the service runs it)
+    let v = verifier_caching(&s, Some(std::time::Duration::from_secs(60)));
     let owner_only =
         policy("version: 1.0\npolicies:\n  - scope: \"**\"\n    trustedDIDs: [owner]\n");
     for (p, what) in [
@@ -263,6 +270,9 @@ async fn an_unreachable_co_signer_fails_only_its_own_signature() {
         assert_eq!(c.reason, Some(Reason::Unreachable), "{what}");
         assert!(!c.valid);
     }
+    // A verdict with an unreachable signature is never served from the
+    // cache: each verification above asked again.
+    assert_eq!(v.cache_stats(), (0, 2));
     // Where carol is required, the image fails (exit 1), it does not become
     // "could not complete" (exit 3).
     let r = check(&v, &image, &needs_carol).await;
