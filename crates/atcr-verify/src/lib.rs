@@ -31,8 +31,7 @@ use atcr_oci::signature::{
     ArtifactPointer, MAX_ARTIFACT_BYTES, MAX_LAYER_BYTES, SIGNATURE_ARTIFACT_TYPE, SignatureLayer,
 };
 use atcr_oci::{
-    Digest, MANIFEST_COLLECTION, Owner, Reference, RepoName, SIGNATURE_COLLECTION, TAG_COLLECTION,
-    tag_rkey,
+    Digest, MANIFEST_COLLECTION, Owner, RepoName, SIGNATURE_COLLECTION, TAG_COLLECTION, tag_rkey,
 };
 use atcr_repo::{ProofError, verify_record_proof};
 use atcr_syntax::{AtIdentifier, AtUri, Nsid, RecordKey};
@@ -304,6 +303,8 @@ pub struct TagReport {
 pub struct SignatureReport {
     /// `owner` (io.atcr.manifest) or `cosign` (io.atcr.signature).
     pub kind: &'static str,
+    /// The signature artifact it came from.
+    pub artifact: Option<String>,
     /// Signer DID.
     pub did: String,
     /// Signer handle (bidirectionally verified), if any.
@@ -335,6 +336,7 @@ impl SignatureReport {
     fn failed(did: String, reason: Reason, detail: String) -> Self {
         Self {
             kind: "owner",
+            artifact: None,
             did,
             handle: None,
             record_uri: String::new(),
@@ -1261,6 +1263,8 @@ pub fn apply_policy(
 
 /// Re-exported for callers building identities.
 pub use atcr_identity::ResolverConfig;
+/// A tag or digest (re-exported: [`ImageRef::reference`]).
+pub use atcr_oci::Reference;
 
 #[cfg(test)]
 mod tests {
@@ -1292,6 +1296,7 @@ mod tests {
     fn sig(did: &str, signed_at: &str) -> SignatureReport {
         SignatureReport {
             kind: if did == OWNER { "owner" } else { "cosign" },
+            artifact: None,
             did: did.into(),
             handle: None,
             record_uri: format!("at://{did}/io.atcr.signature/3k"),

@@ -290,6 +290,43 @@ pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str
     sha256(&m)
 }
 
+/// Pushes an image containerd can unpack (an empty tar layer and a config
+/// naming its diff ID, unique per `seed`) as `name:tag`; its digest.
+pub async fn push_runnable_image(
+    s: &Server,
+    tok: &str,
+    name: &str,
+    tag: &str,
+    seed: &str,
+) -> String {
+    let layer = vec![0u8; 1024]; // an empty tar: two zero blocks
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Labels": {"seed": seed}},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
+    }))
+    .unwrap();
+    push_blob(s, tok, name, &config).await;
+    push_blob(s, tok, name, &layer).await;
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = http()
+        .put(format!("{}/v2/{name}/manifests/{tag}", s.url))
+        .bearer_auth(tok)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    sha256(&m)
+}
+
 /// The bytes of a manifest as the registry serves them.
 pub async fn get_manifest(s: &Server, tok: &str, name: &str, reference: &str) -> Vec<u8> {
     let r = http()

@@ -1,0 +1,410 @@
+//! Pull-time and plugin verification against the real callers of the
+//! integration kit: containerd 2.3.4 with `atcr-containerd-verifier` in its
+//! bindir, and Ratify 1.4.4's own exec/parse code (`ratify-exec-harness`)
+//! running `atcr-ratify-verifier`.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PW: &str = "correct horse battery";
+
+fn kit_dir() -> PathBuf {
+    repo_root().join("../shared/integration-kit")
+}
+
+/// A binary of the workspace that sits beside `atcr`.
+fn sibling(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name(name);
+    assert!(p.exists(), "build it first: {}", p.display());
+    p
+}
+
+fn kit_bin() -> PathBuf {
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(kit_dir().join("install.sh"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The kit's containerd with `dir` as its verifier bindir; torn down on drop.
+struct Containerd {
+    state: PathBuf,
+    sock: String,
+    bin: PathBuf,
+}
+
+impl Containerd {
+    fn up(state: &Path, dir: &Path, settings: &Path) -> Self {
+        let bin = kit_bin();
+        let out = Command::new("timeout")
+            .arg("120")
+            .arg(kit_dir().join("kit.sh"))
+            .args(["up-containerd"])
+            .arg(dir)
+            .env("STATE", state)
+            // containerd's environment is the verifier's: where its settings are.
+            .env("ATCR_CONTAINERD_VERIFIER_CONFIG", settings)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kit.sh up-containerd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            state: state.to_owned(),
+            sock: state.join("containerd.sock").display().to_string(),
+            bin,
+        }
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("ctr"))
+            .args(["--address", &self.sock])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn pull(&self, image: &str) -> Output {
+        self.ctr(&["images", "pull", "--plain-http", image])
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("logs/containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = Command::new(kit_dir().join("kit.sh"))
+            .args(["down"])
+            .env("STATE", &self.state)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+fn settings(dir: &Path, s: &Server, extra: &str) -> PathBuf {
+    let verify = dir.join("verify.yaml");
+    std::fs::write(
+        &verify,
+        format!(
+            "plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    let path = dir.join("settings.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "registries: [\"{}\"]\nverifierConfig: {}\ncacheDir: {}\n{extra}",
+            s.host,
+            verify.display(),
+            dir.join("cache").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_pulls_only_verified_images() {
+    let s = start(&[]).await;
+    let alice = account(&s, "alice.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push,delete"],
+    )
+    .await;
+    let good = push_runnable_image(&s, &tok, "alice.test/app", "v1", "ctrd").await;
+    let d_unsigned = push_runnable_image(&s, &tok, "alice.test/app", "unsigned", "unsigned").await;
+    detach_registry_artifact(&s, &tok, "alice.test/app", &d_unsigned).await;
+    let d_revoked = push_runnable_image(&s, &tok, "alice.test/app", "revoked", "revoked").await;
+    let rkey =
+        atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&d_revoked).unwrap());
+    delete_record(&s, &alice, "io.atcr.manifest", &rkey).await;
+    // An index of two platform manifests, pushed by tag: verified once.
+    let m1 = get_manifest(&s, &tok, "alice.test/app", "v1").await;
+    push_runnable_image(&s, &tok, "alice.test/app", "arm", "arm").await;
+    let m2 = get_manifest(&s, &tok, "alice.test/app", "arm").await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&m1), "size": m1.len(), "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&m2), "size": m2.len(), "platform": {"architecture": "arm64", "os": "linux"}},
+        ]}))
+    .unwrap();
+    let r = http()
+        .put(format!("{}/v2/alice.test/app/manifests/multi", s.url))
+        .bearer_auth(&tok)
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(index.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let work = tempfile::Builder::new()
+        .prefix("ctrd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let vdir = work.path().join("verifiers");
+    std::fs::create_dir_all(&vdir).unwrap();
+    std::fs::copy(sibling("atcr-containerd-verifier"), vdir.join("50-atcr")).unwrap();
+    let settings_path = settings(work.path(), &s, "otherImages: deny\n");
+    let state = work.path().join("k");
+    let c = Containerd::up(&state, &vdir, &settings_path);
+    let img = |t: &str| format!("{}/alice.test/app:{t}", s.host);
+
+    // Signed: pulled (cold, then again with the verdict cache warm).
+    let t = Instant::now();
+    let out = c.pull(&img("v1"));
+    let cold = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = Instant::now();
+    assert!(c.pull(&img("v1")).status.success());
+    let warm = t.elapsed();
+    eprintln!("containerd pull with the verifier: cold {cold:?}, warm {warm:?}");
+    // By digest.
+    let out = c.pull(&format!("{}/alice.test/app@{good}", s.host));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Unsigned and revoked: blocked with the verifier's reason, and nothing
+    // of theirs fetched.
+    for (tag, digest, reason) in [
+        ("unsigned", &d_unsigned, "no_signatures"),
+        ("revoked", &d_revoked, "revoked"),
+    ] {
+        let out = c.pull(&img(tag));
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{tag} was pulled");
+        assert!(
+            e.contains("blocked pull") && e.contains(reason),
+            "{tag}: {e}"
+        );
+        let content = String::from_utf8_lossy(&c.ctr(&["content", "ls", "-q"]).stdout).into_owned();
+        assert!(
+            !content.contains(digest.as_str()),
+            "{tag}: its manifest was fetched"
+        );
+    }
+    // An image of another registry: the configured default (deny).
+    let out = c.pull("127.0.0.1:1/other/app:v1");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a verified registry")
+            || !out.status.success()
+    );
+    // The index: verified once, as a whole (with the index digest).
+    let index_digest = sha256(&index);
+    let before = c.log().matches(&index_digest).count();
+    let out = c.ctr(&[
+        "images",
+        "pull",
+        "--plain-http",
+        "--all-platforms",
+        &img("multi"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = c
+        .log()
+        .lines()
+        .filter(|l| l.contains("50-atcr") && l.contains("verified"))
+        .filter(|l| l.contains("multi"))
+        .count();
+    assert_eq!(
+        calls, 1,
+        "the index was verified {calls} times ({before} mentions before)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_fails_closed_within_the_deadline() {
+    let s = start(&[]).await;
+    let (alice, _, _) = owner_with_image(&s, "alice.test", PW, "pull,push", "late").await;
+    // A PLC directory that never answers: the DID cannot be resolved in time.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let _hold = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let work = tempfile::Builder::new()
+        .prefix("ctrd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let vdir = work.path().join("verifiers");
+    std::fs::create_dir_all(&vdir).unwrap();
+    std::fs::copy(sibling("atcr-containerd-verifier"), vdir.join("50-atcr")).unwrap();
+    let verify = work.path().join("verify.yaml");
+    std::fs::write(
+        &verify,
+        format!("plcUrl: {silent_url}/plc\nplainHttpLoopback: true\n"),
+    )
+    .unwrap();
+    let settings = work.path().join("settings.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "registries: [\"{}\"]\nverifierConfig: {}\ndeadlineMs: 1500\n",
+            s.host,
+            verify.display()
+        ),
+    )
+    .unwrap();
+    let c = Containerd::up(&work.path().join("k"), &vdir, &settings);
+    let t = Instant::now();
+    let out = c.pull(&format!("{}/{}/app:v1", s.host, path_did(&alice)));
+    let took = t.elapsed();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(e.contains("could not verify within"), "{e}");
+    // Decided well inside containerd's 10 s per-verifier timeout.
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}
+
+/// Runs the Ratify harness on `subject` with `config`; (exit code, merged output).
+fn ratify(
+    bin: &Path,
+    plugins: &Path,
+    dir: &Path,
+    config: &serde_json::Value,
+    desc: &serde_json::Value,
+    subject: &str,
+) -> (i32, String) {
+    let cfg = dir.join("verifier.json");
+    std::fs::write(&cfg, serde_json::to_vec(config).unwrap()).unwrap();
+    let store = dir.join("store.json");
+    std::fs::write(&store, r#"{"name":"oras","useHttp":true}"#).unwrap();
+    let d = dir.join("desc.json");
+    std::fs::write(&d, serde_json::to_vec(desc).unwrap()).unwrap();
+    let out = Command::new(bin.join("ratify-exec-harness"))
+        .arg("-plugin-dir")
+        .arg(plugins)
+        .arg("-config")
+        .arg(&cfg)
+        .arg("-store")
+        .arg(&store)
+        .arg("-desc")
+        .arg(&d)
+        .args(["-subject", subject, "-version", "1.0.0"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ratify_runs_the_plugin_as_ratify_does() {
+    let s = start(&[]).await;
+    let (alice, tok, good) = owner_with_image(&s, "alice.test", PW, "pull,push", "ratify").await;
+    let bin = kit_bin();
+    let work = tempfile::tempdir().unwrap();
+    let plugins = work.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(sibling("atcr-ratify-verifier"), plugins.join("atcr")).unwrap();
+    let verify = work.path().join("verify.yaml");
+    std::fs::write(
+        &verify,
+        format!("plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n", s.url),
+    )
+    .unwrap();
+    let art = signature_referrers(&s, &tok, "alice.test/app", &good).await;
+    let desc = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": art[0],
+        "size": 100, "artifactType": "application/vnd.atproto.signature.v1+json"});
+    let config = |dids: &[&str]| {
+        serde_json::json!({"name": "atcr", "artifactTypes": "application/vnd.atproto.signature.v1+json",
+        "verifierConfig": verify.display().to_string(), "trustedDIDs": dids})
+    };
+    let subject = format!("{}/alice.test/app:v1", s.host);
+    // Verified: isSuccess, the signer's details in extensions, and one JSON
+    // line in all the plugin printed.
+    let (code, out) = ratify(
+        &bin,
+        &plugins,
+        work.path(),
+        &config(&["owner"]),
+        &desc,
+        &subject,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"isSuccess\":true"), "{out}");
+    assert!(
+        out.contains(&alice) && out.contains("commitCid") && out.contains("signedAt"),
+        "{out}"
+    );
+    // Not trusted: isSuccess false with the reason in the message.
+    let (code, out) = ratify(
+        &bin,
+        &plugins,
+        work.path(),
+        &config(&["did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"]),
+        &desc,
+        &subject,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("\"isSuccess\":false") && out.contains("untrusted_signer"),
+        "{out}"
+    );
+    // A PDS that cannot be reached: a Ratify plugin error, not a crash.
+    let mut broken = config(&["owner"]);
+    let dead = work.path().join("dead.yaml");
+    std::fs::write(
+        &dead,
+        "plcUrl: http://127.0.0.1:1/plc\nplainHttpLoopback: true\n",
+    )
+    .unwrap();
+    broken["verifierConfig"] = dead.display().to_string().into();
+    let (code, out) = ratify(
+        &bin,
+        &plugins,
+        work.path(),
+        &broken,
+        &desc,
+        &format!("{}/{}/app:v1", s.host, path_did(&alice)),
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("plugin failed") || out.contains("command failure"),
+        "{out}"
+    );
+    // Bad config: a clear plugin error.
+    let mut bad = config(&["owner"]);
+    bad["trustedDIDs"] = serde_json::json!([1, 2]);
+    let (code, out) = ratify(&bin, &plugins, work.path(), &bad, &desc, &subject);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("trustedDIDs"), "{out}");
+}
