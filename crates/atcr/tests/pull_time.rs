@@ -183,7 +183,6 @@ async fn containerd_pulls_only_verified_images() {
     let t = Instant::now();
     assert!(c.pull(&img("v1")).status.success());
     let warm = t.elapsed();
-    eprintln!("containerd pull with the verifier: cold {cold:?}, warm {warm:?}");
     // By digest.
     let out = c.pull(&format!("{}/alice.test/app@{good}", s.host));
     assert!(
@@ -240,6 +239,17 @@ async fn containerd_pulls_only_verified_images() {
     assert_eq!(
         calls, 1,
         "the index was verified {calls} times ({before} mentions before)"
+    );
+    // The same pulls without the verifier (bin_dir is re-read on each pull).
+    std::fs::remove_file(vdir.join("50-atcr")).unwrap();
+    let t = Instant::now();
+    assert!(c.pull(&img("arm")).status.success());
+    let cold_plain = t.elapsed();
+    let t = Instant::now();
+    assert!(c.pull(&img("arm")).status.success());
+    let warm_plain = t.elapsed();
+    eprintln!(
+        "containerd pull: with the verifier cold {cold:?} warm {warm:?}; without it cold {cold_plain:?} warm {warm_plain:?}"
     );
 }
 
