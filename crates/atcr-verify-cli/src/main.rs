@@ -158,6 +158,12 @@ struct VerifyArgs {
     /// The bundle `atcr-verify export` wrote.
     #[arg(long, requires = "offline")]
     bundle: Option<PathBuf>,
+    /// Also write the JSON report to this file (CI artifacts).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Append a Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY).
+    #[arg(long)]
+    summary: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -283,12 +289,18 @@ fn text(r: &Report, verbose: bool) -> String {
 
 type Failure = (u8, String);
 
+/// The verifier configuration file, if one is named (an empty
+/// `ATCR_VERIFY_CONFIG` names none).
+fn config_file(common: &Common) -> Result<VerifyConfigFile, Failure> {
+    match common.config.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => VerifyConfigFile::load(p).map_err(|e| (2, e.to_string())),
+        None => Ok(VerifyConfigFile::default()),
+    }
+}
+
 /// The verifier settings and policy the flags and configuration file give.
 fn settings(common: &Common, image: &ImageRef) -> Result<(VerifierConfig, TrustPolicy), Failure> {
-    let file = match &common.config {
-        Some(p) => VerifyConfigFile::load(p).map_err(|e| (2, e.to_string()))?,
-        None => VerifyConfigFile::default(),
-    };
+    let file = config_file(common)?;
     let policy_path = common.policy.as_ref().or(file.policy.as_ref());
     let policy = match policy_path {
         Some(p) => TrustPolicy::load(p).map_err(|e| (2, e.to_string()))?,
@@ -296,10 +308,12 @@ fn settings(common: &Common, image: &ImageRef) -> Result<(VerifierConfig, TrustP
     };
     let mut identity = atcr_verify::ResolverConfig::default();
     file.apply(&mut identity);
-    if let Some(u) = &common.plc_url {
+    // An empty setting (a CI variable defined empty) is no setting.
+    if let Some(u) = common.plc_url.as_ref().filter(|u| !u.is_empty()) {
         identity.plc_url = url::Url::parse(u).map_err(|e| (2, format!("--plc-url {u:?}: {e}")))?;
     }
-    let creds = match (&common.username, &common.password) {
+    let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let creds = match (&set(&common.username), &set(&common.password)) {
         (Some(u), Some(p)) => Some(Credentials {
             username: u.clone(),
             password: p.clone(),
@@ -390,10 +404,7 @@ async fn serve(a: ServeArgs) -> Result<(), Failure> {
         })
         .collect();
     cfg.cache_ttl = Some(std::time::Duration::from_secs(a.cache_ttl_secs));
-    let file = match &a.common.config {
-        Some(p) => VerifyConfigFile::load(p).map_err(|e| (2, e.to_string()))?,
-        None => VerifyConfigFile::default(),
-    };
+    let file = config_file(&a.common)?;
     let verifier = Verifier::new(cfg).map_err(failed)?;
     let service = atcr_verify_service::Service::new(
         verifier,
@@ -443,6 +454,107 @@ async fn serve(a: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `verify`, with the CI outputs (`--report`, `--summary`) written whatever
+/// the outcome.
+async fn verify_and_report(a: &VerifyArgs) -> ExitCode {
+    let r = verify(a).await;
+    let image = a.image.as_deref().unwrap_or_default();
+    let mut problems = vec![];
+    if let (Some(path), Ok(rep)) = (&a.report, &r) {
+        let json = serde_json::to_vec_pretty(rep).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, json) {
+            problems.push(format!("--report {}: {e}", path.display()));
+        }
+    }
+    if let Some(path) = &a.summary {
+        use std::io::Write as _;
+        let md = summary(image, &r);
+        let w = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(md.as_bytes()));
+        if let Err(e) = w {
+            problems.push(format!("--summary {}: {e}", path.display()));
+        }
+    }
+    // A failed verification also says why on stderr, one line: CI logs show it.
+    if let Ok(rep) = &r
+        && rep.decision == Decision::Fail
+        && let (Some(c), Some(d)) = (rep.reasons.first(), rep.details.first())
+    {
+        eprintln!("atcr-verify: FAILED {image}: {}: {d}", c.code());
+    }
+    for p in &problems {
+        eprintln!("atcr-verify: {p}");
+    }
+    let code = finish(r, a.output, a.quiet, a.verbose);
+    if problems.is_empty() {
+        code
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+/// A Markdown summary of a verification (CI job summaries).
+fn summary(image: &str, r: &Result<Report, Failure>) -> String {
+    let mut md = String::new();
+    match r {
+        Err((code, msg)) => {
+            md.push_str(&format!(
+                "### atcr-verify: could not verify `{image}` (exit {code})\n\n{msg}\n\n"
+            ));
+        }
+        Ok(rep) => {
+            let ok = rep.decision == Decision::Pass;
+            md.push_str(&format!(
+                "### atcr-verify: {} `{}`\n\n",
+                if ok { "VERIFIED" } else { "FAILED" },
+                rep.image
+            ));
+            if let Some(d) = &rep.digest {
+                md.push_str(&format!("- digest: `{d}`\n"));
+            }
+            if let Some(o) = &rep.owner {
+                md.push_str(&format!(
+                    "- owner: `{}`{}\n",
+                    o.did,
+                    o.handle
+                        .as_deref()
+                        .map(|h| format!(" (@{h})"))
+                        .unwrap_or_default()
+                ));
+            }
+            if let Some(p) = &rep.policy {
+                let (valid, trusted) = rep.counts();
+                md.push_str(&format!(
+                    "- policy: {p}: {valid} valid, {trusted} trusted of {} required\n",
+                    rep.required.unwrap_or(0)
+                ));
+            }
+            for (c, d) in rep.reasons.iter().zip(&rep.details) {
+                md.push_str(&format!("- reason: `{}`: {d}\n", c.code()));
+            }
+            if !rep.signatures.is_empty() {
+                md.push_str("\n| signer | kind | valid | trusted | signed at | reason |\n|---|---|---|---|---|---|\n");
+                for s in &rep.signatures {
+                    md.push_str(&format!(
+                        "| `{}` | {} | {} | {} | {} | {} |\n",
+                        s.did,
+                        s.kind,
+                        s.valid,
+                        s.trusted,
+                        s.signed_at.as_deref().unwrap_or("-"),
+                        s.reason.map(|r| r.code()).unwrap_or("-")
+                    ));
+                }
+            }
+            md.push('\n');
+        }
+    }
+    md
+}
+
 fn finish(r: Result<Report, Failure>, output: Output, quiet: bool, verbose: bool) -> ExitCode {
     match r {
         Ok(r) => {
@@ -486,11 +598,8 @@ async fn main() -> ExitCode {
             }
         },
         Some(Command::Export(a)) => finish(export(&a).await, a.output, a.quiet, false),
-        Some(Command::Verify(a)) => finish(verify(&a).await, a.output, a.quiet, a.verbose),
-        None => {
-            let a = cli.verify;
-            finish(verify(&a).await, a.output, a.quiet, a.verbose)
-        }
+        Some(Command::Verify(a)) => verify_and_report(&a).await,
+        None => verify_and_report(&cli.verify).await,
     }
 }
 
