@@ -852,21 +852,26 @@ impl Verifier {
         a: &oci::Referrer,
     ) -> Result<SignatureReport, VerifyError> {
         let check = self.check_artifact(registry, path, owner, image, digest, &a.digest);
-        if a.claimed_did.as_deref() == Some(owner.did.as_str()) {
-            return check.await;
-        }
-        // A hostile or slow co-signer is given a bounded time.
-        match tokio::time::timeout(COSIGNER_BUDGET, check).await {
-            Ok(r) => r,
-            Err(_) => Ok(SignatureReport::failed(
-                a.claimed_did.clone().unwrap_or_default(),
-                Reason::Unreachable,
-                format!(
-                    "artifact {}: no answer within {COSIGNER_BUDGET:?}",
-                    a.digest
-                ),
-            )),
-        }
+        let r = if a.claimed_did.as_deref() == Some(owner.did.as_str()) {
+            check.await
+        } else {
+            // A hostile or slow co-signer is given a bounded time.
+            match tokio::time::timeout(COSIGNER_BUDGET, check).await {
+                Ok(r) => r,
+                Err(_) => Ok(SignatureReport::failed(
+                    a.claimed_did.clone().unwrap_or_default(),
+                    Reason::Unreachable,
+                    format!(
+                        "artifact {}: no answer within {COSIGNER_BUDGET:?}",
+                        a.digest
+                    ),
+                )),
+            }
+        };
+        r.map(|mut s| {
+            s.artifact = Some(a.digest.to_string());
+            s
+        })
     }
 
     /// Checks one signature artifact. `Err` only when the owner's own

@@ -371,10 +371,19 @@ async fn ratify_runs_the_plugin_as_ratify_does() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"isSuccess\":true"), "{out}");
+    // The signer of the artifact Ratify asked about, from the signed record.
+    let kept = out
+        .lines()
+        .find_map(|l| l.strip_prefix("result as Ratify keeps it: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let kept: serde_json::Value = serde_json::from_str(kept).unwrap();
+    let sig = &kept["extensions"]["signature"];
+    assert_eq!(sig["did"], alice.as_str(), "{kept:#}");
     assert!(
-        out.contains(&alice) && out.contains("commitCid") && out.contains("signedAt"),
-        "{out}"
+        sig["commitCid"].is_string() && sig["signedAt"].is_string(),
+        "{kept:#}"
     );
+    assert_eq!(sig["artifact"], art[0].as_str());
     // Not trusted: isSuccess false with the reason in the message.
     let (code, out) = ratify(
         &bin,
