@@ -54,12 +54,7 @@ async fn the_action_and_the_gitlab_template_verify_as_written() {
     detach_registry_artifact(&s, &tok, "alice.test/app", &d).await;
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let config = w.join("verify.yaml");
-    std::fs::write(
-        &config,
-        format!("plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n", s.url),
-    )
-    .unwrap();
+    let config = write_verifier_config(w, &s);
     let good = format!("{}/alice.test/app:v1", s.host);
     let bad = format!("{}/alice.test/app:unsigned", s.host);
     // The install step: atcr-verify is already on PATH.

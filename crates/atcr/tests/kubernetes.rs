@@ -307,15 +307,7 @@ async fn admission_on_a_real_api_server() {
 
     // The deployment's verifier configuration, as `atcr verifier-config`
     // prints it.
-    let config = work.path().join("verify.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n",
-            s.url
-        ),
-    )
-    .unwrap();
+    let config = write_verifier_config(work.path(), &s);
     let kit = Kit::up_k8s(work.path());
     let port = atcr_testkit::free_port();
     let service = start_service(&kit, &s, &config, &policy, port, &[]).await;
@@ -548,15 +540,7 @@ async fn gatekeeper_external_data_and_the_shipped_manifests() {
     let work = tempfile::tempdir().unwrap();
     let policy = work.path().join("policy.yaml");
     std::fs::write(&policy, "version: 1.0\npolicies:\n  - scope: \"**\"\n").unwrap();
-    let config = work.path().join("verify.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n",
-            s.url
-        ),
-    )
-    .unwrap();
+    let config = write_verifier_config(work.path(), &s);
     let mut kit = Kit::up_k8s(work.path());
     kit.up_gatekeeper();
     let port = atcr_testkit::free_port();

@@ -99,15 +99,7 @@ impl Drop for Containerd {
 }
 
 fn settings(dir: &Path, s: &Server, extra: &str) -> PathBuf {
-    let verify = dir.join("verify.yaml");
-    std::fs::write(
-        &verify,
-        format!(
-            "plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n",
-            s.url
-        ),
-    )
-    .unwrap();
+    let verify = write_verifier_config(dir, &s);
     let path = dir.join("settings.yaml");
     std::fs::write(
         &path,
@@ -345,12 +337,7 @@ async fn ratify_runs_the_plugin_as_ratify_does() {
     let plugins = work.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(sibling("atcr-ratify-verifier"), plugins.join("atcr")).unwrap();
-    let verify = work.path().join("verify.yaml");
-    std::fs::write(
-        &verify,
-        format!("plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n", s.url),
-    )
-    .unwrap();
+    let verify = write_verifier_config(work.path(), &s);
     let art = signature_referrers(&s, &tok, "alice.test/app", &good).await;
     let desc = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": art[0],
         "size": 100, "artifactType": "application/vnd.atproto.signature.v1+json"});

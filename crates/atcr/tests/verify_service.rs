@@ -14,11 +14,7 @@ const PW: &str = "correct horse battery";
 /// A service over `s`'s deployment (policy file `policy`), served over
 /// plain HTTP on 127.0.0.1:0; its base URL.
 async fn serve(s: &Server, policy: &Path, other: OtherImages) -> (Service, String) {
-    let mut cfg = verifier_config(s, None);
-    cfg.identity.handle_resolvers = vec![atcr_identity::HandleResolver {
-        domains: vec!["test".into()],
-        url: s.url.parse().unwrap(),
-    }];
+    let mut cfg = verifier_config_with_handles(s);
     cfg.cache_ttl = Some(Duration::from_secs(60));
     let svc = Service::new(
         atcr_verify::Verifier::new(cfg).unwrap(),

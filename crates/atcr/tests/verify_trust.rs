@@ -18,11 +18,7 @@ fn verifier(s: &Server) -> Verifier {
 
 /// [`verifier`] with a verdict cache of `ttl`.
 fn verifier_caching(s: &Server, ttl: Option<std::time::Duration>) -> Verifier {
-    let mut cfg = verifier_config(s, None);
-    cfg.identity.handle_resolvers = vec![atcr_identity::HandleResolver {
-        domains: vec!["test".into()],
-        url: s.url.parse().unwrap(),
-    }];
+    let mut cfg = verifier_config_with_handles(s);
     cfg.cache_ttl = ttl;
     Verifier::new(cfg).unwrap()
 }

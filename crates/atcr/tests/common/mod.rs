@@ -269,13 +269,25 @@ pub async fn push_blob(s: &Server, tok: &str, name: &str, data: &[u8]) -> String
 pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str) -> String {
     let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
     let layer = format!("layer of {seed}").into_bytes();
-    push_blob(s, tok, name, &config).await;
-    push_blob(s, tok, name, &layer).await;
+    put_image(s, tok, name, tag, &config, &layer).await
+}
+
+/// Pushes `config` and an uncompressed `layer` as `name:tag`; the digest.
+async fn put_image(
+    s: &Server,
+    tok: &str,
+    name: &str,
+    tag: &str,
+    config: &[u8],
+    layer: &[u8],
+) -> String {
+    push_blob(s, tok, name, config).await;
+    push_blob(s, tok, name, layer).await;
     let m = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(layer), "size": layer.len()}],
     }))
     .unwrap();
     let r = http()
@@ -306,25 +318,7 @@ pub async fn push_runnable_image(
         "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
     }))
     .unwrap();
-    push_blob(s, tok, name, &config).await;
-    push_blob(s, tok, name, &layer).await;
-    let m = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}],
-    }))
-    .unwrap();
-    let r = http()
-        .put(format!("{}/v2/{name}/manifests/{tag}", s.url))
-        .bearer_auth(tok)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(m.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    sha256(&m)
+    put_image(s, tok, name, tag, &config, &layer).await
 }
 
 /// The bytes of a manifest as the registry serves them.
@@ -361,6 +355,21 @@ pub async fn owner_with_image(
     (did, tok, d)
 }
 
+/// Writes `dir/verify.yaml`, the verifier configuration of `s`'s deployment
+/// (as `atcr verifier-config` prints it); its path.
+pub fn write_verifier_config(dir: &std::path::Path, s: &Server) -> std::path::PathBuf {
+    let path = dir.join("verify.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "plcUrl: {0}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {0}\n    domains: [test]\n",
+            s.url
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// A verifier for the server's embedded PLC and registry (plain HTTP on
 /// loopback), with registry credentials when given.
 pub fn verifier_config(s: &Server, creds: Option<(&str, &str)>) -> atcr_verify::VerifierConfig {
@@ -384,6 +393,17 @@ pub fn verifier_config(s: &Server, creds: Option<(&str, &str)>) -> atcr_verify::
             .unwrap_or_default(),
         ..Default::default()
     }
+}
+
+/// [`verifier_config`] that also resolves `*.test` handles through the
+/// server (as a `handleResolvers` entry of `atcr verifier-config` does).
+pub fn verifier_config_with_handles(s: &Server) -> atcr_verify::VerifierConfig {
+    let mut cfg = verifier_config(s, None);
+    cfg.identity.handle_resolvers = vec![atcr_identity::HandleResolver {
+        domains: vec!["test".into()],
+        url: s.url.parse().unwrap(),
+    }];
+    cfg
 }
 
 /// Deletes a record from an embedded account's repository, behind the
