@@ -30,8 +30,7 @@ fn action_step(name: &str) -> String {
 
 /// Runs `script` with bash in `dir`, atcr-verify on PATH, and `env`.
 fn run(script: &str, dir: &Path, env: &[(&str, String)]) -> Output {
-    let bin = Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name("atcr-verify");
-    assert!(bin.exists(), "build atcr-verify-cli first");
+    let bin = workspace_bin("atcr-verify");
     let path = format!(
         "{}:{}",
         bin.parent().unwrap().display(),
@@ -145,7 +144,7 @@ async fn the_action_and_the_gitlab_template_verify_as_written() {
     // Offline: a bundle exported while online verifies with every server
     // stopped, through both.
     let bundle = w.join("bundle.json");
-    let bin = Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name("atcr-verify");
+    let bin = workspace_bin("atcr-verify");
     let out = Command::new(&bin)
         .args(["export", &good, "-o"])
         .arg(&bundle)

@@ -20,22 +20,12 @@ struct Kit {
 
 impl Kit {
     fn dir() -> PathBuf {
-        repo_root().join("../shared/integration-kit")
+        kit_dir()
     }
 
     fn up_k8s(state: &std::path::Path) -> Self {
         let kit = Self::dir();
-        let out = Command::new("timeout")
-            .arg("600")
-            .arg(kit.join("install.sh"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "install.sh: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        kit_install();
         let out = Command::new("timeout")
             .arg("120")
             .arg(kit.join("kit.sh"))
@@ -153,12 +143,7 @@ async fn start_service(
     port: u16,
     extra: &[&str],
 ) -> VerifyService {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name("atcr-verify");
-    assert!(
-        bin.exists(),
-        "build atcr-verify-cli first: {}",
-        bin.display()
-    );
+    let bin = workspace_bin("atcr-verify");
     // Wrapped at once: dropping it kills and waits.
     let service = VerifyService(
         Command::new(bin)

@@ -11,32 +11,6 @@ use std::time::{Duration, Instant};
 
 const PW: &str = "correct horse battery";
 
-fn kit_dir() -> PathBuf {
-    repo_root().join("../shared/integration-kit")
-}
-
-/// A binary of the workspace that sits beside `atcr`.
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name(name);
-    assert!(p.exists(), "build it first: {}", p.display());
-    p
-}
-
-fn kit_bin() -> PathBuf {
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg(kit_dir().join("install.sh"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "install.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
 /// The kit's containerd with `dir` as its verifier bindir; torn down on drop.
 struct Containerd {
     state: PathBuf,
@@ -46,7 +20,7 @@ struct Containerd {
 
 impl Containerd {
     fn up(state: &Path, dir: &Path, settings: &Path) -> Self {
-        let bin = kit_bin();
+        let bin = kit_install();
         let out = Command::new("timeout")
             .arg("120")
             .arg(kit_dir().join("kit.sh"))
@@ -99,7 +73,7 @@ impl Drop for Containerd {
 }
 
 fn settings(dir: &Path, s: &Server, extra: &str) -> PathBuf {
-    let verify = write_verifier_config(dir, &s);
+    let verify = write_verifier_config(dir, s);
     let path = dir.join("settings.yaml");
     std::fs::write(
         &path,
@@ -157,7 +131,11 @@ async fn containerd_pulls_only_verified_images() {
         .unwrap();
     let vdir = work.path().join("verifiers");
     std::fs::create_dir_all(&vdir).unwrap();
-    std::fs::copy(sibling("atcr-containerd-verifier"), vdir.join("50-atcr")).unwrap();
+    std::fs::copy(
+        workspace_bin("atcr-containerd-verifier"),
+        vdir.join("50-atcr"),
+    )
+    .unwrap();
     let settings_path = settings(work.path(), &s, "otherImages: deny\n");
     let state = work.path().join("k");
     let c = Containerd::up(&state, &vdir, &settings_path);
@@ -264,7 +242,11 @@ async fn containerd_fails_closed_within_the_deadline() {
         .unwrap();
     let vdir = work.path().join("verifiers");
     std::fs::create_dir_all(&vdir).unwrap();
-    std::fs::copy(sibling("atcr-containerd-verifier"), vdir.join("50-atcr")).unwrap();
+    std::fs::copy(
+        workspace_bin("atcr-containerd-verifier"),
+        vdir.join("50-atcr"),
+    )
+    .unwrap();
     let verify = work.path().join("verify.yaml");
     std::fs::write(
         &verify,
@@ -332,11 +314,11 @@ fn ratify(
 async fn ratify_runs_the_plugin_as_ratify_does() {
     let s = start(&[]).await;
     let (alice, tok, good) = owner_with_image(&s, "alice.test", PW, "pull,push", "ratify").await;
-    let bin = kit_bin();
+    let bin = kit_install();
     let work = tempfile::tempdir().unwrap();
     let plugins = work.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(sibling("atcr-ratify-verifier"), plugins.join("atcr")).unwrap();
+    std::fs::copy(workspace_bin("atcr-ratify-verifier"), plugins.join("atcr")).unwrap();
     let verify = write_verifier_config(work.path(), &s);
     let art = signature_referrers(&s, &tok, "alice.test/app", &good).await;
     let desc = serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": art[0],

@@ -402,12 +402,7 @@ async fn readme_quick_start_ends_with_a_verified_image_by_handle() {
     let cfg_path = work.path().join("verify.yaml");
     std::fs::write(&cfg_path, &cfg).unwrap();
     // The atcr-verify binary (package atcr-verify-cli) sits beside atcr.
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name("atcr-verify");
-    assert!(
-        bin.exists(),
-        "build atcr-verify-cli first: {}",
-        bin.display()
-    );
+    let bin = workspace_bin("atcr-verify");
     let verify = |cfg: Option<&Path>| {
         let mut c = Command::new(&bin);
         c.env_remove("ATCR_VERIFY_CONFIG").env("HOME", work.path());

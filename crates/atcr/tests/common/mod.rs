@@ -573,3 +573,38 @@ pub async fn detach_registry_artifact(s: &Server, tok: &str, name: &str, subject
         assert_eq!(r.status(), 202);
     }
 }
+
+// ---- the integration kit ----
+
+/// `../shared/integration-kit`.
+pub fn kit_dir() -> PathBuf {
+    repo_root().join("../shared/integration-kit")
+}
+
+/// Runs the kit's `install.sh` (idempotent); its binaries' directory.
+pub fn kit_install() -> PathBuf {
+    let out = Command::new("timeout")
+        .arg("600")
+        .arg(kit_dir().join("install.sh"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A binary of another workspace package (built by the same
+/// `cargo nextest run --workspace`), beside `atcr`.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let p = std::path::Path::new(env!("CARGO_BIN_EXE_atcr")).with_file_name(name);
+    assert!(
+        p.exists(),
+        "build the workspace first: {} is missing",
+        p.display()
+    );
+    p
+}
