@@ -51,6 +51,13 @@ enum Command {
     /// /mutate), Gatekeeper external data (/provide), /verify for Kyverno and
     /// OPA, /metrics, /healthz, /readyz.
     Serve(ServeArgs),
+    /// Exit 0 when a service listens at --addr (container health checks:
+    /// the image has no shell).
+    Healthcheck {
+        /// Address to try.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        addr: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -598,6 +605,20 @@ async fn main() -> ExitCode {
             }
         },
         Some(Command::Export(a)) => finish(export(&a).await, a.output, a.quiet, false),
+        Some(Command::Healthcheck { addr }) => {
+            let c = tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                tokio::net::TcpStream::connect(&addr),
+            )
+            .await;
+            match c {
+                Ok(Ok(_)) => ExitCode::SUCCESS,
+                _ => {
+                    eprintln!("atcr-verify: {addr}: not listening");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::Verify(a)) => verify_and_report(&a).await,
         None => verify_and_report(&cli.verify).await,
     }
@@ -656,7 +677,7 @@ mod tests {
             let v = match cli.command {
                 Some(Command::Verify(v)) => v,
                 None => cli.verify,
-                Some(Command::Export(_) | Command::Serve(_)) => panic!("{args:?}"),
+                Some(_) => panic!("{args:?}"),
             };
             assert_eq!(v.image.as_deref(), Some("h.io/a.test/b:c"));
             assert_eq!(

@@ -38,6 +38,13 @@ enum Command {
     /// Co-sign an image: an io.atcr.signature record in your PDS, and the
     /// matching signature artifact attached to the image.
     Sign(sign::SignArgs),
+    /// Exit 0 when the server of this configuration accepts connections
+    /// (container health checks: the images have no shell).
+    Healthcheck {
+        /// Address to try (default: server.listen).
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// Print an atcr-verify configuration file for this deployment (PLC
     /// directory, handle resolution through this server for its accounts'
     /// domains, plain HTTP on loopback): `atcr-verify --config FILE IMAGE`.
@@ -168,6 +175,20 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", atcr_config::commented_default());
         }
         Command::Sign(args) => sign::sign(args).await?,
+        Command::Healthcheck { addr } => {
+            let addr = match addr {
+                Some(a) => a,
+                None => load_config(cli.config.as_ref())?.server.listen,
+            };
+            let addr = addr.replace("0.0.0.0:", "127.0.0.1:");
+            tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                tokio::net::TcpStream::connect(&addr),
+            )
+            .await
+            .with_context(|| format!("{addr}: no answer"))?
+            .with_context(|| format!("{addr}: not listening"))?;
+        }
         Command::VerifierConfig => {
             let cfg = load_config(cli.config.as_ref())?;
             print!("{}", verifier_config(&cfg).await?);
