@@ -95,10 +95,30 @@ async fn containerd_pulls_only_verified_images() {
     let tok = token(
         &s,
         Some(("alice.test", PW)),
-        &["repository:alice.test/app:pull,push,delete"],
+        &[
+            "repository:alice.test/app:pull,push,delete",
+            "repository:alice.test/strict:pull,push",
+        ],
     )
     .await;
     let good = push_runnable_image(&s, &tok, "alice.test/app", "v1", "ctrd").await;
+    // Tampered: its own signature replaced by one pointing at another
+    // image's record.
+    let d_tampered = push_runnable_image(&s, &tok, "alice.test/app", "tampered", "tampered").await;
+    detach_registry_artifact(&s, &tok, "alice.test/app", &d_tampered).await;
+    let good_record = format!(
+        "at://{alice}/io.atcr.manifest/{}",
+        atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&good).unwrap())
+    );
+    attach(&s, &tok, "alice.test/app", &d_tampered, &serde_json::json!({
+        "$type": "io.atcr.atproto.signature", "version": "1.0",
+        "subject": {"digest": d_tampered, "mediaType": "application/vnd.oci.image.manifest.v1+json"},
+        "atproto": {"did": alice, "pdsEndpoint": s.url, "recordUri": good_record, "commitCid": "", "signedAt": "2026-01-01T00:00:00Z"},
+        "signature": {"algorithm": "ECDSA-K256-SHA256", "keyId": format!("{alice}#atproto"), "publicKeyMultibase": ""},
+    }))
+    .await;
+    // Untrusted: the policy trusts only another identity for `strict`.
+    let d_strict = push_runnable_image(&s, &tok, "alice.test/strict", "v1", "strict").await;
     let d_unsigned = push_runnable_image(&s, &tok, "alice.test/app", "unsigned", "unsigned").await;
     detach_registry_artifact(&s, &tok, "alice.test/app", &d_unsigned).await;
     let d_revoked = push_runnable_image(&s, &tok, "alice.test/app", "revoked", "revoked").await;
@@ -136,7 +156,20 @@ async fn containerd_pulls_only_verified_images() {
         vdir.join("50-atcr"),
     )
     .unwrap();
-    let settings_path = settings(work.path(), &s, "otherImages: deny\n");
+    let policy = work.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1.0\npolicies:\n  - scope: \"{}/*/strict\"\n    trustedDIDs: [did:plc:aaaaaaaaaaaaaaaaaaaaaaaa]\n  - scope: \"**\"\n",
+            s.host
+        ),
+    )
+    .unwrap();
+    let settings_path = settings(
+        work.path(),
+        &s,
+        &format!("otherImages: deny\npolicy: {}\n", policy.display()),
+    );
     let state = work.path().join("k");
     let c = Containerd::up(&state, &vdir, &settings_path);
     let img = |t: &str| format!("{}/alice.test/app:{t}", s.host);
@@ -162,11 +195,15 @@ async fn containerd_pulls_only_verified_images() {
     );
     // Unsigned and revoked: blocked with the verifier's reason, and nothing
     // of theirs fetched.
-    for (tag, digest, reason) in [
-        ("unsigned", &d_unsigned, "no_signatures"),
-        ("revoked", &d_revoked, "revoked"),
+    let strict = format!("{}/alice.test/strict:v1", s.host);
+    for (image, digest, reason) in [
+        (img("unsigned"), &d_unsigned, "no_signatures"),
+        (img("revoked"), &d_revoked, "revoked"),
+        (img("tampered"), &d_tampered, "digest_mismatch"),
+        (strict, &d_strict, "untrusted_signer"),
     ] {
-        let out = c.pull(&img(tag));
+        let tag = image.as_str();
+        let out = c.pull(&image);
         let e = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "{tag} was pulled");
         assert!(

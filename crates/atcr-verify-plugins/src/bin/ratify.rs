@@ -96,7 +96,9 @@ async fn main() -> ExitCode {
     if let Some(p) = param("policy").and_then(|v| v.as_str().map(str::to_owned)) {
         settings.policy = Some(p.into());
     }
-    let dir = tempfile_dir();
+    // A policy made from `trustedDIDs` lives in a directory of this call,
+    // removed before it answers.
+    let mut scratch: Option<std::path::PathBuf> = None;
     if let Some(list) = param("trustedDIDs") {
         let Some(list) = list.as_array().filter(|l| l.iter().all(Value::is_string)) else {
             return error(
@@ -113,21 +115,30 @@ async fn main() -> ExitCode {
         if let Err(e) = atcr_verify::policy::TrustPolicy::parse("trustedDIDs", &text) {
             return error(2, "invalid config", &e.to_string());
         }
+        let dir = std::env::temp_dir().join(format!("atcr-ratify-{}", std::process::id()));
         let path = dir.join("policy.yaml");
-        if let Err(e) = std::fs::write(&path, text) {
+        let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text));
+        scratch = Some(dir);
+        if let Err(e) = written {
+            cleanup(scratch.as_deref());
             return error(5, "I/O", &e.to_string());
         }
         settings.policy = Some(path);
     }
     let image = match ImageRef::parse(&subject) {
         Ok(i) => i,
-        Err(e) => return error(2, "invalid config", &e.to_string()),
+        Err(e) => {
+            cleanup(scratch.as_deref());
+            return error(2, "invalid config", &e.to_string());
+        }
     };
     let artifact = input["referenceDesc"]["digest"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let out = match verify(&settings, &image, &format!("ratify|{image}")).await {
+    let result = verify(&settings, &image, &format!("ratify|{image}")).await;
+    cleanup(scratch.as_deref());
+    let out = match result {
         Ok((v, _)) => json!({
             "isSuccess": v.allowed,
             "message": v.reason,
@@ -138,7 +149,6 @@ async fn main() -> ExitCode {
         Err(e @ Incomplete::Config(_)) => return error(2, "invalid config", &e.to_string()),
         Err(e) => return error(8, "command failure", &e.to_string()),
     };
-    let _ = std::fs::remove_dir_all(&dir);
     println!("{out}");
     ExitCode::SUCCESS
 }
@@ -160,8 +170,8 @@ fn extensions(v: &atcr_verify_plugins::Verdict, image: &ImageRef, artifact: &str
     })
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("atcr-ratify-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&d);
-    d
+fn cleanup(dir: Option<&std::path::Path>) {
+    if let Some(d) = dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
