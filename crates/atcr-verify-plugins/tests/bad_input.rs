@@ -19,6 +19,11 @@ fn run(bin: &str, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Environment variables of one run.
+type Env<'a> = Vec<(&'a str, &'a str)>;
+/// (arguments, environment, stdin, exit code, what stdout says).
+type Case<'a> = (Vec<&'a str>, Env<'a>, Vec<u8>, u8, &'a str);
+
 const DIGEST: &str = "sha256:3c193b5749980fdff721fd8ec5383f4cbbea79499467c3e54a18eccc4a67ec00";
 
 #[test]
@@ -39,7 +44,7 @@ fn the_containerd_verifier_refuses_bad_input_with_a_reason() {
         vec!["-name", name, "-digest", DIGEST, "-stdin-media-type", mt]
     };
     let ok_mt = "application/vnd.oci.descriptor.v1+json";
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, Vec<u8>, u8, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec!["-name"],
             vec![("ATCR_CONTAINERD_VERIFIER_CONFIG", s)],
@@ -148,7 +153,7 @@ fn the_ratify_plugin_answers_bad_input_with_ratify_error_codes() {
         ("RATIFY_VERIFIER_COMMAND", "VERIFY"),
         ("RATIFY_VERIFIER_SUBJECT", "127.0.0.1:1/a.test/x:v1"),
     ];
-    let cases: Vec<(Vec<(&str, &str)>, &[u8], i64)> = vec![
+    let cases: Vec<(Env, &[u8], i64)> = vec![
         (vec![], input, 4),
         (
             vec![
