@@ -265,18 +265,8 @@ async fn admission_on_a_real_api_server() {
     // Tampered: its own signature replaced by one pointing at another
     // image's record.
     let (t, d) = push("tampered", "tampered").await;
-    detach_registry_artifact(&s, &t, &name("tampered"), &d).await;
-    let good_record = format!(
-        "at://{alice}/io.atcr.manifest/{}",
-        atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&good).unwrap())
-    );
-    attach(&s, &t, &name("tampered"), &d, &serde_json::json!({
-        "$type": "io.atcr.atproto.signature", "version": "1.0",
-        "subject": {"digest": d, "mediaType": "application/vnd.oci.image.manifest.v1+json"},
-        "atproto": {"did": alice, "pdsEndpoint": s.url, "recordUri": good_record, "commitCid": "", "signedAt": "2026-01-01T00:00:00Z"},
-        "signature": {"algorithm": "ECDSA-K256-SHA256", "keyId": format!("{alice}#atproto"), "publicKeyMultibase": ""},
-    }))
-    .await;
+    let good_record = manifest_record_uri(&alice, "app", &good);
+    point_signature_elsewhere(&s, &t, &name("tampered"), &d, &alice, &good_record).await;
     // Untrusted: the policy trusts only another identity for `strict`.
     push("strict", "strict").await;
     let work = tempfile::tempdir().unwrap();
@@ -499,19 +489,6 @@ async fn admission_on_a_real_api_server() {
         "--restart=Never",
     ]);
     assert!(e.contains("failed calling webhook"), "{e}");
-}
-
-/// A registry host that accepts connections and never answers.
-async fn silent_host() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let host = l.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        let mut held = vec![];
-        while let Ok((c, _)) = l.accept().await {
-            held.push(c);
-        }
-    });
-    (host, task)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

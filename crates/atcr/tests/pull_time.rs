@@ -72,6 +72,23 @@ impl Drop for Containerd {
     }
 }
 
+/// A working directory (short: containerd's socket lives in it) with a
+/// verifier bindir holding `atcr-containerd-verifier` as `50-atcr`.
+fn verifier_dir() -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::Builder::new()
+        .prefix("ctrd")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let vdir = work.path().join("verifiers");
+    std::fs::create_dir_all(&vdir).unwrap();
+    std::fs::copy(
+        workspace_bin("atcr-containerd-verifier"),
+        vdir.join("50-atcr"),
+    )
+    .unwrap();
+    (work, vdir)
+}
+
 fn settings(dir: &Path, s: &Server, extra: &str) -> PathBuf {
     let verify = write_verifier_config(dir, s);
     let path = dir.join("settings.yaml");
@@ -105,17 +122,15 @@ async fn containerd_pulls_only_verified_images() {
     // Tampered: its own signature replaced by one pointing at another
     // image's record.
     let d_tampered = push_runnable_image(&s, &tok, "alice.test/app", "tampered", "tampered").await;
-    detach_registry_artifact(&s, &tok, "alice.test/app", &d_tampered).await;
-    let good_record = format!(
-        "at://{alice}/io.atcr.manifest/{}",
-        atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&good).unwrap())
-    );
-    attach(&s, &tok, "alice.test/app", &d_tampered, &serde_json::json!({
-        "$type": "io.atcr.atproto.signature", "version": "1.0",
-        "subject": {"digest": d_tampered, "mediaType": "application/vnd.oci.image.manifest.v1+json"},
-        "atproto": {"did": alice, "pdsEndpoint": s.url, "recordUri": good_record, "commitCid": "", "signedAt": "2026-01-01T00:00:00Z"},
-        "signature": {"algorithm": "ECDSA-K256-SHA256", "keyId": format!("{alice}#atproto"), "publicKeyMultibase": ""},
-    }))
+    let good_record = manifest_record_uri(&alice, "app", &good);
+    point_signature_elsewhere(
+        &s,
+        &tok,
+        "alice.test/app",
+        &d_tampered,
+        &alice,
+        &good_record,
+    )
     .await;
     // Untrusted: the policy trusts only another identity for `strict`.
     let d_strict = push_runnable_image(&s, &tok, "alice.test/strict", "v1", "strict").await;
@@ -145,17 +160,7 @@ async fn containerd_pulls_only_verified_images() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let work = tempfile::Builder::new()
-        .prefix("ctrd")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let vdir = work.path().join("verifiers");
-    std::fs::create_dir_all(&vdir).unwrap();
-    std::fs::copy(
-        workspace_bin("atcr-containerd-verifier"),
-        vdir.join("50-atcr"),
-    )
-    .unwrap();
+    let (work, vdir) = verifier_dir();
     let policy = work.path().join("policy.yaml");
     std::fs::write(
         &policy,
@@ -265,25 +270,9 @@ async fn containerd_fails_closed_within_the_deadline() {
     let s = start(&[]).await;
     let (alice, _, _) = owner_with_image(&s, "alice.test", PW, "pull,push", "late").await;
     // A PLC directory that never answers: the DID cannot be resolved in time.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    let _hold = tokio::spawn(async move {
-        let mut held = vec![];
-        while let Ok((c, _)) = silent.accept().await {
-            held.push(c);
-        }
-    });
-    let work = tempfile::Builder::new()
-        .prefix("ctrd")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let vdir = work.path().join("verifiers");
-    std::fs::create_dir_all(&vdir).unwrap();
-    std::fs::copy(
-        workspace_bin("atcr-containerd-verifier"),
-        vdir.join("50-atcr"),
-    )
-    .unwrap();
+    let (silent, _hold) = silent_host().await;
+    let silent_url = format!("http://{silent}");
+    let (work, vdir) = verifier_dir();
     let verify = work.path().join("verify.yaml");
     std::fs::write(
         &verify,

@@ -608,3 +608,45 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
     p
 }
+
+/// A host that accepts connections and never answers (a registry, PLC or
+/// PDS that hangs); its `host:port`, and the task holding it.
+pub async fn silent_host() -> (String, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = l.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((c, _)) = l.accept().await {
+            held.push(c);
+        }
+    });
+    (host, task)
+}
+
+/// Replaces `subject`'s signature with an artifact of the owner `did`
+/// pointing at `record_uri` (another image's record): a tampered image.
+pub async fn point_signature_elsewhere(
+    s: &Server,
+    tok: &str,
+    name: &str,
+    subject: &str,
+    did: &str,
+    record_uri: &str,
+) {
+    detach_registry_artifact(s, tok, name, subject).await;
+    attach(s, tok, name, subject, &serde_json::json!({
+        "$type": "io.atcr.atproto.signature", "version": "1.0",
+        "subject": {"digest": subject, "mediaType": "application/vnd.oci.image.manifest.v1+json"},
+        "atproto": {"did": did, "pdsEndpoint": s.url, "recordUri": record_uri, "commitCid": "", "signedAt": "2026-01-01T00:00:00Z"},
+        "signature": {"algorithm": "ECDSA-K256-SHA256", "keyId": format!("{did}#atproto"), "publicKeyMultibase": ""},
+    }))
+    .await;
+}
+
+/// The at-uri of the owner's `io.atcr.manifest` record of `repo@digest`.
+pub fn manifest_record_uri(did: &str, repo: &str, digest: &str) -> String {
+    format!(
+        "at://{did}/io.atcr.manifest/{}",
+        atcr_oci::records::manifest_rkey(repo, &atcr_oci::Digest::parse(digest).unwrap())
+    )
+}
