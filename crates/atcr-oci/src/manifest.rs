@@ -138,6 +138,9 @@ pub fn parse_manifest(
     }
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    // serde_json keeps the last of duplicate keys; another parser may keep
+    // the first: such a manifest means different things to different readers.
+    no_duplicate_keys(bytes).map_err(invalid)?;
     let obj = value
         .as_object()
         .ok_or_else(|| invalid("manifest must be a JSON object"))?;
@@ -222,4 +225,74 @@ pub fn parse_manifest(
         }
     }
     Ok(parsed)
+}
+
+/// Refuses JSON in which an object repeats a key (at any depth).
+/// Hand-written because serde_json silently keeps the last value.
+pub fn no_duplicate_keys(bytes: &[u8]) -> Result<(), String> {
+    use serde::de::{Deserializer as _, MapAccess, SeqAccess, Visitor};
+    struct Check;
+    impl<'de> Visitor<'de> for Check {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
+                }
+                m.next_value::<Nested>()?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+            while s.next_element::<Nested>()?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    struct Nested;
+    impl<'de> serde::Deserialize<'de> for Nested {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Check).map(|()| Nested)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.deserialize_any(Check)
+        .map_err(|e| format!("manifest JSON: {e}"))
+}
+
+#[cfg(test)]
+mod duplicate_keys {
+    #[test]
+    fn repeated_keys_are_refused_at_any_depth() {
+        assert!(super::no_duplicate_keys(br#"{"a":1,"b":[{"c":2}]}"#).is_ok());
+        for bad in [
+            &br#"{"a":1,"a":2}"#[..],
+            br#"{"x":{"mediaType":"a","mediaType":"b"}}"#,
+            br#"[{"k":1,"k":1}]"#,
+        ] {
+            let e = super::no_duplicate_keys(bad).unwrap_err();
+            assert!(e.contains("duplicate key"), "{e}");
+        }
+    }
 }

@@ -468,7 +468,9 @@ fn byte_range(headers: &HeaderMap, size: u64) -> Option<Result<(u64, u64), ()>> 
         let end = if b.is_empty() {
             Some(size)
         } else {
-            b.parse::<u64>().ok().map(|e| (e + 1).min(size))
+            // An inclusive end of u64::MAX (or anything past the blob) is
+            // the end of the blob.
+            b.parse::<u64>().ok().map(|e| e.saturating_add(1).min(size))
         };
         start.zip(end)
     };
@@ -863,6 +865,17 @@ async fn token(State(reg): State<Registry>, uri: Uri, headers: HeaderMap) -> Res
             Ok(d) => Some(d),
             Err(e) => return error(&reg, e, None),
         },
+        // Credentials that cannot be read are refused, never taken as none.
+        None if headers.contains_key(header::AUTHORIZATION) => {
+            return error(
+                &reg,
+                RegistryError::new(
+                    ErrorCode::Unauthorized,
+                    "malformed Authorization header (expected Basic base64(user:password))",
+                ),
+                None,
+            );
+        }
         None => None,
     };
     let access = match reg.grant(did.as_deref(), &scopes).await {

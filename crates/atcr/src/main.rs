@@ -195,6 +195,21 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve => {
             let cfg = load_config(cli.config.as_ref())?;
+            // One server per data directory: two would each think they own
+            // the index, the journal and the upload sessions.
+            let dir = atcr_server::prepare_data_dir(&cfg.server.data_dir)?;
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join("serve.lock"))
+                .with_context(|| format!("{}", dir.join("serve.lock").display()))?;
+            if lock.try_lock().is_err() {
+                bail!(
+                    "another atcr serve is using the data directory {} (server.data_dir): stop it, or give this one its own",
+                    dir.display()
+                );
+            }
             let url = cfg.public_url()?;
             let services = atcr_server::Services::open(cfg.clone())?;
             let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
@@ -211,6 +226,7 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("create an account:  atcr account create --handle alice.example.com");
             eprintln!("then log in:        docker login {}", url.authority());
             atcr_server::serve_on(listener, services, shutdown_signal()).await?;
+            drop(lock);
         }
         Command::Account { command } => {
             let cfg = load_config(cli.config.as_ref())?;
