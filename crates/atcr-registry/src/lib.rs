@@ -447,9 +447,9 @@ impl Registry {
             if a.kind != "repository" {
                 continue;
             }
-            let Ok(name) = RepoName::parse(&a.name) else {
-                continue;
-            };
+            // A token for a name no request can use would only send clients
+            // into retries: refuse it with the reason.
+            let name = RepoName::parse(&a.name)?;
             let mut actions = vec![];
             let wants_write = a.actions.iter().any(|x| x != "pull");
             let own = match (did, wants_write) {

@@ -27,6 +27,21 @@ async fn malformed_credentials_ranges_and_manifests() {
             .unwrap();
         expect_error(r, 401, "UNAUTHORIZED").await;
     }
+    // A scope for a repository name that cannot exist: refused, not a
+    // token that can never be used.
+    for scope in [
+        "repository:Alice.test/App:pull",
+        "repository:alice.test:pull",
+        "repository:a.test/-x:pull",
+    ] {
+        let r = http()
+            .get(format!("{}/auth/token", s.url))
+            .query(&[("scope", scope)])
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 400, "NAME_INVALID").await;
+    }
     // A Range ending at u64::MAX is the rest of the blob, not an overflow.
     let m = get_manifest(&s, &tok, "alice.test/app", &d).await;
     let m: serde_json::Value = serde_json::from_slice(&m).unwrap();
