@@ -89,14 +89,91 @@ fn verifier_dir() -> (tempfile::TempDir, PathBuf) {
     (work, vdir)
 }
 
-fn settings(dir: &Path, s: &Server, extra: &str) -> PathBuf {
+/// A pass-through proxy in front of the registry that records every
+/// request (method, path, user agent) and can hold the verifier's requests
+/// (user agent `atcr/…`) for 5 s: the registry's access log, and a registry
+/// slower than the verifier's deadline.
+struct Proxy {
+    host: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+    slow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Self {
+        use axum::body::Body;
+        use axum::http::Request;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (l2, s2) = (log.clone(), slow.clone());
+        let client = http();
+        let app = axum::Router::new().fallback(move |req: Request<Body>| {
+            let (log, slow, client, upstream) =
+                (l2.clone(), s2.clone(), client.clone(), upstream.clone());
+            async move {
+                let ua = req
+                    .headers()
+                    .get("user-agent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
+                log.lock()
+                    .unwrap()
+                    .push((req.method().to_string(), path.clone(), ua.clone()));
+                if slow.load(std::sync::atomic::Ordering::Relaxed) && ua.starts_with("atcr/") {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+                let mut r = client.request(req.method().clone(), format!("{upstream}{path}"));
+                for (k, v) in req.headers() {
+                    if k != "host" {
+                        r = r.header(k, v);
+                    }
+                }
+                let body = axum::body::to_bytes(req.into_body(), 16 << 20)
+                    .await
+                    .unwrap_or_default();
+                let up = r.body(body).send().await.unwrap();
+                let mut out = axum::http::Response::builder().status(up.status().as_u16());
+                for (k, v) in up.headers() {
+                    out = out.header(k, v);
+                }
+                out.body(Body::from(up.bytes().await.unwrap_or_default()))
+                    .unwrap()
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        Self { host, log, slow }
+    }
+
+    /// What containerd (not the verifier) asked for, from request `from` on.
+    fn containerd_requests(&self, from: usize) -> Vec<(String, String)> {
+        self.log.lock().unwrap()[from..]
+            .iter()
+            .filter(|(_, _, ua)| ua.starts_with("containerd"))
+            .map(|(m, p, _)| (m.clone(), p.clone()))
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+}
+
+fn settings(dir: &Path, s: &Server, registry: &str, extra: &str) -> PathBuf {
     let verify = write_verifier_config(dir, s);
     let path = dir.join("settings.yaml");
     std::fs::write(
         &path,
         format!(
             "registries: [\"{}\"]\nverifierConfig: {}\ncacheDir: {}\n{extra}",
-            s.host,
+            registry,
             verify.display(),
             dir.join("cache").display()
         ),
@@ -140,44 +217,39 @@ async fn containerd_pulls_only_verified_images() {
     let rkey =
         atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&d_revoked).unwrap());
     delete_record(&s, &alice, "io.atcr.manifest", &rkey).await;
-    // An index of two platform manifests, pushed by tag: verified once.
-    let m1 = get_manifest(&s, &tok, "alice.test/app", "v1").await;
-    push_runnable_image(&s, &tok, "alice.test/app", "arm", "arm").await;
-    let m2 = get_manifest(&s, &tok, "alice.test/app", "arm").await;
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&m1), "size": m1.len(), "platform": {"architecture": "amd64", "os": "linux"}},
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha256(&m2), "size": m2.len(), "platform": {"architecture": "arm64", "os": "linux"}},
-        ]}))
-    .unwrap();
-    let r = http()
-        .put(format!("{}/v2/alice.test/app/manifests/multi", s.url))
-        .bearer_auth(&tok)
-        .header("content-type", "application/vnd.oci.image.index.v1+json")
-        .body(index.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    // An index of two platform images, pushed with `skopeo copy --all`.
+    let layout = tempfile::tempdir().unwrap();
+    let index_digest = mkimage_layout(layout.path(), 1, 2_000, true);
+    skopeo_copy_ok(
+        &[
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            &format!("alice.test:{PW}"),
+        ],
+        &format!("oci:{}:latest", layout.path().display()),
+        &format!("docker://{}/alice.test/app:multi", s.host),
+    )
+    .await;
+    push_runnable_image(&s, &tok, "alice.test/app", "plain", "plain").await;
+    // containerd pulls through a proxy that keeps the access log.
+    let proxy = Proxy::start(s.url.clone()).await;
     let (work, vdir) = verifier_dir();
     let policy = work.path().join("policy.yaml");
     std::fs::write(
         &policy,
         format!(
             "version: 1.0\npolicies:\n  - scope: \"{}/*/strict\"\n    trustedDIDs: [did:plc:aaaaaaaaaaaaaaaaaaaaaaaa]\n  - scope: \"**\"\n",
-            s.host
+            proxy.host
         ),
     )
     .unwrap();
-    let settings_path = settings(
-        work.path(),
-        &s,
-        &format!("otherImages: deny\npolicy: {}\n", policy.display()),
-    );
+    let settings_extra = format!("otherImages: deny\npolicy: {}\n", policy.display());
+    let settings_path = settings(work.path(), &s, &proxy.host, &settings_extra);
     let state = work.path().join("k");
     let c = Containerd::up(&state, &vdir, &settings_path);
-    let img = |t: &str| format!("{}/alice.test/app:{t}", s.host);
+    let img = |t: &str| format!("{}/alice.test/app:{t}", proxy.host);
 
     // Signed: pulled (cold, then again with the verdict cache warm).
     let t = Instant::now();
@@ -192,7 +264,7 @@ async fn containerd_pulls_only_verified_images() {
     assert!(c.pull(&img("v1")).status.success());
     let warm = t.elapsed();
     // By digest.
-    let out = c.pull(&format!("{}/alice.test/app@{good}", s.host));
+    let out = c.pull(&format!("{}/alice.test/app@{good}", proxy.host));
     assert!(
         out.status.success(),
         "{}",
@@ -200,7 +272,7 @@ async fn containerd_pulls_only_verified_images() {
     );
     // Unsigned and revoked: blocked with the verifier's reason, and nothing
     // of theirs fetched.
-    let strict = format!("{}/alice.test/strict:v1", s.host);
+    let strict = format!("{}/alice.test/strict:v1", proxy.host);
     for (image, digest, reason) in [
         (img("unsigned"), &d_unsigned, "no_signatures"),
         (img("revoked"), &d_revoked, "revoked"),
@@ -208,6 +280,7 @@ async fn containerd_pulls_only_verified_images() {
         (strict, &d_strict, "untrusted_signer"),
     ] {
         let tag = image.as_str();
+        let from = proxy.len();
         let out = c.pull(&image);
         let e = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "{tag} was pulled");
@@ -220,6 +293,15 @@ async fn containerd_pulls_only_verified_images() {
             !content.contains(digest.as_str()),
             "{tag}: its manifest was fetched"
         );
+        // The registry's access log: containerd only resolved the tag.
+        let asked = proxy.containerd_requests(from);
+        assert!(!asked.is_empty(), "{tag}: containerd went elsewhere");
+        assert!(
+            asked
+                .iter()
+                .all(|(m, p)| m == "HEAD" && p.contains("/manifests/")),
+            "{tag}: containerd fetched {asked:?}"
+        );
     }
     // An image of another registry: the configured default (deny).
     let out = c.pull("127.0.0.1:1/other/app:v1");
@@ -228,7 +310,6 @@ async fn containerd_pulls_only_verified_images() {
             || !out.status.success()
     );
     // The index: verified once, as a whole (with the index digest).
-    let index_digest = sha256(&index);
     let before = c.log().matches(&index_digest).count();
     let out = c.ctr(&[
         "images",
@@ -252,13 +333,32 @@ async fn containerd_pulls_only_verified_images() {
         calls, 1,
         "the index was verified {calls} times ({before} mentions before)"
     );
+    assert!(c.log().matches(&index_digest).count() > before);
+    // A registry slower than the verifier's deadline: blocked in time (the
+    // settings file is read on every pull).
+    std::fs::write(
+        &settings_path,
+        std::fs::read_to_string(&settings_path).unwrap() + "deadlineMs: 1500\n",
+    )
+    .unwrap();
+    proxy.slow.store(true, std::sync::atomic::Ordering::Relaxed);
+    let t = Instant::now();
+    let out = c.pull(&img("plain"));
+    let took = t.elapsed();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "pulled past a slow registry");
+    assert!(e.contains("could not verify within"), "{e}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    proxy
+        .slow
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     // The same pulls without the verifier (bin_dir is re-read on each pull).
     std::fs::remove_file(vdir.join("50-atcr")).unwrap();
     let t = Instant::now();
-    assert!(c.pull(&img("arm")).status.success());
+    assert!(c.pull(&img("plain")).status.success());
     let cold_plain = t.elapsed();
     let t = Instant::now();
-    assert!(c.pull(&img("arm")).status.success());
+    assert!(c.pull(&img("plain")).status.success());
     let warm_plain = t.elapsed();
     eprintln!(
         "containerd pull: with the verifier cold {cold:?} warm {warm:?}; without it cold {cold_plain:?} warm {warm_plain:?}"

@@ -5,63 +5,10 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// The accounts' main password; clients log in with app passwords.
 const MAIN_PW: &str = "main password, never given to clients";
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn mkimage(dir: &Path, layers: u32, bytes: u32) -> String {
-    ok(Command::new("python3")
-        .arg(repo_root().join("crates/atcr/tests/support/mkimage.py"))
-        .arg(dir)
-        .arg(layers.to_string())
-        .arg(bytes.to_string()))
-    .trim()
-    .to_owned()
-}
-
-fn skopeo() -> Command {
-    tools_dir();
-    let mut c = Command::new("skopeo");
-    // No user registries.conf / auth file from the machine.
-    c.env("REGISTRY_AUTH_FILE", "/nonexistent/auth.json");
-    c
-}
-
-/// `skopeo copy FLAGS SRC DEST`, off the async runtime.
-async fn skopeo_copy(flags: &[&str], src: &str, dest: &str) -> Output {
-    let mut args: Vec<String> = vec!["copy".into()];
-    args.extend(flags.iter().map(|f| f.to_string()));
-    args.extend([src.to_owned(), dest.to_owned()]);
-    tokio::task::spawn_blocking(move || run(skopeo().args(&args)))
-        .await
-        .unwrap()
-}
-
-/// [`skopeo_copy`] that must succeed.
-async fn skopeo_copy_ok(flags: &[&str], src: &str, dest: &str) {
-    let out = skopeo_copy(flags, src, dest).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Every file under `dir`, relative path → bytes.
 fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
@@ -79,7 +26,7 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 async fn skopeo_roundtrip(s: &Server, app: &str) {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
-    let digest = mkimage(&src, 3, 200_000);
+    let digest = mkimage_layout(&src, 3, 200_000, false);
     let dest = format!("docker://{}/alice.test/app:v1", s.host);
     let creds = format!("alice.test:{app}");
     let src_ref = format!("oci:{}:latest", src.display());
@@ -232,7 +179,7 @@ async fn podman_pushes_and_pulls() {
     let app = with_accounts(&s).await;
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
-    mkimage(&src, 2, 100_000);
+    mkimage_layout(&src, 2, 100_000, false);
     ok(skopeo().args([
         "copy",
         "--dest-tls-verify=false",
@@ -330,7 +277,7 @@ async fn skopeo_pushed_images_verify_for_k256_and_p256_and_after_key_rotation() 
     let pds = s.services.pds.as_ref().unwrap();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
-    let digest = mkimage(&src, 2, 50_000);
+    let digest = mkimage_layout(&src, 2, 50_000, false);
     for (handle, alg) in [
         ("kay.test", atcr_crypto::Algorithm::K256),
         ("pea.test", atcr_crypto::Algorithm::P256),
@@ -385,7 +332,7 @@ async fn readme_quick_start_ends_with_a_verified_image_by_handle() {
     let mut server = spawn(&data, port);
     wait_ready(&format!("http://{host}")).await;
     let src = work.path().join("src");
-    mkimage(&src, 1, 10_000);
+    mkimage_layout(&src, 1, 10_000, false);
     skopeo_copy_ok(
         &[
             "--dest-tls-verify=false",

@@ -650,3 +650,65 @@ pub fn manifest_record_uri(did: &str, repo: &str, digest: &str) -> String {
         atcr_oci::records::manifest_rkey(repo, &atcr_oci::Digest::parse(digest).unwrap())
     )
 }
+
+// ---- real clients: image layouts and skopeo ----
+
+/// Runs `cmd`; its output (panics only if it cannot start).
+pub fn run(cmd: &mut Command) -> std::process::Output {
+    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+/// Runs `cmd`, which must succeed; its stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An OCI image layout in `dir` (`support/mkimage.py`): one image of
+/// `layers` random gzip layers, or with `index` an index of two platform
+/// images; the digest `latest` names.
+pub fn mkimage_layout(dir: &std::path::Path, layers: u32, bytes: u32, index: bool) -> String {
+    let mut c = Command::new("python3");
+    c.arg(repo_root().join("crates/atcr/tests/support/mkimage.py"))
+        .arg(dir)
+        .arg(layers.to_string())
+        .arg(bytes.to_string());
+    if index {
+        c.arg("--index");
+    }
+    ok(&mut c).trim().to_owned()
+}
+
+/// skopeo, without the machine's registries.conf or auth file.
+pub fn skopeo() -> Command {
+    tools_dir();
+    let mut c = Command::new("skopeo");
+    c.env("REGISTRY_AUTH_FILE", "/nonexistent/auth.json");
+    c
+}
+
+/// `skopeo copy FLAGS SRC DEST`, off the async runtime.
+pub async fn skopeo_copy(flags: &[&str], src: &str, dest: &str) -> std::process::Output {
+    let mut args: Vec<String> = vec!["copy".into()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.extend([src.to_owned(), dest.to_owned()]);
+    tokio::task::spawn_blocking(move || run(skopeo().args(&args)))
+        .await
+        .unwrap()
+}
+
+/// [`skopeo_copy`] that must succeed.
+pub async fn skopeo_copy_ok(flags: &[&str], src: &str, dest: &str) {
+    let out = skopeo_copy(flags, src, dest).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
