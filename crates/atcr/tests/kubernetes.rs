@@ -463,14 +463,7 @@ async fn admission_on_a_real_api_server() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let metrics = client
-        .get(format!("https://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&client, &format!("https://127.0.0.1:{port}/metrics")).await;
     assert!(
         metrics.contains(
             "atcr_verify_decisions_total{endpoint=\"validate\",reason=\"revoked\",result=\"deny\"}"

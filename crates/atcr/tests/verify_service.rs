@@ -184,14 +184,7 @@ async fn one_verification_per_image_and_policy_reload() {
     )
     .await;
     assert_eq!(v["response"]["allowed"], true, "{v}");
-    let metrics = http()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http(), &format!("{url}/metrics")).await;
     assert!(
         metrics.contains("atcr_verify_cache_lookups{outcome=\"miss\"} 1\n"),
         "{metrics}"
@@ -313,14 +306,7 @@ async fn one_verification_per_image_and_policy_reload() {
         v["response"]["warnings"][0].is_string(),
         "the previous (audit) policy is still in force: {v}"
     );
-    let metrics = http()
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&http(), &format!("{url}/metrics")).await;
     assert!(metrics.contains("atcr_verify_policy_ok 0\n"), "{metrics}");
 }
 

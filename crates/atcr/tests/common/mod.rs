@@ -712,3 +712,8 @@ pub async fn skopeo_copy_ok(flags: &[&str], src: &str, dest: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// GETs `url` with `client`; the body as text.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
