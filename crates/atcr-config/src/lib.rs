@@ -59,6 +59,19 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Data directory (SQLite databases, blobs).
     pub data_dir: PathBuf,
+    /// Most open client connections; more are answered 503.
+    pub max_connections: u64,
+    /// Seconds a client has to send a request's headers (also how long an
+    /// idle kept-alive connection waits for the next request).
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may pause before the request fails.
+    pub body_read_timeout_secs: u64,
+    /// Seconds a connection may sit with no traffic and no request being
+    /// handled (e.g. a client not reading its response) before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Bytes of an unread request body (answered early, e.g. 401) read and
+    /// discarded so the client sees the answer.
+    pub drain_limit_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +80,11 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:5000".into(),
             public_url: None,
             data_dir: PathBuf::from("atcr-data"),
+            max_connections: 4096,
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            idle_timeout_secs: 90,
+            drain_limit_bytes: 64 << 20,
         }
     }
 }
@@ -301,6 +319,13 @@ impl Config {
                 "SERVER_LISTEN" => self.server.listen = value.clone(),
                 "SERVER_PUBLIC_URL" => self.server.public_url = Some(value.clone()),
                 "SERVER_DATA_DIR" => self.server.data_dir = PathBuf::from(value),
+                "SERVER_MAX_CONNECTIONS" => self.server.max_connections = num(value)?,
+                "SERVER_HEADER_READ_TIMEOUT_SECS" => {
+                    self.server.header_read_timeout_secs = num(value)?
+                }
+                "SERVER_BODY_READ_TIMEOUT_SECS" => self.server.body_read_timeout_secs = num(value)?,
+                "SERVER_IDLE_TIMEOUT_SECS" => self.server.idle_timeout_secs = num(value)?,
+                "SERVER_DRAIN_LIMIT_BYTES" => self.server.drain_limit_bytes = num(value)?,
                 "PDS_ENABLED" => self.pds.enabled = parse_bool(value)?,
                 "PDS_ADMIN_PASSWORD" => self.pds.admin_password = Some(value.clone()),
                 "PDS_HANDLE_DOMAINS" => self.pds.handle_domains = list(value),
@@ -358,6 +383,22 @@ impl Config {
                 )
             })?;
         self.public_url()?;
+        for (key, v) in [
+            ("server.max_connections", self.server.max_connections),
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+            ),
+            ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
         if !matches!(self.pds.key_alg.as_str(), "k256" | "p256") {
             return Err(invalid(
                 "pds.key_alg",

@@ -259,14 +259,15 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     services.recover().await?;
-    // Small responses written in two parts (headers, then a streamed body)
-    // would otherwise wait out the peer's 40 ms delayed ACK under Nagle.
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, services.router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ServerError::Service(format!("server: {e}")))
+    let sc = &services.config.server;
+    let limits = atcr_serve::Limits {
+        max_connections: usize::try_from(sc.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_secs(sc.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(sc.body_read_timeout_secs),
+        idle_timeout: Duration::from_secs(sc.idle_timeout_secs),
+        drain_limit: sc.drain_limit_bytes,
+        ..atcr_serve::Limits::default()
+    };
+    atcr_serve::serve(listener, services.router(), limits, None, shutdown).await;
+    Ok(())
 }

@@ -432,12 +432,11 @@ async fn serve(a: ServeArgs) -> Result<(), Failure> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    // Admission answers are small and quick: defaults fit.
+    let limits = atcr_serve::Limits::default();
     if a.plain_http {
         eprintln!("atcr-verify serve: listening on http://{addr} (plain HTTP)");
-        axum::serve(listener, service.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| (3, e.to_string()))?;
+        atcr_serve::serve(listener, service.router(), limits, None, shutdown).await;
         return Ok(());
     }
     let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) else {
@@ -446,8 +445,8 @@ async fn serve(a: ServeArgs) -> Result<(), Failure> {
             "--tls-cert and --tls-key are required (or --plain-http)".into(),
         ));
     };
-    let acceptor = atcr_verify_service::tls::Acceptor::new(
-        &atcr_verify_service::tls::TlsSettings {
+    let acceptor = atcr_serve::tls::Acceptor::new(
+        &atcr_serve::tls::TlsSettings {
             cert,
             key,
             client_ca: a.client_ca,
@@ -457,7 +456,7 @@ async fn serve(a: ServeArgs) -> Result<(), Failure> {
     )
     .map_err(|e| (2, e.to_string()))?;
     eprintln!("atcr-verify serve: listening on https://{addr}");
-    atcr_verify_service::tls::serve_tls(listener, acceptor, service.router(), shutdown).await;
+    atcr_serve::serve(listener, service.router(), limits, Some(acceptor), shutdown).await;
     Ok(())
 }
 

@@ -17,7 +17,6 @@
 
 pub mod admission;
 mod metrics;
-pub mod tls;
 
 use atcr_verify::policy::TrustPolicy;
 use atcr_verify::{Decision, ImageRef, Report, Verifier};

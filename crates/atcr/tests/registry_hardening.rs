@@ -106,3 +106,227 @@ async fn a_data_directory_serves_one_server() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// Sends `head` and then `body` in full before reading anything (as Go's
+/// HTTP client and the conformance suite do); the status line the server
+/// answered, or the I/O error that hid it.
+async fn write_all_then_read(addr: &str, head: String, body: &[u8]) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    c.write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("head: {e}"))?;
+    c.write_all(body).await.map_err(|e| format!("body: {e}"))?;
+    let mut buf = vec![0u8; 4096];
+    let mut got = 0;
+    let read = async {
+        loop {
+            let n = c
+                .read(&mut buf[got..])
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("closed before a status".to_owned());
+            }
+            got += n;
+            if got >= 12 {
+                let line = String::from_utf8_lossy(&buf[..got]).to_string();
+                return line[9..12]
+                    .parse::<u16>()
+                    .map_err(|e| format!("{line}: {e}"));
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .map_err(|_| "no answer in 10 s".to_owned())?
+}
+
+/// Issue 12, item 1: a client that writes its whole body before reading
+/// always sees the server's early 401/404/416, never a broken pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_replies_reach_clients_that_write_their_whole_body_first() {
+    let s = start(&[]).await;
+    let (_, tok, _) = owner_with_image(&s, "alice.test", PW, "pull,push", "early").await;
+    // A real upload session, for the out-of-order chunk.
+    let r = http()
+        .post(format!("{}/v2/alice.test/app/blobs/uploads/", s.url))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let session = r.headers()["location"].to_str().unwrap().to_owned();
+    let session = session.trim_start_matches(&s.url).to_owned();
+    let body = vec![7u8; 5 << 20];
+    let mut failures = vec![];
+    for i in 0..100 {
+        let (head, want) = match i % 4 {
+            // Unauthenticated PATCH of 5 MiB.
+            0 => (
+                format!(
+                    "PATCH {session} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                    s.host,
+                    body.len()
+                ),
+                401,
+            ),
+            // A chunk that does not start where the upload is.
+            1 => (
+                format!(
+                    "PATCH {session} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {tok}\r\nContent-Type: application/octet-stream\r\nContent-Range: 1000-{}\r\nContent-Length: {}\r\n\r\n",
+                    s.host,
+                    1000 + body.len() - 1,
+                    body.len()
+                ),
+                416,
+            ),
+            // A session that does not exist.
+            2 => (
+                format!(
+                    "PATCH /v2/alice.test/app/blobs/uploads/no-such-session HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {tok}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                    s.host,
+                    body.len()
+                ),
+                404,
+            ),
+            // An unauthenticated monolithic PUT, chunked encoding.
+            _ => (
+                format!(
+                    "PUT /v2/alice.test/app/blobs/uploads/x?digest=sha256:{} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+                    "0".repeat(64),
+                    s.host,
+                    body.len()
+                ),
+                401,
+            ),
+        };
+        match write_all_then_read(&s.host, head, &body).await {
+            Ok(st) if st == want => {}
+            other => failures.push(format!("request {i}: want {want}, got {other:?}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 100: {failures:#?}",
+        failures.len()
+    );
+}
+
+/// Reads until the server closes the connection (true) or `within` passes.
+async fn closed_within(c: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Issue 12, item 11: half-sent requests, stalled bodies and clients that do
+/// not read are closed on time, and connections beyond the cap are refused
+/// with a 503 instead of exhausting file descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_timed_out_and_connections_are_capped() {
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    let s = start(&[
+        ("ATCR_SERVER_MAX_CONNECTIONS", "400".into()),
+        ("ATCR_SERVER_HEADER_READ_TIMEOUT_SECS", "2".into()),
+        ("ATCR_SERVER_BODY_READ_TIMEOUT_SECS", "2".into()),
+        ("ATCR_SERVER_IDLE_TIMEOUT_SECS", "3".into()),
+    ])
+    .await;
+    let (_, tok, _) = owner_with_image(&s, "alice.test", PW, "pull,push", "slow").await;
+    let started = Instant::now();
+    // 1,000 connections that send half a request line and stop.
+    let mut half = vec![];
+    let mut refused = 0;
+    for _ in 0..1000 {
+        let mut c = tokio::net::TcpStream::connect(&s.host).await.unwrap();
+        c.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        half.push(c);
+    }
+    // Over the cap: a 503 that the client reads, then close.
+    let over = http().get(format!("{}/v2/", s.url)).send().await;
+    match over {
+        Ok(r) => assert_eq!(r.status(), 503),
+        Err(e) => panic!("over the cap: want a 503, got {e}"),
+    }
+    let mut open = 0;
+    for c in &mut half {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_secs(6), c.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && String::from_utf8_lossy(&buf[..n]).contains(" 503 ") => {
+                refused += 1
+            }
+            Ok(_) => {}
+            Err(_) => open += 1,
+        }
+    }
+    assert_eq!(
+        open, 0,
+        "half-sent requests still open after the header timeout"
+    );
+    assert!(refused >= 500, "{refused} of 1000 refused at a cap of 400");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    drop(half);
+    // The cap frees up: an ordinary request works again.
+    let r = http().get(format!("{}/v2/", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A body that stops half way: the request fails and the connection ends.
+    let mut c = tokio::net::TcpStream::connect(&s.host).await.unwrap();
+    let r = http()
+        .post(format!("{}/v2/alice.test/app/blobs/uploads/", s.url))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let loc = loc.trim_start_matches(&s.url).to_owned();
+    c.write_all(
+        format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n0123456789"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    assert!(closed_within(&mut c, Duration::from_secs(8)).await);
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+
+    // A client that asks for a large blob and never reads it is dropped
+    // once the socket buffers are full and nothing moves.
+    let big: Vec<u8> = (0..32u32 << 20)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    let digest = push_blob(&s, &tok, "alice.test/app", &big).await;
+    let mut c = tokio::net::TcpStream::connect(&s.host).await.unwrap();
+    c.write_all(
+        format!(
+            "GET /v2/alice.test/app/blobs/{digest} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(closed_within(&mut c, Duration::from_secs(5)).await);
+}

@@ -412,8 +412,8 @@ async fn certificates_reload_and_client_certificates_are_checked() {
     let policy = d.join("p.yaml");
     std::fs::write(&policy, "version: 1.0\n").unwrap();
     let (svc, _) = serve(&s, &policy, OtherImages::Allow).await;
-    let acceptor = atcr_verify_service::tls::Acceptor::new(
-        &atcr_verify_service::tls::TlsSettings {
+    let acceptor = atcr_serve::tls::Acceptor::new(
+        &atcr_serve::tls::TlsSettings {
             cert: crt.clone(),
             key: key.clone(),
             client_ca: Some(d.join("client-ca.crt")),
@@ -424,10 +424,11 @@ async fn certificates_reload_and_client_certificates_are_checked() {
     .unwrap();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/healthz", l.local_addr().unwrap());
-    tokio::spawn(atcr_verify_service::tls::serve_tls(
+    tokio::spawn(atcr_serve::serve(
         l,
-        acceptor,
         svc.router(),
+        atcr_serve::Limits::default(),
+        Some(acceptor),
         std::future::pending(),
     ));
     let me = (d.join("client.crt"), d.join("client.key"));

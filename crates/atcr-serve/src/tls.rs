@@ -2,8 +2,7 @@
 //! change, without dropping connections; client certificates are verified
 //! against a configured CA when asked (mTLS, e.g. Gatekeeper's).
 //!
-//! `axum::serve` speaks plain TCP only, so the accept loop is here: TLS
-//! handshake with `tokio-rustls`, then hyper serves the router on the stream.
+//! The handshake runs in [`crate::serve`]'s accept loop (`tokio-rustls`).
 
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -68,8 +67,9 @@ impl ResolvesServerCert for Reloading {
 }
 
 /// A TLS acceptor whose certificate follows its files.
+#[derive(Clone)]
 pub struct Acceptor {
-    acceptor: tokio_rustls::TlsAcceptor,
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
 }
 
 impl Acceptor {
@@ -138,52 +138,5 @@ impl Acceptor {
         Ok(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
         })
-    }
-}
-
-/// Serves `router` on `listener` over TLS until `shutdown` completes.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    acceptor: Acceptor,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::service::TowerToHyperService;
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            // A client that never finishes its handshake is dropped.
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let service = TowerToHyperService::new(router);
-            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = conn {
-                tracing::debug!(%peer, "connection: {e}");
-            }
-        });
     }
 }
