@@ -173,32 +173,56 @@ async fn authorize(
         }
     };
     if !claims.allows(raw_name, action) {
-        return Err(if claims.is_anonymous() {
-            error(
+        if claims.is_anonymous() {
+            return Err(error(
                 reg,
                 RegistryError::new(ErrorCode::Unauthorized, "authentication required"),
                 Some(&scope),
+            ));
+        }
+        // Would a new token carry the action? Then this is the Docker token
+        // flow's 401 with `error="insufficient_scope"` naming the scope
+        // (crane, docker and the conformance suite fetch a new token on 401
+        // only). Otherwise no token helps: 403; so is the same token sent
+        // again after that 401 (a client that refreshes only on 403).
+        let entitled = match action {
+            "push" | "delete" => {
+                reg.owner_did(&name)
+                    .await
+                    .map_err(|e| error(reg, e, None))?
+                    == claims.sub
+            }
+            _ => true,
+        };
+        let mut r = if entitled && !reg.tokens().refused_again(&claims, &scope) {
+            error(
+                reg,
+                RegistryError::new(
+                    ErrorCode::Unauthorized,
+                    format!(
+                        "the token does not allow {action} on {raw_name}: fetch one for {scope}"
+                    ),
+                ),
+                None,
             )
         } else {
-            // 403 with the challenge too (error="insufficient_scope"), so
-            // clients that reuse one token across scopes know to fetch another.
-            let mut r = error(
+            error(
                 reg,
                 RegistryError::new(
                     ErrorCode::Denied,
                     format!("requested access to the resource is denied ({action} on {raw_name})"),
                 ),
                 None,
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                hv(&format!(
-                    "{},error=\"insufficient_scope\"",
-                    challenge(reg, Some(&scope))
-                )),
-            );
-            r
-        });
+            )
+        };
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            hv(&format!(
+                "{},error=\"insufficient_scope\"",
+                challenge(reg, Some(&scope))
+            )),
+        );
+        return Err(r);
     }
     let did = reg
         .owner_did(&name)

@@ -91,7 +91,13 @@ pub struct TokenService {
     issuer: String,
     service: String,
     ttl: Duration,
+    /// Tokens already answered 401 for a scope, with their expiry.
+    refused: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), u64>>>,
 }
+
+/// Most remembered refusals; beyond it expired ones go, then all (a client
+/// then merely sees a 401 where it would have seen a 403).
+const MAX_REFUSALS: usize = 16_384;
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -112,7 +118,26 @@ impl TokenService {
             issuer,
             service,
             ttl,
+            refused: Default::default(),
         }
+    }
+
+    /// Records that the token `claims` lacked `scope`; true when it had
+    /// already been refused it. Docker's token flow answers insufficient
+    /// scope with 401 and clients fetch a new token; a client that sends the
+    /// same token again (oras-py refreshes only on 403) gets a 403 the next
+    /// time instead of a 401 loop.
+    pub fn refused_again(&self, claims: &TokenClaims, scope: &str) -> bool {
+        let now = unix_now();
+        let mut m = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_REFUSALS {
+            m.retain(|_, exp| *exp > now);
+            if m.len() >= MAX_REFUSALS {
+                m.clear();
+            }
+        }
+        m.insert((claims.jti.clone(), scope.to_owned()), claims.exp)
+            .is_some()
     }
 
     /// The service name (`service=` of the challenge, `aud` of tokens).
