@@ -186,6 +186,46 @@ impl UploadState {
     }
 }
 
+fn mismatch(expected: &Digest, actual: &Digest) -> BlobError {
+    BlobError::DigestMismatch {
+        expected: expected.to_string(),
+        actual: actual.to_string(),
+    }
+}
+
+/// Hashes a file with `alg`, streaming.
+async fn hash_file(path: PathBuf, alg: DigestAlgorithm) -> Result<Digest, BlobError> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
+        let mut f = std::fs::File::open(path)?;
+        let mut h = DigestHasher::new(alg);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(h.finish());
+            }
+            h.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(storage)?
+    .map_err(storage)
+}
+
+/// Hashes a stored object with `alg`, streaming.
+async fn hash_object(
+    s3: &AmazonS3,
+    key: &ObjectPath,
+    alg: DigestAlgorithm,
+) -> Result<Digest, BlobError> {
+    let mut stream = s3.get(key).await.map_err(storage)?.into_stream();
+    let mut h = DigestHasher::new(alg);
+    while let Some(chunk) = stream.next().await {
+        h.update(&chunk.map_err(storage)?);
+    }
+    Ok(h.finish())
+}
+
 /// The object key of a blob.
 pub fn blob_key(d: &Digest) -> ObjectPath {
     let hex = d.hex();
@@ -549,28 +589,32 @@ impl BlobStore {
     /// Completes a session: checks the content against `expected` and stores
     /// it at its content address. On a mismatch nothing is stored and the
     /// session is discarded.
+    ///
+    /// A session hashes with one algorithm (sha256 unless it was begun with
+    /// another); closing it with a digest of another algorithm re-reads the
+    /// stored bytes once with that one.
     pub async fn finish(&self, st: UploadState, expected: &Digest) -> Result<u64, BlobError> {
         let hasher = st.hasher()?;
-        if hasher.algorithm() != expected.algorithm() {
-            self.abort(st).await?;
-            return Err(BlobError::DigestMismatch {
-                expected: expected.to_string(),
-                actual: format!("a {} digest", hasher.algorithm().name()),
-            });
-        }
-        let actual = hasher.finish();
-        if &actual != expected {
-            self.abort(st).await?;
-            return Err(BlobError::DigestMismatch {
-                expected: expected.to_string(),
-                actual: actual.to_string(),
-            });
+        let rehash = hasher.algorithm() != expected.algorithm();
+        if !rehash {
+            let actual = hasher.finish();
+            if &actual != expected {
+                self.abort(st).await?;
+                return Err(mismatch(expected, &actual));
+            }
         }
         let size = st.offset;
         let final_key = blob_key(expected);
         match &*self.backend {
             Backend::Local { root } => {
                 let from = self.local_file(&st.id);
+                if rehash {
+                    let actual = hash_file(from.clone(), expected.algorithm()).await?;
+                    if &actual != expected {
+                        self.abort(st).await?;
+                        return Err(mismatch(expected, &actual));
+                    }
+                }
                 let to = root.join(final_key.as_ref());
                 tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                     let dir = to.parent().unwrap_or(Path::new("."));
@@ -596,6 +640,15 @@ impl BlobStore {
                 }
                 match &st.multipart {
                     None => {
+                        if rehash {
+                            let mut h = DigestHasher::new(expected.algorithm());
+                            h.update(&tail);
+                            let actual = h.finish();
+                            if &actual != expected {
+                                self.abort(st).await?;
+                                return Err(mismatch(expected, &actual));
+                            }
+                        }
                         // Small blob: a single PUT straight to its address.
                         s3.put(&final_key, Bytes::from(tail).into())
                             .await
@@ -625,6 +678,20 @@ impl BlobStore {
                         s3.complete_multipart(&key, &mp.upload_id, parts)
                             .await
                             .map_err(storage)?;
+                        if rehash {
+                            let actual = hash_object(s3, &key, expected.algorithm()).await;
+                            match actual {
+                                Ok(a) if &a == expected => {}
+                                other => {
+                                    let _ = s3.delete(&key).await;
+                                    let _ = tokio::fs::remove_file(&spool).await;
+                                    return Err(match other {
+                                        Ok(a) => mismatch(expected, &a),
+                                        Err(e) => e,
+                                    });
+                                }
+                            }
+                        }
                         // Content-addressed: overwriting an existing copy writes
                         // the same bytes, so a plain copy is safe.
                         s3.copy(&key, &final_key).await.map_err(storage)?;

@@ -209,3 +209,51 @@ async fn s3_presigned_redirect() {
     let got = http.get(tampered).send().await.unwrap();
     assert_eq!(got.status(), 403);
 }
+
+/// A sha256 session closed with a sha512 digest (issue 12, item 4): the
+/// stored bytes are hashed again with sha512; a wrong one stores nothing.
+async fn close_with_sha512(cfg: StoreConfig, size: usize) {
+    let store = BlobStore::open(&cfg).unwrap();
+    let data = random(size);
+    let mut h = atcr_oci::DigestHasher::new(DigestAlgorithm::Sha512);
+    h.update(&data);
+    let want = h.finish();
+    for (id, expected, ok) in [
+        (
+            "wrong",
+            Digest::parse(&format!("sha512:{}", "ab".repeat(64))).unwrap(),
+            false,
+        ),
+        ("right", want.clone(), true),
+    ] {
+        let mut st = store.begin(id, DigestAlgorithm::Sha256).await.unwrap();
+        store
+            .append(&mut st, body(vec![Bytes::copy_from_slice(&data)]))
+            .await
+            .unwrap();
+        let r = store.finish(st, &expected).await;
+        assert_eq!(r.is_ok(), ok, "{id}: {r:?}");
+        assert_eq!(
+            store.size(&expected).await.unwrap(),
+            ok.then_some(size as u64)
+        );
+    }
+}
+
+#[tokio::test]
+async fn sha512_closes_of_sha256_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    close_with_sha512(StoreConfig::Local(dir.path().to_owned()), 300_000).await;
+    let s3 = atcr_testkit::S3Server::start();
+    for size in [100_000, 11 * 1024 * 1024] {
+        let spool = tempfile::tempdir().unwrap();
+        close_with_sha512(
+            StoreConfig::S3 {
+                s3: s3_config(&s3, false),
+                spool: spool.path().to_owned(),
+            },
+            size,
+        )
+        .await;
+    }
+}

@@ -85,6 +85,10 @@ pub enum FetchError {
     /// Offline: the bundle has no answer for it.
     #[error("{0} is not in the bundle")]
     NotRecorded(String),
+    /// DNS says the host name does not exist (NXDOMAIN, or no address
+    /// records): a definitive answer, unlike [`Self::Unreachable`].
+    #[error("{0}: no such host")]
+    NoSuchHost(String),
 }
 
 /// Where answers come from.
@@ -120,6 +124,8 @@ impl Default for OnlineConfig {
 pub struct Online {
     http: reqwest::Client,
     dns: Option<TokioResolver>,
+    /// Hosts with a static address (never looked up in DNS).
+    overridden: Vec<String>,
 }
 
 impl Online {
@@ -133,6 +139,7 @@ impl Online {
         Ok(Self {
             http,
             dns: build_dns(cfg),
+            overridden: cfg.host_overrides.iter().map(|(h, _)| h.clone()).collect(),
         })
     }
 
@@ -142,6 +149,26 @@ impl Online {
         Self {
             http,
             dns: build_dns(&OnlineConfig::default()),
+            overridden: vec![],
+        }
+    }
+
+    /// After a failed connection: whether DNS says the host does not exist.
+    async fn no_such_host(&self, url: &str) -> Option<String> {
+        let dns = self.dns.as_ref()?;
+        let u = url::Url::parse(url).ok()?;
+        let Some(url::Host::Domain(host)) = u.host() else {
+            return None;
+        };
+        if self.overridden.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return None;
+        }
+        match dns
+            .lookup_ip(format!("{}.", host.trim_end_matches('.')))
+            .await
+        {
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Some(host.to_owned()),
+            _ => None,
         }
     }
 }
@@ -195,7 +222,16 @@ impl Fetch for Online {
             for (k, v) in &req.headers {
                 r = r.header(*k, v);
             }
-            let mut resp = r.send().await.map_err(unreachable)?;
+            let mut resp = match r.send().await {
+                Ok(r) => r,
+                Err(e) if e.is_connect() => {
+                    return Err(match self.no_such_host(req.url).await {
+                        Some(h) => FetchError::NoSuchHost(h),
+                        None => unreachable(e),
+                    });
+                }
+                Err(e) => return Err(unreachable(e)),
+            };
             let too_large = || FetchError::TooLarge {
                 url: req.url.to_owned(),
                 max: req.max_bytes,

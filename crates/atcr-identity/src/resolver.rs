@@ -159,12 +159,26 @@ impl IdentityResolver {
 
     /// GETs `url`, returning the status and at most `max_response_bytes` of body.
     async fn fetch(&self, url: &Url, subject: &str) -> Result<(u16, Vec<u8>), IdentityError> {
+        self.fetch_or_no_host(url, subject)
+            .await?
+            .ok_or_else(|| unavailable(subject, format!("{url}: no such host")))
+    }
+
+    /// Like [`Self::fetch`], with `None` when DNS says the host does not
+    /// exist: definitive for a handle's own host (the handle does not
+    /// exist), not for a directory's.
+    async fn fetch_or_no_host(
+        &self,
+        url: &Url,
+        subject: &str,
+    ) -> Result<Option<(u16, Vec<u8>)>, IdentityError> {
         match self
             .fetch
             .get(Request::new(url.as_str(), self.config.max_response_bytes))
             .await
         {
-            Ok(r) => Ok((r.status, r.body)),
+            Ok(r) => Ok(Some((r.status, r.body))),
+            Err(FetchError::NoSuchHost(_)) => Ok(None),
             Err(e @ FetchError::TooLarge { .. }) => Err(IdentityError::Invalid {
                 subject: subject.to_owned(),
                 reason: e.to_string(),
@@ -388,7 +402,9 @@ impl IdentityResolver {
             subject: handle.into(),
             reason: e.to_string(),
         })?;
-        let (status, body) = self.fetch(&url, handle).await?;
+        let Some((status, body)) = self.fetch_or_no_host(&url, handle).await? else {
+            return Ok(None);
+        };
         match status {
             200 => {
                 let text = String::from_utf8_lossy(&body);

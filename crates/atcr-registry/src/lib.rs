@@ -151,6 +151,9 @@ type Reply = tokio::sync::oneshot::Sender<Result<()>>;
 /// commit takes at most 200).
 const MAX_BATCH: usize = 64;
 
+/// Most `?tag=` values on one manifest PUT (all go in one commit).
+pub const MAX_TAGS_PER_PUSH: usize = 32;
+
 /// Per-owner group commit: the queue and the lock its leader holds.
 #[derive(Default)]
 struct OwnerQueue {
@@ -805,14 +808,25 @@ impl Registry {
     /// the owner's commit lock takes every push queued so far and writes them
     /// as one PDS commit (one signature, one fsync per store), so throughput
     /// grows with concurrency instead of serializing on the commit.
+    ///
+    /// `tags` are more tags for a push by digest (`?tag=`, distribution-spec
+    /// main): they are queued together, so they land in the same commit.
     pub async fn manifest_put(
         &self,
         name: &RepoName,
         did: &str,
         reference: &Reference,
+        tags: &[String],
         content_type: Option<&str>,
         bytes: Vec<u8>,
     ) -> Result<PushedManifest> {
+        if tags.len() > MAX_TAGS_PER_PUSH {
+            return Err(err(
+                ErrorCode::ManifestInvalid,
+                format!("at most {MAX_TAGS_PER_PUSH} tags per push"),
+            )
+            .with_status(400));
+        }
         let repo = name.repo();
         let parsed: ParsedManifest = parse_manifest(&bytes, content_type)?;
         let alg = match reference {
@@ -863,25 +877,38 @@ impl Registry {
             }
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
-        let job = PushJob {
-            repo: repo.to_owned(),
-            display: name.to_string(),
-            digest: digest.to_string(),
-            tag: match reference {
-                Reference::Tag(t) => Some(t.clone()),
-                Reference::Digest(_) => None,
-            },
-            parsed,
-            bytes,
+        let mut job_tags: Vec<Option<String>> = match reference {
+            Reference::Tag(t) => vec![Some(t.clone())],
+            Reference::Digest(_) if tags.is_empty() => vec![None],
+            Reference::Digest(_) => vec![],
         };
-        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        for t in tags {
+            if !job_tags.iter().any(|x| x.as_deref() == Some(t.as_str())) {
+                job_tags.push(Some(t.clone()));
+            }
+        }
         let queue = self.owner_queue(did);
-        queue
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((job, tx));
-        loop {
+        let mut waiting = vec![];
+        {
+            let mut jobs = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            for tag in job_tags {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                jobs.push((
+                    PushJob {
+                        repo: repo.to_owned(),
+                        display: name.to_string(),
+                        digest: digest.to_string(),
+                        tag,
+                        parsed: parsed.clone(),
+                        bytes: bytes.clone(),
+                    },
+                    tx,
+                ));
+                waiting.push(rx);
+            }
+        }
+        let mut outcome = Ok(());
+        while !waiting.is_empty() {
             {
                 let _leader = queue.commit.lock().await;
                 let batch: Vec<_> = {
@@ -893,16 +920,25 @@ impl Registry {
                     self.commit_batch(did, batch).await;
                 }
             }
-            // Results are sent while the lock is held: ours is either here
+            // Results are sent while the lock is held: ours are either here
             // or still queued behind a full batch (then lead again).
-            match rx.try_recv() {
-                Ok(r) => return r.map(|()| PushedManifest { digest, subject }),
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    return Err(err(ErrorCode::Unknown, "manifest push was dropped"));
+            let mut still = vec![];
+            for mut rx in waiting {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        if outcome.is_ok() {
+                            outcome = r;
+                        }
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => still.push(rx),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        outcome = Err(err(ErrorCode::Unknown, "manifest push was dropped"));
+                    }
                 }
             }
+            waiting = still;
         }
+        outcome.map(|()| PushedManifest { digest, subject })
     }
 
     fn owner_queue(&self, did: &str) -> Arc<OwnerQueue> {

@@ -266,7 +266,9 @@ async fn v2(
         (Target::Manifest(n, r), m) if m == Method::GET || m == Method::HEAD => {
             manifest_get(&reg, &headers, &n, &r, m == Method::HEAD).await
         }
-        (Target::Manifest(n, r), &Method::PUT) => manifest_put(&reg, &headers, &n, &r, body).await,
+        (Target::Manifest(n, r), &Method::PUT) => {
+            manifest_put(&reg, &headers, &n, &r, &params, body).await
+        }
         (Target::Manifest(n, r), &Method::DELETE) => manifest_delete(&reg, &headers, &n, &r).await,
         (Target::Blob(n, d), m) if m == Method::GET || m == Method::HEAD => {
             blob_get(&reg, &headers, &n, &d, m == Method::HEAD).await
@@ -401,7 +403,14 @@ async fn manifest_get(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, 
     Ok(resp.body(Body::from(m.bytes)).unwrap_or_default())
 }
 
-async fn manifest_put(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, body: Body) -> Res {
+async fn manifest_put(
+    reg: &Registry,
+    headers: &HeaderMap,
+    name: &str,
+    r: &str,
+    params: &[(String, String)],
+    body: Body,
+) -> Res {
     // The owner pushes; anyone else may only attach a co-signature, with the
     // `sign` scope.
     let (ctx, cosigner) = match authorize(reg, headers, name, "push").await {
@@ -412,6 +421,34 @@ async fn manifest_put(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, 
         },
     };
     let reference = reference(reg, r)?;
+    // `?tag=` (spec main): more tags for this manifest, each answered with
+    // an `OCI-Tag` header; a client seeing none falls back to tag pushes.
+    let mut tags = vec![];
+    for (k, v) in params {
+        if k == "tag" {
+            match Reference::parse(v) {
+                Ok(Reference::Tag(t)) => tags.push(t),
+                _ => {
+                    return Err(error(
+                        reg,
+                        RegistryError::new(
+                            ErrorCode::ManifestInvalid,
+                            format!("invalid tag {v:?}"),
+                        )
+                        .with_status(400),
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    if cosigner.is_some() && !tags.is_empty() {
+        return Err(error(
+            reg,
+            RegistryError::new(ErrorCode::Denied, "only the owner may tag"),
+            None,
+        ));
+    }
     let bytes = axum::body::to_bytes(body, MAX_MANIFEST_BYTES + 1)
         .await
         .map_err(|_| {
@@ -435,6 +472,7 @@ async fn manifest_put(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, 
                 &ctx.name,
                 &ctx.did,
                 &reference,
+                &tags,
                 ct.as_deref(),
                 bytes.to_vec(),
             )
@@ -461,6 +499,9 @@ async fn manifest_put(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, 
         .header(header::CONTENT_LENGTH, 0);
     if let Some(s) = &pushed.subject {
         resp = resp.header("OCI-Subject", hv(s));
+    }
+    for t in &tags {
+        resp = resp.header("OCI-Tag", hv(t));
     }
     Ok(resp.body(Body::empty()).unwrap_or_default())
 }

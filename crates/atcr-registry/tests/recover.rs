@@ -186,7 +186,14 @@ async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed()
     );
     // The registry serves exactly what the PDS holds: nothing.
     let pushed = reg
-        .manifest_put(&name, &did, &tag("v2"), Some(INDEX_TYPE), INDEX.to_vec())
+        .manifest_put(
+            &name,
+            &did,
+            &tag("v2"),
+            &[],
+            Some(INDEX_TYPE),
+            INDEX.to_vec(),
+        )
         .await
         .unwrap();
     assert_eq!(pushed.digest.to_string(), digest(INDEX));
@@ -242,6 +249,7 @@ async fn retried_pushes_converge_and_delete_removes_every_record_of_the_digest()
         &name,
         &did,
         &Reference::Tag("v1".into()),
+        &[],
         Some(INDEX_TYPE),
         INDEX.to_vec(),
     )

@@ -89,7 +89,7 @@ fn the_containerd_verifier_refuses_bad_input_with_a_reason() {
         ),
         // A checked registry that cannot be reached: denied (fail closed).
         (
-            args("127.0.0.1:1/a.test/x:v1", ok_mt),
+            args("127.0.0.1:1/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/x:v1", ok_mt),
             vec![("ATCR_CONTAINERD_VERIFIER_CONFIG", s)],
             desc.clone().into(),
             1,
@@ -151,7 +151,10 @@ fn the_ratify_plugin_answers_bad_input_with_ratify_error_codes() {
         br#"{"config":{"name":"atcr"},"storeConfig":{},"referenceDesc":{"digest":"sha256:00"}}"#;
     let verify = [
         ("RATIFY_VERIFIER_COMMAND", "VERIFY"),
-        ("RATIFY_VERIFIER_SUBJECT", "127.0.0.1:1/a.test/x:v1"),
+        (
+            "RATIFY_VERIFIER_SUBJECT",
+            "127.0.0.1:1/did:plc:aaaaaaaaaaaaaaaaaaaaaaaa/x:v1",
+        ),
     ];
     let cases: Vec<(Env, &[u8], i64)> = vec![
         (vec![], input, 4),

@@ -352,7 +352,7 @@ fn challenge_params(h: &str) -> std::collections::HashMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insufficient_scope_is_a_401_challenge_the_owner_can_answer() {
     let s = start(&[]).await;
-    let (_, tok, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "crane").await;
+    let (_, _, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "crane").await;
     for reference in ["v1", d.as_str()] {
         let tok = token(
             &s,
@@ -428,4 +428,173 @@ async fn insufficient_scope_is_a_401_challenge_the_owner_can_answer() {
         .await
         .unwrap();
     expect_error(r, 403, "DENIED").await;
+}
+
+/// `sha512:<hex>` of bytes.
+fn sha512(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha512::digest(b);
+    format!(
+        "sha512:{}",
+        h.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+/// Issue 12, items 3, 4, 6 and 8: invalid and unknown references, sha512
+/// closes of sha256 sessions, several tags in one PUT, unknown owners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_corners_of_references_digests_tags_and_owners() {
+    let s = start(&[]).await;
+    let (_, tok, d) = owner_with_image(&s, "alice.test", PW, "pull,push,delete", "corners").await;
+    let base = format!("{}/v2/alice.test/app", s.url);
+    // 3: an invalid tag is a 400 MANIFEST_INVALID; a missing one a 404.
+    let r = http()
+        .get(format!("{base}/manifests/.INVALID_MANIFEST_NAME"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "MANIFEST_INVALID").await;
+    let r = http()
+        .head(format!("{base}/manifests/.INVALID_MANIFEST_NAME"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http()
+        .get(format!("{base}/manifests/no-such-tag"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "MANIFEST_UNKNOWN").await;
+
+    // 4: a session begun without ?digest-algorithm closed with sha512,
+    // chunked and in one POST; a wrong sha512 is refused.
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let want = sha512(&data);
+    let r = http()
+        .post(format!("{base}/blobs/uploads/"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let loc = if loc.starts_with('/') {
+        format!("{}{loc}", s.url)
+    } else {
+        loc
+    };
+    let r = http()
+        .patch(&loc)
+        .bearer_auth(&tok)
+        .header("content-type", "application/octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let loc = if loc.starts_with('/') {
+        format!("{}{loc}", s.url)
+    } else {
+        loc
+    };
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let r = http()
+        .put(format!("{loc}{sep}digest={want}"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let r = http()
+        .get(format!("{base}/blobs/{want}"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), data.as_slice());
+    let other: Vec<u8> = data.iter().rev().copied().collect();
+    let r = http()
+        .post(format!("{base}/blobs/uploads/?digest={}", sha512(&other)))
+        .bearer_auth(&tok)
+        .header("content-type", "application/octet-stream")
+        .body(other.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http()
+        .post(format!(
+            "{base}/blobs/uploads/?digest={}",
+            sha512(b"not this")
+        ))
+        .bearer_auth(&tok)
+        .header("content-type", "application/octet-stream")
+        .body(other)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "DIGEST_INVALID").await;
+
+    // 6: one PUT by digest with several tags; each is answered in OCI-Tag.
+    let m = get_manifest(&s, &tok, "alice.test/app", &d).await;
+    let r = http()
+        .put(format!("{base}/manifests/{d}?tag=one&tag=two&tag=three"))
+        .bearer_auth(&tok)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let got: Vec<_> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, ["one", "two", "three"]);
+    for t in ["one", "two", "three"] {
+        let r = http()
+            .head(format!("{base}/manifests/{t}"))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+    }
+    let r = http()
+        .put(format!("{base}/manifests/{d}?tag=ok&tag=-bad"))
+        .bearer_auth(&tok)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m)
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "MANIFEST_INVALID").await;
+    let r = http()
+        .head(format!("{base}/manifests/ok"))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing of a refused push is tagged");
+
+    // 8: an owner that does not exist is NAME_UNKNOWN, not a 503.
+    let anon = token(&s, None, &["repository:nobody.test/app:pull"]).await;
+    for path in ["manifests/v1", "tags/list", &format!("blobs/{d}")] {
+        let r = http()
+            .get(format!("{}/v2/nobody.test/app/{path}", s.url))
+            .bearer_auth(&anon)
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, 404, "NAME_UNKNOWN").await;
+    }
 }
