@@ -46,6 +46,10 @@ path = client.download_blob(f"{host}/{repo}", layer["digest"], os.path.join(work
 import json
 doc = json.load(open(path))
 assert doc["$type"] == "io.atcr.atproto.signature" and doc["subject"]["digest"] == subject, doc
+# `oras pull IMAGE@<artifact>` writes the titled layer as a file.
+files = client.pull(target=f"{host}/{repo}@{refs[0]['digest']}", outdir=os.path.join(work, "sigpull"))
+assert [os.path.basename(f) for f in files] == ["atproto-signature.json"], files
+assert json.load(open(files[0])) == doc
 assert client.delete_tag(f"{host}/{repo}", "mono")
 tags = client.get_tags(f"{host}/{repo}")
 # oras deletes by digest: the manifest and every tag on it are gone.
