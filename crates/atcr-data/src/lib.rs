@@ -61,8 +61,16 @@ pub enum DataError {
 }
 
 fn cid_with_codec(codec: u64, bytes: &[u8]) -> Cid {
-    let digest = Sha256::digest(bytes);
-    let mh = cid::multihash::Multihash::<64>::wrap(SHA2_256, &digest)
+    cid_from_sha256(codec, &Sha256::digest(bytes).into())
+}
+
+/// The CIDv1 (raw, sha2-256) of a blob hashed elsewhere (e.g. streamed).
+pub fn raw_cid_from_sha256(digest: &[u8; 32]) -> Cid {
+    cid_from_sha256(RAW, digest)
+}
+
+fn cid_from_sha256(codec: u64, digest: &[u8; 32]) -> Cid {
+    let mh = cid::multihash::Multihash::<64>::wrap(SHA2_256, digest)
         .expect("a 32-byte digest always fits a 64-byte multihash");
     Cid::new_v1(codec, mh)
 }

@@ -110,6 +110,10 @@ impl From<atcr_sqlite::rusqlite::Error> for PdsError {
 /// Shorthand for PDS results.
 pub type PdsResult<T> = Result<T, PdsError>;
 
+/// Most request bodies of callers without a token read at once (each is at
+/// most `max_json_bytes`).
+const MAX_UNAUTHENTICATED_BODIES: usize = 32;
+
 /// The PDS service.
 #[derive(Clone)]
 pub struct Pds {
@@ -119,6 +123,10 @@ pub struct Pds {
 struct Inner {
     cfg: PdsConfig,
     db: Db,
+    /// Where blob uploads are spooled (beside the database).
+    spool: std::path::PathBuf,
+    /// Request bodies of unauthenticated callers being read at once.
+    unauthenticated_bodies: tokio::sync::Semaphore,
     plc: Arc<dyn PlcDirectory>,
     clock: TidClock,
 }
@@ -131,14 +139,29 @@ impl Pds {
         plc: Arc<dyn PlcDirectory>,
     ) -> PdsResult<Self> {
         let db = store::open(path)?;
+        let spool = path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("pds-spool");
+        // Leftovers of uploads interrupted by a crash are garbage.
+        let _ = std::fs::remove_dir_all(&spool);
+        std::fs::create_dir_all(&spool)
+            .map_err(|e| DbError::Task(format!("{}: {e}", spool.display())))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
                 db,
+                spool,
+                unauthenticated_bodies: tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED_BODIES),
                 plc,
                 clock: TidClock::new(),
             }),
         })
+    }
+
+    /// The bound on unauthenticated request bodies read at once.
+    pub fn unauthenticated_bodies(&self) -> &tokio::sync::Semaphore {
+        &self.inner.unauthenticated_bodies
     }
 
     /// The configuration.

@@ -132,11 +132,41 @@ async fn xrpc(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let limit = if nsid == "com.atproto.repo.uploadBlob" {
-        pds.config().max_blob_bytes
+    if nsid == "com.atproto.repo.uploadBlob" && method == Method::POST {
+        return upload_blob(&pds, &headers, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+    }
+    // Bodies of callers without a valid token (logins, account creation)
+    // are read a bounded number at a time: a flood of them cannot hold
+    // more than that many bodies in memory.
+    let authenticated = bearer_of(&headers).is_some_and(|t| {
+        pds.verify_token(
+            t,
+            &[AuthScope::Access, AuthScope::AppPass, AuthScope::Refresh],
+        )
+        .is_ok()
+    });
+    let _permit = if authenticated || method != Method::POST {
+        None
     } else {
-        pds.config().max_json_bytes
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            pds.unauthenticated_bodies().acquire(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                return error_response(&XrpcError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "too many unauthenticated requests in progress; try again",
+                ));
+            }
+        }
     };
+    let limit = pds.config().max_json_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
@@ -169,6 +199,33 @@ async fn xrpc(
         dispatch(&pds, &nsid, req).await
     };
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The bearer token of a request, if any.
+fn bearer_of(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// `com.atproto.repo.uploadBlob`: the token is checked before a byte of the
+/// body is read, and the body is streamed to storage.
+async fn upload_blob(pds: &Pds, headers: &HeaderMap, body: Body) -> Res {
+    let token = bearer_of(headers)
+        .ok_or_else(|| PdsError(XrpcError::auth_required("Authentication Required")))?;
+    let claims = pds.verify_token(token, &[AuthScope::Access, AuthScope::AppPass])?;
+    let mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    json(UploadBlobOutput {
+        blob: pds
+            .put_blob_stream(&claims.sub, body.into_data_stream(), &mime)
+            .await?,
+    })
 }
 
 const PROCEDURES: &[&str] = &[
@@ -344,19 +401,6 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
                 .collect();
             let commit = out.commit.ok_or_else(|| PdsError(XrpcError::internal()))?;
             json(ApplyWritesOutput { commit, results })
-        }
-        "com.atproto.repo.uploadBlob" => {
-            let claims =
-                pds.verify_token(req.bearer()?, &[AuthScope::Access, AuthScope::AppPass])?;
-            let mime = req
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/octet-stream")
-                .to_owned();
-            json(UploadBlobOutput {
-                blob: pds.put_blob(&claims.sub, req.body.to_vec(), &mime).await?,
-            })
         }
         "com.atproto.repo.getRecord" => {
             let did = pds.lookup_did(req.param("repo")?).await?;

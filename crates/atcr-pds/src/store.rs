@@ -7,9 +7,10 @@ use atcr_sqlite::rusqlite::{self, OptionalExtension};
 use atcr_sqlite::{Db, DbError};
 use std::sync::Arc;
 
-const MIGRATIONS: &[atcr_sqlite::Migration] = &[(
-    1,
-    "CREATE TABLE account (
+const MIGRATIONS: &[atcr_sqlite::Migration] = &[
+    (
+        1,
+        "CREATE TABLE account (
         did TEXT PRIMARY KEY,
         handle TEXT NOT NULL UNIQUE,
         password_hash TEXT NOT NULL,
@@ -62,7 +63,28 @@ const MIGRATIONS: &[atcr_sqlite::Migration] = &[(
         created_at TEXT NOT NULL,
         PRIMARY KEY (did, cid)
     ) WITHOUT ROWID;",
-)];
+    ),
+    // Blobs move to a rowid table: uploads are written into the row with
+    // incremental blob I/O from a spool file, never whole in memory. The
+    // bytes are the last column: SQLite only leaves a trailing zeroblob()
+    // unmaterialised.
+    (
+        2,
+        "CREATE TABLE blob_rows (
+            did TEXT NOT NULL,
+            cid TEXT NOT NULL,
+            mime_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            bytes BLOB NOT NULL,
+            PRIMARY KEY (did, cid)
+        );
+        INSERT INTO blob_rows (did, cid, mime_type, size, created_at, bytes)
+            SELECT did, cid, mime_type, size, created_at, bytes FROM blob;
+        DROP TABLE blob;
+        ALTER TABLE blob_rows RENAME TO blob;",
+    ),
+];
 
 /// Opens the database, restricting its permissions (it holds private keys).
 pub fn open(path: &std::path::Path) -> PdsResult<Db> {

@@ -598,3 +598,147 @@ async fn spec_corners_of_references_digests_tags_and_owners() {
         expect_error(r, 404, "NAME_UNKNOWN").await;
     }
 }
+
+/// Resident memory of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Issue 12, item 10: `uploadBlob` checks the token before reading the body
+/// and streams what it accepts, so neither 40 unauthenticated 15 MiB bodies
+/// nor 8 authenticated ones at once grow the server's memory by their size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_uploads_cannot_exhaust_memory() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let port = atcr_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(&data, port);
+    wait_ready(&url).await;
+    create_account(&data, port, "alice.test", PW);
+    let r = http()
+        .post(format!("{url}/xrpc/com.atproto.server.createSession"))
+        .json(&serde_json::json!({"identifier": "alice.test", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    let jwt = r.json::<serde_json::Value>().await.unwrap()["accessJwt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body: bytes::Bytes = (0..15u32 << 20)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[2])
+        .collect::<Vec<u8>>()
+        .into();
+    // Warm up (allocator arenas, connection pools), then measure.
+    let r = http()
+        .post(format!("{url}/xrpc/com.atproto.repo.uploadBlob"))
+        .bearer_auth(&jwt)
+        .body(body.slice(..1 << 20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pid = child.id();
+    let base = rss(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(base));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss(pid), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let unauth: Vec<_> = (0..40)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move {
+                http()
+                    .post(format!("{url}/xrpc/com.atproto.repo.uploadBlob"))
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    for t in unauth {
+        assert_eq!(t.await.unwrap().ok(), Some(401));
+    }
+    let unauth_peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    let auth: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, jwt) = (url.clone(), jwt.clone());
+            let mut b = body.to_vec();
+            b[0] = i as u8;
+            tokio::spawn(async move {
+                let r = http()
+                    .post(format!("{url}/xrpc/com.atproto.repo.uploadBlob"))
+                    .bearer_auth(&jwt)
+                    .body(b)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                r.json::<serde_json::Value>().await.unwrap()["blob"]["ref"]["$link"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect();
+    let mut cids = vec![];
+    for t in auth {
+        cids.push(t.await.unwrap());
+    }
+    sampler.abort();
+    let auth_peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    // 40 × 15 MiB is 600 MiB and 8 × 15 MiB 120 MiB: neither may show.
+    let mib = |b: u64| b.saturating_sub(base) >> 20;
+    assert!(
+        mib(unauth_peak) < 48,
+        "unauthenticated flood grew RSS by {} MiB",
+        mib(unauth_peak)
+    );
+    assert!(
+        mib(auth_peak) < 64,
+        "8 authenticated uploads grew RSS by {} MiB",
+        mib(auth_peak)
+    );
+    // What was accepted is stored whole.
+    let did = {
+        let r = http()
+            .get(format!(
+                "{url}/xrpc/com.atproto.identity.resolveHandle?handle=alice.test"
+            ))
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()["did"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let r = http()
+        .get(format!(
+            "{url}/xrpc/com.atproto.sync.getBlob?did={did}&cid={}",
+            cids[3]
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = r.bytes().await.unwrap();
+    assert_eq!(got.len(), body.len());
+    assert_eq!(got[0], 3);
+    assert_eq!(got[1..], body[1..]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
