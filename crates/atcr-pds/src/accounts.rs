@@ -1,6 +1,6 @@
 //! Accounts: creation (with did:plc registration), login, app passwords, key rotation.
 
-use crate::auth::{hash_password, random_token, verify_password};
+use crate::auth::random_token;
 use crate::store::{SqlBlocks, repo_root};
 use crate::{Pds, PdsError, PdsResult};
 use atcr_crypto::{Algorithm, Keypair};
@@ -97,7 +97,7 @@ impl Pds {
             )
         })?;
         let rev = self.inner.clock.next();
-        let pw_hash = hash_password(&password);
+        let pw_hash = self.password_hash(&password).await?;
         let (d, hd, repo_did) = (did.to_string(), handle.clone(), did.clone());
         self.db()
             .write(move |tx| {
@@ -213,37 +213,45 @@ impl Pds {
                 "Invalid identifier or password",
             ))
         };
+        // Every refusal costs one argon2 check and reads the same, whether
+        // the account exists, is deactivated or the password is wrong.
         let Some(row) = row else {
-            // Same work as a real check, so timing does not reveal which handles exist.
-            let _ = verify_password(
-                password,
-                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$2dKvAFvX1G2qD9mK2Sg3Zw",
-            );
+            let _ = self
+                .password_matches(
+                    password,
+                    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$2dKvAFvX1G2qD9mK2Sg3Zw",
+                )
+                .await;
             return Err(bad());
         };
-        if !row.active {
-            return Err(XrpcError::new(401, "AccountDeactivated", "Account is deactivated").into());
-        }
-        let app_password = if verify_password(password, &row.password_hash) {
+        let app_password = if self.password_matches(password, &row.password_hash).await {
             None
         } else {
             let d = row.did.clone();
-            let apps: Vec<(String, String)> = self
+            let lookup = self.app_password_lookup(password);
+            let candidates: Vec<(String, String)> = self
                 .db()
                 .read(move |c| {
-                    let mut s =
-                        c.prepare("SELECT name, password_hash FROM app_password WHERE did = ?1")?;
-                    let rows = s.query_map([&d], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let mut s = c.prepare(
+                        "SELECT name, password_hash FROM app_password WHERE did = ?1 AND (lookup = ?2 OR lookup IS NULL)",
+                    )?;
+                    let rows = s.query_map([&d, &lookup], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     rows.collect::<rusqlite::Result<Vec<_>>>()
                         .map_err(PdsError::from)
                 })
                 .await?;
-            let name = apps
-                .into_iter()
-                .find(|(_, h)| verify_password(password, h))
-                .map(|(n, _)| n);
+            let mut name = None;
+            for (n, h) in candidates {
+                if self.password_matches(password, &h).await {
+                    name = Some(n);
+                    break;
+                }
+            }
             Some(name.ok_or_else(bad)?)
         };
+        if !row.active {
+            return Err(XrpcError::new(401, "AccountDeactivated", "Account is deactivated").into());
+        }
         let this = self.clone();
         let did = row.did.clone();
         let (access, refresh) = self
@@ -285,14 +293,15 @@ impl Pds {
             &raw[8..12],
             &raw[12..16]
         );
-        let hash = hash_password(&password);
+        let hash = self.password_hash(&password).await?;
+        let lookup = self.app_password_lookup(&password);
         let created = Datetime::now().to_string();
         let (d, n, c) = (did.to_owned(), name.to_owned(), created.clone());
         self.db()
             .write(move |tx| {
                 tx.execute(
-                    "INSERT INTO app_password (did, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    (&d, &n, &hash, &c),
+                    "INSERT INTO app_password (did, name, password_hash, created_at, lookup) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    (&d, &n, &hash, &c, &lookup),
                 )
                 .map_err(|e| match e {
                     rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {

@@ -20,6 +20,7 @@ mod auth;
 mod repo;
 pub mod routes;
 mod store;
+pub mod throttle;
 
 pub use accounts::AccountCreated;
 pub use auth::{AuthScope, Claims};
@@ -127,6 +128,11 @@ struct Inner {
     spool: std::path::PathBuf,
     /// Request bodies of unauthenticated callers being read at once.
     unauthenticated_bodies: tokio::sync::Semaphore,
+    /// Password hashes computed at once (argon2 is memory- and CPU-hard:
+    /// on the blocking pool, never more than the cores).
+    hashing: tokio::sync::Semaphore,
+    /// Failed `createSession`s per address and account.
+    failed_logins: throttle::FailedLogins,
     plc: Arc<dyn PlcDirectory>,
     clock: TidClock,
 }
@@ -153,10 +159,55 @@ impl Pds {
                 db,
                 spool,
                 unauthenticated_bodies: tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED_BODIES),
+                hashing: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4)),
+                ),
+                failed_logins: throttle::FailedLogins::default(),
                 plc,
                 clock: TidClock::new(),
             }),
         })
+    }
+
+    /// Failed-login throttling of `createSession`.
+    pub fn failed_logins(&self) -> &throttle::FailedLogins {
+        &self.inner.failed_logins
+    }
+
+    /// Checks a password against a PHC hash on the blocking pool, a bounded
+    /// number at a time.
+    pub(crate) async fn password_matches(&self, password: &str, phc: &str) -> bool {
+        let Ok(_permit) = self.inner.hashing.acquire().await else {
+            return false;
+        };
+        let (pw, phc) = (password.to_owned(), phc.to_owned());
+        tokio::task::spawn_blocking(move || auth::verify_password(&pw, &phc))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Hashes a password on the blocking pool, a bounded number at a time.
+    pub(crate) async fn password_hash(&self, password: &str) -> PdsResult<String> {
+        let _permit = self
+            .inner
+            .hashing
+            .acquire()
+            .await
+            .map_err(|_| PdsError(XrpcError::internal()))?;
+        let pw = password.to_owned();
+        tokio::task::spawn_blocking(move || auth::hash_password(&pw))
+            .await
+            .map_err(|_| PdsError(XrpcError::internal()))
+    }
+
+    /// The keyed hash an app password is found by.
+    pub(crate) fn app_password_lookup(&self, password: &str) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"atcr app password lookup v1\0");
+        h.update(&self.inner.cfg.jwt_secret);
+        h.update(password.as_bytes());
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The bound on unauthenticated request bodies read at once.

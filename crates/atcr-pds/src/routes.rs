@@ -45,6 +45,8 @@ struct Req {
     headers: HeaderMap,
     /// The body, already read within the method's size limit.
     body: bytes::Bytes,
+    /// The client's address (from the connection).
+    peer: Option<std::net::IpAddr>,
 }
 
 fn json<T: serde::Serialize>(v: T) -> Res {
@@ -130,8 +132,10 @@ async fn xrpc(
     Path(nsid): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Body,
 ) -> Response {
+    let peer = peer.map(|p| p.0.0.ip());
     if nsid == "com.atproto.repo.uploadBlob" && method == Method::POST {
         return upload_blob(&pds, &headers, body)
             .await
@@ -183,6 +187,7 @@ async fn xrpc(
         query,
         headers,
         body,
+        peer,
     };
     let is_query = QUERIES.contains(&nsid.as_str());
     let method_ok = if is_query {
@@ -250,7 +255,29 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
         }),
         "com.atproto.server.createSession" => {
             let input: CreateSessionInput = req.json()?;
-            json(pds.login(&input.identifier, &input.password).await?)
+            let throttle = pds.failed_logins();
+            if let Err(wait) = throttle.check(req.peer, &input.identifier) {
+                return Err(PdsError(XrpcError::new(
+                    429,
+                    "RateLimitExceeded",
+                    format!(
+                        "too many failed logins; try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                )));
+            }
+            match pds.login(&input.identifier, &input.password).await {
+                Ok(out) => {
+                    throttle.succeeded(&input.identifier);
+                    json(out)
+                }
+                Err(e) => {
+                    if e.0.status == 401 {
+                        throttle.failed(req.peer, &input.identifier);
+                    }
+                    Err(e)
+                }
+            }
         }
         "com.atproto.server.refreshSession" => {
             let (did, access, refresh) = pds.refresh_session(req.bearer()?).await?;

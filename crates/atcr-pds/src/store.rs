@@ -84,6 +84,15 @@ const MIGRATIONS: &[atcr_sqlite::Migration] = &[
         DROP TABLE blob;
         ALTER TABLE blob_rows RENAME TO blob;",
     ),
+    // App passwords are found by a keyed hash of the password, so a login
+    // runs one argon2 check whatever the number of app passwords (timing
+    // does not tell accounts apart). Older rows have none and are checked
+    // one by one.
+    (
+        3,
+        "ALTER TABLE app_password ADD COLUMN lookup TEXT;
+        CREATE INDEX app_password_lookup ON app_password (did, lookup);",
+    ),
 ];
 
 /// Opens the database, restricting its permissions (it holds private keys).

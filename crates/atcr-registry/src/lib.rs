@@ -13,6 +13,7 @@
 //! * Auth: the Docker token flow ([`token`]); credentials are a handle (or
 //!   DID) and an app password, checked by the owner's PDS.
 
+pub mod egress;
 pub mod index;
 pub mod records;
 pub mod routes;
@@ -56,6 +57,9 @@ pub struct RegistryConfig {
     pub chunk_min_length: u64,
     /// Idle upload sessions older than this are discarded at start-up.
     pub upload_ttl: Duration,
+    /// Where requests on a user's behalf (remote PDSes, co-signers' PDSes)
+    /// may go.
+    pub egress: egress::Egress,
 }
 
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -151,6 +155,10 @@ type Reply = tokio::sync::oneshot::Sender<Result<()>>;
 /// commit takes at most 200).
 const MAX_BATCH: usize = 64;
 
+/// How long a remote PDS whose login failed (unreachable, 5xx) is not
+/// contacted again.
+const PDS_FAILURE_TTL: Duration = Duration::from_secs(30);
+
 /// Most `?tag=` values on one manifest PUT (all go in one commit).
 pub const MAX_TAGS_PER_PUSH: usize = 32;
 
@@ -194,6 +202,13 @@ struct Inner {
     http: reqwest::Client,
     /// Proof fetches of remote co-signers (the verifier's fetch seam).
     fetch: Arc<atcr_fetch::Online>,
+    /// Where requests on a user's behalf may go.
+    egress: Arc<egress::Egress>,
+    /// Remote PDS origins whose login just failed for a reason of theirs →
+    /// when: they are not contacted again for [`PDS_FAILURE_TTL`].
+    pds_failures: Mutex<HashMap<String, Instant>>,
+    /// Failed `/auth/token` logins per address and user.
+    failed_logins: atcr_pds::throttle::FailedLogins,
     /// sha256(secret, user, password) → (did, checked at).
     credentials: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Upload sessions with a request in flight.
@@ -272,7 +287,19 @@ impl Registry {
             service,
             cfg.token_ttl,
         );
-        let http = atcr_http::client(Duration::from_secs(30));
+        // The registry's own origin (its embedded PDS) is always reachable.
+        let mut rules = cfg.egress.clone();
+        rules
+            .allow_origins
+            .push(cfg.public_url.origin().ascii_serialization());
+        if let Some(url::Host::Domain(h)) = cfg.public_url.host() {
+            rules.allow_hosts.push(h.to_owned());
+        }
+        let rules = Arc::new(rules);
+        let http = atcr_http::client_builder(Duration::from_secs(30))
+            .dns_resolver(rules.resolver())
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -283,6 +310,9 @@ impl Registry {
                 tokens,
                 fetch: Arc::new(atcr_fetch::Online::with_client(http.clone())),
                 http,
+                egress: rules,
+                pds_failures: Mutex::new(HashMap::new()),
+                failed_logins: Default::default(),
                 credentials: Mutex::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
                 queues: Mutex::new(HashMap::new()),
@@ -370,6 +400,8 @@ impl Registry {
         {
             return Ok(did.clone());
         }
+        // One answer for an unknown user, a wrong password and an identity
+        // that does not resolve: the caller learns nothing about accounts.
         let denied = || err(ErrorCode::Unauthorized, "invalid username or password");
         let did = match self.embedded_account(user).await {
             Some(_) => {
@@ -378,19 +410,43 @@ impl Registry {
             }
             None => {
                 let ident: AtIdentifier = user.parse().map_err(|_| denied())?;
-                // Whatever the reason (unknown handle, DNS down), an identity
-                // that does not resolve cannot log in; the message says why.
-                let id = self.inner.resolver.resolve(&ident).await.map_err(|e| {
+                let id = match self.inner.resolver.resolve(&ident).await {
+                    Ok(id) => id,
+                    Err(e) if e.is_transient() => {
+                        tracing::info!(%user, "login: identity not resolvable now: {e}");
+                        return Err(err(
+                            ErrorCode::Unavailable,
+                            "the account's identity cannot be resolved right now; try again",
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::info!(%user, "login refused: {e}");
+                        return Err(denied());
+                    }
+                };
+                // The DID document chose this URL: only where egress allows.
+                let origin = id.pds.origin().ascii_serialization();
+                if let Err(e) = self.inner.egress.check_url(&id.pds) {
+                    tracing::warn!(%user, pds = %id.pds, "login refused: {e}");
+                    return Err(denied());
+                }
+                let unavailable = || {
                     err(
-                        ErrorCode::Unauthorized,
-                        format!("cannot resolve {user}: {e}"),
+                        ErrorCode::Unavailable,
+                        "the account's PDS is unavailable; try again later",
                     )
-                })?;
+                };
+                if self.pds_recently_failed(&origin) {
+                    return Err(unavailable());
+                }
                 let client = atcr_xrpc::PdsClient::new(id.pds.clone(), self.inner.http.clone());
                 let s = client.create_session(user, password).await.map_err(|e| {
                     if e.is_transient() {
-                        err(ErrorCode::Unavailable, format!("{}: {e}", id.pds))
+                        tracing::warn!(%user, pds = %id.pds, "login: PDS unavailable: {e}");
+                        self.pds_failed(&origin);
+                        unavailable()
                     } else {
+                        tracing::info!(%user, pds = %id.pds, "login refused by the PDS: {e}");
                         denied()
                     }
                 })?;
@@ -422,6 +478,32 @@ impl Registry {
         }
         cache.insert(key, (did.clone(), Instant::now()));
         Ok(did)
+    }
+
+    fn pds_recently_failed(&self, origin: &str) -> bool {
+        let mut m = self
+            .inner
+            .pds_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, at| at.elapsed() < PDS_FAILURE_TTL);
+        m.contains_key(origin)
+    }
+
+    fn pds_failed(&self, origin: &str) {
+        let mut m = self
+            .inner
+            .pds_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if m.len() < 10_000 {
+            m.insert(origin.to_owned(), Instant::now());
+        }
+    }
+
+    /// Failed-login throttling of `/auth/token`.
+    pub fn failed_logins(&self) -> &atcr_pds::throttle::FailedLogins {
+        &self.inner.failed_logins
     }
 
     /// The DID of an embedded account named by handle or DID.
@@ -495,6 +577,10 @@ impl Registry {
             )
         })?;
         let base = Url::parse(&s.pds).map_err(|e| err(ErrorCode::Unknown, e.to_string()))?;
+        self.inner
+            .egress
+            .check_url(&base)
+            .map_err(|e| err(ErrorCode::Denied, format!("{did}'s PDS: {e}")))?;
         let client = atcr_xrpc::PdsClient::new(base, self.inner.http.clone());
         client.set_session(Some(atcr_xrpc::Session {
             did: did.to_owned(),

@@ -916,7 +916,13 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     Some((s[..at].to_owned(), s[at + 1..].to_owned()))
 }
 
-async fn token(State(reg): State<Registry>, uri: Uri, headers: HeaderMap) -> Response {
+async fn token(
+    State(reg): State<Registry>,
+    uri: Uri,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> Response {
+    let peer = peer.map(|p| p.0.0.ip());
     let params = query(&uri);
     let scopes: Vec<String> = params
         .iter()
@@ -926,10 +932,35 @@ async fn token(State(reg): State<Registry>, uri: Uri, headers: HeaderMap) -> Res
         .filter(|s| !s.is_empty())
         .collect();
     let did = match basic(&headers) {
-        Some((u, p)) => match reg.authenticate(&u, &p).await {
-            Ok(d) => Some(d),
-            Err(e) => return error(&reg, e, None),
-        },
+        Some((u, p)) => {
+            let throttle = reg.failed_logins();
+            if let Err(wait) = throttle.check(peer, &u) {
+                let secs = wait.as_secs().max(1);
+                let mut r = error(
+                    &reg,
+                    RegistryError::new(
+                        ErrorCode::TooManyRequests,
+                        format!("too many failed logins; try again in {secs} s"),
+                    ),
+                    None,
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, hv(&secs.to_string()));
+                return r;
+            }
+            match reg.authenticate(&u, &p).await {
+                Ok(d) => {
+                    throttle.succeeded(&u);
+                    Some(d)
+                }
+                Err(e) => {
+                    if e.code == ErrorCode::Unauthorized {
+                        throttle.failed(peer, &u);
+                    }
+                    return error(&reg, e, None);
+                }
+            }
+        }
         // Credentials that cannot be read are refused, never taken as none.
         None if headers.contains_key(header::AUTHORIZATION) => {
             return error(

@@ -403,6 +403,11 @@ impl Registry {
             .resolve(&atcr_syntax::AtIdentifier::Did(did))
             .await
             .map_err(|e| err(ErrorCode::Unavailable, format!("{signer}: {e}")))?;
+        // The signer's DID document chose this URL.
+        self.inner
+            .egress
+            .check_url(&id.pds)
+            .map_err(|e| err(ErrorCode::Denied, format!("{signer}'s PDS: {e}")))?;
         // The verifier's own record check: fetched from the signer's PDS,
         // proven against the key in their DID document.
         let proof = atcr_verify::fetch_record(self.inner.fetch.as_ref(), &id, coll, rkey)

@@ -46,6 +46,7 @@ async fn setup(dir: &std::path::Path) -> (Registry, Pds, String) {
             anonymous_pull: true,
             chunk_min_length: 0,
             upload_ttl: Duration::from_secs(3600),
+            egress: Default::default(),
         },
         &dir.join("registry.sqlite"),
         BlobStore::open(&StoreConfig::Local(dir.join("blobs"))).unwrap(),

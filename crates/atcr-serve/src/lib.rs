@@ -121,11 +121,11 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => connection(tcp, shared, stop).await,
+                None => connection(tcp, peer, shared, stop).await,
                 Some(acc) => {
                     let timeout = shared.limits.header_read_timeout;
                     match tokio::time::timeout(timeout, acc.acceptor.accept(tcp)).await {
-                        Ok(Ok(t)) => connection(t, shared, stop).await,
+                        Ok(Ok(t)) => connection(t, peer, shared, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -188,8 +188,12 @@ struct Shared {
 }
 
 /// Serves one connection until it ends, goes idle or the server stops.
-async fn connection<S>(io: S, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
+async fn connection<S>(
+    io: S,
+    peer: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
@@ -201,6 +205,7 @@ where
     let service = Service {
         shared: shared.clone(),
         activity: activity.clone(),
+        peer,
     };
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -342,6 +347,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 struct Service {
     shared: Arc<Shared>,
     activity: Arc<Activity>,
+    peer: std::net::SocketAddr,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
@@ -358,7 +364,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
         let limits = &self.shared.limits;
-        let req = req.map(|b| {
+        let mut req = req.map(|b| {
             Body::new(Guarded {
                 inner: Some(b),
                 pause: limits.body_read_timeout,
@@ -370,6 +376,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
                 drains: self.shared.drains.clone(),
             })
         });
+        // Handlers read the client address as axum's `ConnectInfo`.
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let router = self.shared.router.clone();
         Box::pin(async move {
             let _in_flight = in_flight;

@@ -188,6 +188,12 @@ impl Services {
             anonymous_pull: config.registry.anonymous_pull,
             chunk_min_length: config.registry.chunk_min_length,
             upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
+            egress: atcr_registry::egress::Egress {
+                allow_plain_http: config.identity.allow_plain_http,
+                allow: atcr_registry::egress::parse_networks(&config.registry.remote_pds_allow)
+                    .map_err(|e| ServerError::Service(format!("registry.remote_pds_allow: {e}")))?,
+                ..Default::default()
+            },
         };
         let registry = atcr_registry::Registry::open(
             reg_cfg,

@@ -399,6 +399,8 @@ async fn an_image_pushed_by_a_reference_pds_user_lands_in_their_pds() {
             "ATCR_IDENTITY_HOST_OVERRIDES",
             format!("carol.test=127.0.0.1:{pds_port}"),
         ),
+        // The reference PDS runs on loopback: allowed by name here.
+        ("ATCR_REGISTRY_REMOTE_PDS_ALLOW", "127.0.0.0/8".into()),
     ])
     .await;
     let tok = common::token(

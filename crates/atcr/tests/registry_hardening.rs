@@ -742,3 +742,272 @@ async fn blob_uploads_cannot_exhaust_memory() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A client whose connections come from `ip` (a loopback address).
+fn client_from(ip: &str) -> reqwest::Client {
+    atcr_http::client_builder(std::time::Duration::from_secs(60))
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn basic_token(c: &reqwest::Client, s: &Server, user: &str, pw: &str) -> (u16, String) {
+    let r = c
+        .get(format!("{}/auth/token", s.url))
+        .query(&[("scope", "repository:alice.test/app:pull")])
+        .basic_auth(user, Some(pw))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.text().await.unwrap())
+}
+
+async fn create_session(c: &reqwest::Client, s: &Server, user: &str, pw: &str) -> (u16, String) {
+    let r = c
+        .post(format!("{}/xrpc/com.atproto.server.createSession", s.url))
+        .json(&serde_json::json!({"identifier": user, "password": pw}))
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.text().await.unwrap())
+}
+
+fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Issue 12, item 12: one answer and one argon2 check for every refusal,
+/// hashing off the request workers, and failed logins throttled per address
+/// and per account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_say_nothing_cost_one_hash_and_are_throttled() {
+    use std::time::{Duration, Instant};
+    let s = start(&[]).await;
+    let (_, tok, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "logins").await;
+    let pds = s.services.pds.as_ref().unwrap();
+    let alice = pds.lookup_did("alice.test").await.unwrap();
+    for i in 0..8 {
+        pds.create_app_password(&alice, &format!("app{i}"))
+            .await
+            .unwrap();
+    }
+    let c = client_from("127.0.0.2");
+    // One text whether the account exists or not, registry and PDS alike.
+    let (a, wrong) = basic_token(&c, &s, "alice.test", "wrong password").await;
+    let (b, unknown) = basic_token(&c, &s, "nobody.alice.test", "wrong password").await;
+    let (e, did) = basic_token(&c, &s, "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "x").await;
+    assert_eq!((a, b, e), (401, 401, 401));
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong, did);
+    let (a, wrong) = create_session(&c, &s, "alice.test", "wrong password").await;
+    let (b, unknown) = create_session(&c, &s, "nobody.alice.test", "wrong password").await;
+    assert_eq!((a, b), (401, 401));
+    assert_eq!(wrong, unknown);
+    // The same work either way: one argon2 check (not one per app password).
+    let (mut known, mut none) = (vec![], vec![]);
+    for i in 0..5 {
+        let c = client_from(&format!("127.0.1.{i}"));
+        let t = Instant::now();
+        create_session(&c, &s, "alice.test", "wrong password").await;
+        known.push(t.elapsed());
+        let t = Instant::now();
+        create_session(&c, &s, "nobody.alice.test", "wrong password").await;
+        none.push(t.elapsed());
+    }
+    let (k, n) = (median(known), median(none));
+    assert!(
+        k.as_secs_f64() < n.as_secs_f64() * 2.5,
+        "existing account {k:?} vs unknown {n:?}: the timing tells them apart"
+    );
+
+    // 16 concurrent bad-login loops from one address: a manifest GET stays
+    // fast, and the address soon gets 429s instead of password checks.
+    let get = |c: reqwest::Client| {
+        let (url, tok, d) = (s.url.clone(), tok.clone(), d.clone());
+        async move {
+            let t = Instant::now();
+            let r = c
+                .get(format!("{url}/v2/alice.test/app/manifests/{d}"))
+                .bearer_auth(&tok)
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            t.elapsed()
+        }
+    };
+    let quiet = http();
+    let mut calm = vec![];
+    for _ in 0..20 {
+        calm.push(get(quiet.clone()).await);
+    }
+    account(&s, "carol.test", PW).await;
+    let stop = Instant::now() + Duration::from_secs(3);
+    let flood: Vec<_> = (0..16)
+        .map(|_| {
+            let s_url = s.url.clone();
+            tokio::spawn(async move {
+                let c = client_from("127.0.0.3");
+                let mut codes = vec![];
+                while Instant::now() < stop {
+                    let r = c
+                        .get(format!("{s_url}/auth/token"))
+                        .basic_auth("carol.test", Some("guess"))
+                        .send()
+                        .await
+                        .unwrap();
+                    codes.push(r.status().as_u16());
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut stormy = vec![];
+    while Instant::now() < stop {
+        stormy.push(get(quiet.clone()).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut codes = vec![];
+    for f in flood {
+        codes.extend(f.await.unwrap());
+    }
+    let checked = codes.iter().filter(|c| **c == 401).count();
+    let refused = codes.iter().filter(|c| **c == 429).count();
+    assert!(
+        checked <= 20 + 16,
+        "{checked} password checks from one address"
+    );
+    assert!(refused > 0, "{codes:?}");
+    let (calm, stormy) = (median(calm), median(stormy));
+    assert!(
+        stormy < calm * 10 + Duration::from_millis(50),
+        "manifest GET p50 {calm:?} calm, {stormy:?} during the flood"
+    );
+    // The address stays refused, even with the right password.
+    let c3 = client_from("127.0.0.3");
+    let (st, _) = basic_token(&c3, &s, "alice.test", PW).await;
+    assert_eq!(st, 429);
+    // Per account: 30 failures (one above, 29 here) from many addresses
+    // lock the account, not the addresses.
+    for i in 0..29 {
+        let c = client_from(&format!("127.0.2.{i}"));
+        let (st, _) = basic_token(&c, &s, "alice.test", "wrong").await;
+        assert_eq!(st, 401);
+    }
+    let c = client_from("127.0.3.1");
+    assert_eq!(basic_token(&c, &s, "alice.test", PW).await.0, 429);
+    account(&s, "bob.test", PW).await;
+    assert_eq!(basic_token(&c, &s, "bob.test", PW).await.0, 200);
+}
+
+/// A host that plays a hostile user's handle, DID document (did:web) and
+/// PDS; counts the logins it receives.
+struct Trap {
+    port: u16,
+    pds: std::sync::Arc<std::sync::Mutex<String>>,
+    logins: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn trap() -> Trap {
+    use axum::routing::{get, post};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let did = format!("did:web:localhost%3A{port}");
+    let pds = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let logins = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let key = atcr_crypto::Keypair::generate(atcr_crypto::Algorithm::K256);
+    let (d1, d2, p, n) = (did.clone(), did.clone(), pds.clone(), logins.clone());
+    let app = axum::Router::new()
+        .route("/.well-known/atproto-did", get(move || async move { d1 }))
+        .route(
+            "/.well-known/did.json",
+            get(move || async move {
+                serde_json::json!({
+                    "@context": ["https://www.w3.org/ns/did/v1"],
+                    "id": d2,
+                    "alsoKnownAs": ["at://mallory.test"],
+                    "verificationMethod": [{
+                        "id": format!("{d2}#atproto"), "type": "Multikey", "controller": d2,
+                        "publicKeyMultibase": key.public_key().to_multikey()
+                    }],
+                    "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                                 "serviceEndpoint": p.lock().unwrap().clone()}]
+                })
+                .to_string()
+            }),
+        )
+        .route(
+            "/xrpc/com.atproto.server.createSession",
+            post(move || async move {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "{\"error\":\"InternalServerError\",\"message\":\"secret internal detail\"}",
+                )
+            }),
+        );
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    Trap { port, pds, logins }
+}
+
+/// Issue 12, item 13: a handle whose DID document names a loopback or
+/// private PDS does not make the registry send anything there (unless the
+/// network is allowed), and upstream failures are neither echoed nor
+/// retried at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_do_not_reach_addresses_a_did_document_chooses() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let t = trap().await;
+    let env = |allow: bool| {
+        let mut e = vec![
+            ("ATCR_IDENTITY_ALLOW_PLAIN_HTTP", "true".to_owned()),
+            (
+                "ATCR_IDENTITY_HOST_OVERRIDES",
+                format!("mallory.test=127.0.0.1:{}", t.port),
+            ),
+        ];
+        if allow {
+            e.push(("ATCR_REGISTRY_REMOTE_PDS_ALLOW", "127.0.0.0/8".to_owned()));
+        }
+        e
+    };
+    let s = start(&env(false)).await;
+    let c = http();
+    for pds in [
+        format!("http://127.0.0.1:{}", t.port),
+        format!("http://localhost:{}", t.port),
+        format!("http://[::ffff:127.0.0.1]:{}", t.port),
+        "http://169.254.169.254".to_owned(),
+    ] {
+        *t.pds.lock().unwrap() = pds.clone();
+        let (st, body) = basic_token(&c, &s, "mallory.test", "pw").await;
+        assert!(st == 401 || st == 503, "{pds}: {st} {body}");
+        assert!(
+            !body.contains("127.0.0.1") && !body.contains("169.254"),
+            "{body}"
+        );
+        assert_eq!(t.logins.load(SeqCst), 0, "{pds}: the registry called it");
+    }
+    // Allowed by configuration: contacted once; its 500 is not echoed, and
+    // the next attempt within the failure window does not call it again.
+    let s = start(&env(true)).await;
+    *t.pds.lock().unwrap() = format!("http://127.0.0.1:{}", t.port);
+    let (st, body) = basic_token(&c, &s, "mallory.test", "pw").await;
+    assert_eq!(st, 503, "{body}");
+    assert!(
+        !body.contains("secret internal detail") && !body.contains("500"),
+        "{body}"
+    );
+    assert_eq!(t.logins.load(SeqCst), 1);
+    let (st, _) = basic_token(&c, &s, "mallory.test", "pw").await;
+    assert_eq!(st, 503);
+    assert_eq!(
+        t.logins.load(SeqCst),
+        1,
+        "a failing PDS is not called again at once"
+    );
+}

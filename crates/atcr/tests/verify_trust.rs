@@ -225,7 +225,9 @@ async fn a_co_signer_can_push_only_one_small_exact_artifact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_co_signer_fails_only_its_own_signature() {
-    let s = start(&[]).await;
+    // carol's PDS is on loopback: allowed explicitly (a DID document may
+    // not otherwise send the registry there).
+    let s = start(&[("ATCR_REGISTRY_REMOTE_PDS_ALLOW", "127.0.0.0/8".into())]).await;
     let (alice, _, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "remote").await;
     // carol's account lives on another server (her PDS), registered in the
     // first one's PLC directory.
