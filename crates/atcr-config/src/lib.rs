@@ -151,6 +151,8 @@ pub struct RegistrySection {
     pub chunk_min_length: u64,
     /// Upload sessions idle for longer than this are discarded, seconds.
     pub upload_ttl_secs: u64,
+    /// Most open upload sessions per user.
+    pub max_uploads_per_user: u64,
     /// Non-public networks remote PDSes may be reached on (loopback,
     /// private, link-local are refused otherwise).
     pub remote_pds_allow: Vec<String>,
@@ -164,6 +166,7 @@ impl Default for RegistrySection {
             chunk_min_length: 5 * 1024 * 1024,
             upload_ttl_secs: 24 * 3600,
             remote_pds_allow: vec![],
+            max_uploads_per_user: 100,
         }
     }
 }
@@ -346,6 +349,7 @@ impl Config {
                 "REGISTRY_CHUNK_MIN_LENGTH" => self.registry.chunk_min_length = num(value)?,
                 "REGISTRY_UPLOAD_TTL_SECS" => self.registry.upload_ttl_secs = num(value)?,
                 "REGISTRY_REMOTE_PDS_ALLOW" => self.registry.remote_pds_allow = list(value),
+                "REGISTRY_MAX_UPLOADS_PER_USER" => self.registry.max_uploads_per_user = num(value)?,
                 "STORAGE_BACKEND" => self.storage.backend = value.clone(),
                 "STORAGE_PATH" => self.storage.path = Some(PathBuf::from(value)),
                 "STORAGE_S3_ENDPOINT" => self.storage.s3_endpoint = Some(value.clone()),

@@ -276,7 +276,16 @@ impl Index {
     /// Creates an upload session record. Not fsynced: a session that a crash
     /// loses has no bytes yet (the first chunk's durable update carries it),
     /// so the client just gets BLOB_UPLOAD_UNKNOWN and starts again.
-    pub async fn create_upload(&self, id: &str, did: &str, repo: &str, state: &str) -> Result<()> {
+    ///
+    /// `false` (and nothing created) when `did` already has `max` sessions.
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        did: &str,
+        repo: &str,
+        state: &str,
+        max: u64,
+    ) -> Result<bool> {
         let (i, d, r, s) = (
             id.to_owned(),
             did.to_owned(),
@@ -285,11 +294,31 @@ impl Index {
         );
         self.db
             .write_relaxed(move |tx| {
+                let open: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM upload WHERE did = ?1",
+                    [&d],
+                    |r| r.get(0),
+                )?;
+                if open as u64 >= max {
+                    return Ok(false);
+                }
                 tx.execute(
                     "INSERT INTO upload (id, did, repo, state, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     (&i, &d, &r, &s, now()),
                 )?;
-                Ok(())
+                Ok(true)
+            })
+            .await
+    }
+
+    /// Upload sessions not updated for `idle_secs`: `(id, state)`.
+    pub async fn idle_uploads(&self, idle_secs: i64) -> Result<Vec<(String, String)>> {
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare("SELECT id, state FROM upload WHERE updated_at < ?1")?;
+                let rows = s.query_map([now() - idle_secs], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
             })
             .await
     }

@@ -60,6 +60,8 @@ pub struct RegistryConfig {
     /// Where requests on a user's behalf (remote PDSes, co-signers' PDSes)
     /// may go.
     pub egress: egress::Egress,
+    /// Most open upload sessions per user.
+    pub max_uploads_per_user: u64,
 }
 
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -662,12 +664,50 @@ impl Registry {
     ) -> Result<String> {
         let id = new_id();
         let st = self.inner.blobs.begin(&id, alg).await.map_err(from_blob)?;
-        self.inner
+        let max = self.inner.cfg.max_uploads_per_user;
+        if !self
+            .inner
             .index
-            .create_upload(&id, did, repo, &st.to_json())
-            .await?;
+            .create_upload(&id, did, repo, &st.to_json(), max)
+            .await?
+        {
+            let _ = self.inner.blobs.abort(st).await;
+            return Err(err(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "{max} upload sessions are open already (registry.max_uploads_per_user): finish or cancel some"
+                ),
+            ));
+        }
         self.cache_upload(did, repo, Some(&st), &id);
         Ok(id)
+    }
+
+    /// Removes upload sessions idle for longer than `upload_ttl` (with
+    /// their stored bytes), skipping any with a request in flight. Run
+    /// periodically while serving; returns how many went.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let ttl = self.inner.cfg.upload_ttl.as_secs() as i64;
+        let mut gone = 0;
+        for (id, state) in self.inner.index.idle_uploads(ttl).await? {
+            let Ok(_busy) = self.mark_busy(&id) else {
+                continue;
+            };
+            self.inner.index.delete_upload(&id).await?;
+            self.inner
+                .uploads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            match UploadState::from_json(&state) {
+                Ok(st) => {
+                    let _ = self.inner.blobs.abort(st).await;
+                }
+                Err(_) => self.inner.blobs.remove_local_session(&id),
+            }
+            gone += 1;
+        }
+        Ok(gone)
     }
 
     /// Cross-repository mount: links `digest` if the registry has it

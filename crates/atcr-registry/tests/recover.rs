@@ -47,6 +47,7 @@ async fn setup(dir: &std::path::Path) -> (Registry, Pds, String) {
             chunk_min_length: 0,
             upload_ttl: Duration::from_secs(3600),
             egress: Default::default(),
+            max_uploads_per_user: 100,
         },
         &dir.join("registry.sqlite"),
         BlobStore::open(&StoreConfig::Local(dir.join("blobs"))).unwrap(),

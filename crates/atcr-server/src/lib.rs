@@ -188,6 +188,7 @@ impl Services {
             anonymous_pull: config.registry.anonymous_pull,
             chunk_min_length: config.registry.chunk_min_length,
             upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
+            max_uploads_per_user: config.registry.max_uploads_per_user,
             egress: atcr_registry::egress::Egress {
                 allow_plain_http: config.identity.allow_plain_http,
                 allow: atcr_registry::egress::parse_networks(&config.registry.remote_pds_allow)
@@ -265,6 +266,23 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     services.recover().await?;
+    // Idle upload sessions are removed while serving, not only at start.
+    let sweeper = {
+        let reg = services.registry.clone();
+        let every = (Duration::from_secs(services.config.registry.upload_ttl_secs) / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(300));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match reg.expire_uploads().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("removed {n} idle upload sessions"),
+                    Err(e) => tracing::warn!("removing idle upload sessions: {e}"),
+                }
+            }
+        })
+    };
     let sc = &services.config.server;
     let limits = atcr_serve::Limits {
         max_connections: usize::try_from(sc.max_connections).unwrap_or(usize::MAX),
@@ -275,5 +293,6 @@ pub async fn serve_on(
         ..atcr_serve::Limits::default()
     };
     atcr_serve::serve(listener, services.router(), limits, None, shutdown).await;
+    sweeper.abort();
     Ok(())
 }

@@ -1011,3 +1011,57 @@ async fn logins_do_not_reach_addresses_a_did_document_chooses() {
         "a failing PDS is not called again at once"
     );
 }
+
+/// Issue 12, item 14: open upload sessions are capped per user, and idle
+/// ones are removed while the server runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_sessions_are_capped_and_expire_while_running() {
+    let s = start(&[
+        ("ATCR_REGISTRY_MAX_UPLOADS_PER_USER", "3".into()),
+        ("ATCR_REGISTRY_UPLOAD_TTL_SECS", "2".into()),
+    ])
+    .await;
+    let (_, tok, _) = owner_with_image(&s, "alice.test", PW, "pull,push", "sessions").await;
+    let open = || async {
+        http()
+            .post(format!("{}/v2/alice.test/app/blobs/uploads/", s.url))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+    };
+    let mut sessions = vec![];
+    for _ in 0..3 {
+        let r = open().await;
+        assert_eq!(r.status(), 202);
+        sessions.push(r.headers()["location"].to_str().unwrap().to_owned());
+    }
+    expect_error(open().await, 429, "TOOMANYREQUESTS").await;
+    // Bob is not affected by alice's sessions.
+    account(&s, "bob.test", PW).await;
+    let bob = token(
+        &s,
+        Some(("bob.test", PW)),
+        &["repository:bob.test/x:pull,push"],
+    )
+    .await;
+    let r = http()
+        .post(format!("{}/v2/bob.test/x/blobs/uploads/", s.url))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Idle past the TTL: gone without a restart, and the cap frees up.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    for loc in &sessions {
+        let url = if loc.starts_with('/') {
+            format!("{}{loc}", s.url)
+        } else {
+            loc.clone()
+        };
+        let r = http().get(url).bearer_auth(&tok).send().await.unwrap();
+        expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+    assert_eq!(open().await.status(), 202);
+}
