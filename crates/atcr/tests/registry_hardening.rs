@@ -10,7 +10,19 @@ const PW: &str = "correct horse battery";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_credentials_ranges_and_manifests() {
     let s = start(&[]).await;
-    let (_, tok, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "hard").await;
+    let (did, tok, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "hard").await;
+    // The DID works as the user name, and its token pushes under the handle.
+    let by_did = token(&s, Some((&did, PW)), &["repository:alice.test/app:pull,push"]).await;
+    let m = get_manifest(&s, &by_did, "alice.test/app", &d).await;
+    let r = http()
+        .put(format!("{}/v2/alice.test/app/manifests/by-did", s.url))
+        .bearer_auth(&by_did)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     // A malformed Basic header is a 401, not an anonymous token.
     for auth in [
         "Basic !!!not-base64",
