@@ -153,6 +153,10 @@ pub struct RegistrySection {
     pub upload_ttl_secs: u64,
     /// Most open upload sessions per user.
     pub max_uploads_per_user: u64,
+    /// Regular expressions a foreign layer's URL must match one of (none: any).
+    pub foreign_layer_urls_allow: Vec<String>,
+    /// Regular expressions a foreign layer's URL must match none of.
+    pub foreign_layer_urls_deny: Vec<String>,
     /// Non-public networks remote PDSes may be reached on (loopback,
     /// private, link-local are refused otherwise).
     pub remote_pds_allow: Vec<String>,
@@ -167,6 +171,8 @@ impl Default for RegistrySection {
             upload_ttl_secs: 24 * 3600,
             remote_pds_allow: vec![],
             max_uploads_per_user: 100,
+            foreign_layer_urls_allow: vec![],
+            foreign_layer_urls_deny: vec![],
         }
     }
 }
@@ -350,6 +356,12 @@ impl Config {
                 "REGISTRY_UPLOAD_TTL_SECS" => self.registry.upload_ttl_secs = num(value)?,
                 "REGISTRY_REMOTE_PDS_ALLOW" => self.registry.remote_pds_allow = list(value),
                 "REGISTRY_MAX_UPLOADS_PER_USER" => self.registry.max_uploads_per_user = num(value)?,
+                "REGISTRY_FOREIGN_LAYER_URLS_ALLOW" => {
+                    self.registry.foreign_layer_urls_allow = list(value)
+                }
+                "REGISTRY_FOREIGN_LAYER_URLS_DENY" => {
+                    self.registry.foreign_layer_urls_deny = list(value)
+                }
                 "STORAGE_BACKEND" => self.storage.backend = value.clone(),
                 "STORAGE_PATH" => self.storage.path = Some(PathBuf::from(value)),
                 "STORAGE_S3_ENDPOINT" => self.storage.s3_endpoint = Some(value.clone()),

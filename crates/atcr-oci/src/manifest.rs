@@ -68,6 +68,8 @@ pub struct ParsedManifest {
     pub config: Option<Descriptor>,
     /// Layers (images).
     pub layers: Vec<Descriptor>,
+    /// `urls` of each layer (same order as `layers`; mostly empty).
+    pub layer_urls: Vec<Vec<String>>,
     /// Child manifests (indexes).
     pub manifests: Vec<Descriptor>,
     /// The subject, for referrers.
@@ -87,18 +89,46 @@ impl ParsedManifest {
             .or_else(|| self.config.as_ref().map(|c| c.media_type.clone()))
     }
 
-    /// Blobs that must exist before the manifest is accepted.
+    /// Blobs that must exist before the manifest is accepted: the config
+    /// and every layer that is not [foreign](Self::foreign_layers).
     pub fn required_blobs(&self) -> impl Iterator<Item = &Digest> {
-        self.config
+        self.config.iter().map(|d| &d.digest).chain(
+            self.layers
+                .iter()
+                .zip(&self.layer_urls)
+                .filter(|(d, urls)| !is_foreign(d, urls))
+                .map(|(d, _)| &d.digest),
+        )
+    }
+
+    /// Layers clients fetch from elsewhere (a non-distributable media type,
+    /// or `urls`): they may be absent from the registry when their URLs are
+    /// allowed (Windows base images).
+    pub fn foreign_layers(&self) -> impl Iterator<Item = (&Descriptor, &[String])> {
+        self.layers
             .iter()
-            .chain(self.layers.iter())
-            .map(|d| &d.digest)
+            .zip(&self.layer_urls)
+            .filter(|(d, urls)| is_foreign(d, urls))
+            .map(|(d, urls)| (d, urls.as_slice()))
     }
 
     /// Manifests that must exist before an index is accepted.
     pub fn required_manifests(&self) -> impl Iterator<Item = &Digest> {
         self.manifests.iter().map(|d| &d.digest)
     }
+}
+
+/// Non-distributable layer media types (OCI, deprecated but in use) and
+/// Docker's foreign layer.
+pub const NON_DISTRIBUTABLE_LAYERS: [&str; 4] = [
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+];
+
+fn is_foreign(d: &Descriptor, urls: &[String]) -> bool {
+    !urls.is_empty() || NON_DISTRIBUTABLE_LAYERS.contains(&d.media_type.as_str())
 }
 
 fn invalid(msg: impl Into<String>) -> RegistryError {
@@ -194,6 +224,7 @@ pub fn parse_manifest(
         kind,
         config: None,
         layers: vec![],
+        layer_urls: vec![],
         manifests: vec![],
         subject: common
             .subject
@@ -217,6 +248,11 @@ pub fn parse_manifest(
                 .map_err(|e| invalid(format!("invalid image manifest: {e}")))?;
             parsed.config = Some(convert(m.config(), "config")?);
             parsed.layers = list(m.layers(), "layers")?;
+            parsed.layer_urls = m
+                .layers()
+                .iter()
+                .map(|l| l.urls().clone().unwrap_or_default())
+                .collect();
         }
         ManifestKind::Index => {
             let m: oci_spec::image::ImageIndex = serde_json::from_value(value)

@@ -62,6 +62,41 @@ pub struct RegistryConfig {
     pub egress: egress::Egress,
     /// Most open upload sessions per user.
     pub max_uploads_per_user: u64,
+    /// Which URLs a foreign (non-distributable) layer may name.
+    pub foreign_urls: ForeignUrls,
+}
+
+/// URLs a foreign layer may name instead of being pushed (Distribution's
+/// `validation.manifests.urls`): http(s), no fragment, matching an `allow`
+/// pattern when there are any, matching no `deny` pattern.
+#[derive(Debug, Clone, Default)]
+pub struct ForeignUrls {
+    /// Patterns a URL must match one of (none: any).
+    pub allow: Vec<regex::Regex>,
+    /// Patterns a URL must match none of.
+    pub deny: Vec<regex::Regex>,
+}
+
+impl ForeignUrls {
+    /// Why `u` may not be named, if it may not.
+    pub fn refuse(&self, u: &str) -> Option<String> {
+        let ok_form = Url::parse(u)
+            .is_ok_and(|p| matches!(p.scheme(), "http" | "https") && p.fragment().is_none());
+        if !ok_form {
+            return Some(format!("{u:?} is not an http(s) URL without a fragment"));
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|r| r.is_match(u)) {
+            return Some(format!(
+                "{u:?} matches no registry.foreign_layer_urls_allow pattern"
+            ));
+        }
+        self.deny.iter().find(|r| r.is_match(u)).map(|r| {
+            format!(
+                "{u:?} matches registry.foreign_layer_urls_deny {:?}",
+                r.as_str()
+            )
+        })
+    }
 }
 
 type Result<T> = std::result::Result<T, RegistryError>;
@@ -985,6 +1020,36 @@ impl Registry {
                     format!("blob unknown to registry: {b}"),
                 )
                 .with_detail(serde_json::json!({ "digest": b.to_string() })));
+            }
+        }
+        // Foreign layers (Windows base images) may be absent: clients fetch
+        // them from their URLs, which must be allowed.
+        for (d, urls) in parsed.foreign_layers() {
+            let digest = d.digest.to_string();
+            if self
+                .inner
+                .index
+                .repo_blob(did, repo, &digest)
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            if urls.is_empty() {
+                return Err(err(
+                    ErrorCode::ManifestBlobUnknown,
+                    format!("non-distributable layer {digest} has no urls and was not pushed"),
+                )
+                .with_detail(serde_json::json!({ "digest": digest })));
+            }
+            if let Some(why) = urls
+                .iter()
+                .find_map(|u| self.inner.cfg.foreign_urls.refuse(u))
+            {
+                return Err(err(
+                    ErrorCode::ManifestInvalid,
+                    format!("layer {digest}: {why}"),
+                ));
             }
         }
         for m in parsed.required_manifests() {

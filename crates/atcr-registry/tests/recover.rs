@@ -48,6 +48,7 @@ async fn setup(dir: &std::path::Path) -> (Registry, Pds, String) {
             upload_ttl: Duration::from_secs(3600),
             egress: Default::default(),
             max_uploads_per_user: 100,
+            foreign_urls: Default::default(),
         },
         &dir.join("registry.sqlite"),
         BlobStore::open(&StoreConfig::Local(dir.join("blobs"))).unwrap(),

@@ -145,6 +145,14 @@ fn resolver(config: &Config) -> Result<atcr_identity::IdentityResolver, ServerEr
         .map_err(|e| ServerError::Service(format!("identity resolver: {e}")))
 }
 
+fn regexes(key: &str, list: &[String]) -> Result<Vec<regex::Regex>, ServerError> {
+    list.iter()
+        .map(|r| {
+            regex::Regex::new(r).map_err(|e| ServerError::Service(format!("{key}: {r:?}: {e}")))
+        })
+        .collect()
+}
+
 impl Services {
     /// Opens every configured service over the data directory.
     pub fn open(config: Config) -> Result<Self, ServerError> {
@@ -189,6 +197,16 @@ impl Services {
             chunk_min_length: config.registry.chunk_min_length,
             upload_ttl: Duration::from_secs(config.registry.upload_ttl_secs),
             max_uploads_per_user: config.registry.max_uploads_per_user,
+            foreign_urls: atcr_registry::ForeignUrls {
+                allow: regexes(
+                    "registry.foreign_layer_urls_allow",
+                    &config.registry.foreign_layer_urls_allow,
+                )?,
+                deny: regexes(
+                    "registry.foreign_layer_urls_deny",
+                    &config.registry.foreign_layer_urls_deny,
+                )?,
+            },
             egress: atcr_registry::egress::Egress {
                 allow_plain_http: config.identity.allow_plain_http,
                 allow: atcr_registry::egress::parse_networks(&config.registry.remote_pds_allow)

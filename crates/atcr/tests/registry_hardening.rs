@@ -12,7 +12,12 @@ async fn malformed_credentials_ranges_and_manifests() {
     let s = start(&[]).await;
     let (did, tok, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "hard").await;
     // The DID works as the user name, and its token pushes under the handle.
-    let by_did = token(&s, Some((&did, PW)), &["repository:alice.test/app:pull,push"]).await;
+    let by_did = token(
+        &s,
+        Some((&did, PW)),
+        &["repository:alice.test/app:pull,push"],
+    )
+    .await;
     let m = get_manifest(&s, &by_did, "alice.test/app", &d).await;
     let r = http()
         .put(format!("{}/v2/alice.test/app/manifests/by-did", s.url))
@@ -1076,4 +1081,106 @@ async fn upload_sessions_are_capped_and_expire_while_running() {
         expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN").await;
     }
     assert_eq!(open().await.status(), 202);
+}
+
+/// Issue 12, item 5: foreign (non-distributable) layers with allowed URLs
+/// may be left out of a push; other missing blobs are still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_layers_with_allowed_urls_need_not_be_pushed() {
+    let s = start(&[(
+        "ATCR_REGISTRY_FOREIGN_LAYER_URLS_DENY",
+        "^https://blocked\\.example/".into(),
+    )])
+    .await;
+    let (_, tok, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "foreign").await;
+    let m: serde_json::Value =
+        serde_json::from_slice(&get_manifest(&s, &tok, "alice.test/app", &d).await).unwrap();
+    let absent = format!("sha256:{}", "ab".repeat(32));
+    let put = |tag: &'static str, layer: serde_json::Value, ct: &'static str| {
+        let mut m = m.clone();
+        m["layers"] = serde_json::json!([m["layers"][0].clone(), layer]);
+        if ct.contains("docker") {
+            m["mediaType"] = ct.into();
+            m["config"]["mediaType"] = "application/vnd.docker.container.image.v1+json".into();
+            m["layers"][0]["mediaType"] =
+                "application/vnd.docker.image.rootfs.diff.tar.gzip".into();
+        }
+        let (url, tok) = (s.url.clone(), tok.clone());
+        async move {
+            http()
+                .put(format!("{url}/v2/alice.test/app/manifests/{tag}"))
+                .bearer_auth(&tok)
+                .header("content-type", ct)
+                .body(serde_json::to_vec(&m).unwrap())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+    const DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    let foreign = |mt: &str, urls: serde_json::Value| serde_json::json!({"mediaType": mt, "digest": absent, "size": 1234, "urls": urls});
+    let r = put(
+        "win-oci",
+        foreign(
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            serde_json::json!(["https://mcr.example/layer.tar.gz"]),
+        ),
+        OCI,
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let r = put(
+        "win-docker",
+        foreign(
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            serde_json::json!(["https://mcr.example/layer.tar.gz"]),
+        ),
+        DOCKER,
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    // Pullable by tag; the layer itself is not served here.
+    let r = http()
+        .get(format!("{}/v2/alice.test/app/blobs/{absent}", s.url))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // No URL, a denied URL, a non-http URL, an ordinary missing layer.
+    let nondist = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    expect_error(
+        put("a", foreign(nondist, serde_json::json!([])), OCI).await,
+        400,
+        "MANIFEST_BLOB_UNKNOWN",
+    )
+    .await;
+    let r = put(
+        "b",
+        foreign(nondist, serde_json::json!(["https://blocked.example/x"])),
+        OCI,
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("MANIFEST_INVALID") && body.contains("registry.foreign_layer_urls_deny"),
+        "{body}"
+    );
+    expect_error(
+        put(
+            "c",
+            foreign(nondist, serde_json::json!(["file:///etc/passwd"])),
+            OCI,
+        )
+        .await,
+        400,
+        "MANIFEST_INVALID",
+    )
+    .await;
+    let plain = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": absent, "size": 1234
+    });
+    expect_error(put("d", plain, OCI).await, 400, "MANIFEST_BLOB_UNKNOWN").await;
 }
