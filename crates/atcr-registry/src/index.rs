@@ -397,6 +397,41 @@ impl Index {
             .await
     }
 
+    /// For each `(repo, digest, tag)`: the manifest record's key if the
+    /// manifest is indexed, and the digest the tag points at. One read for a
+    /// whole batch of pushes.
+    pub async fn push_state(
+        &self,
+        did: &str,
+        pushes: Vec<(String, String, Option<String>)>,
+    ) -> Result<Vec<(Option<String>, Option<String>)>> {
+        let d = did.to_owned();
+        self.db
+            .read(move |c| {
+                let mut out = Vec::with_capacity(pushes.len());
+                for (repo, digest, tag) in &pushes {
+                    let rkey: Option<String> = c
+                        .prepare_cached(
+                            "SELECT record_rkey FROM manifest WHERE did = ?1 AND repo = ?2 AND digest = ?3",
+                        )?
+                        .query_row((&d, repo, digest), |r| r.get(0))
+                        .optional()?;
+                    let tagged: Option<String> = match tag {
+                        Some(t) => c
+                            .prepare_cached(
+                                "SELECT digest FROM tag WHERE did = ?1 AND repo = ?2 AND tag = ?3",
+                            )?
+                            .query_row((&d, repo, t), |r| r.get(0))
+                            .optional()?,
+                        None => None,
+                    };
+                    out.push((rkey, tagged));
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     /// The digest a tag points at, with the tag record's CID.
     pub async fn tag(&self, did: &str, repo: &str, tag: &str) -> Result<Option<(String, String)>> {
         let (d, r, t) = (did.to_owned(), repo.to_owned(), tag.to_owned());

@@ -1099,35 +1099,30 @@ impl Registry {
             }
         }
         let mut outcome = Ok(());
-        while !waiting.is_empty() {
-            {
-                let _leader = queue.commit.lock().await;
-                let batch: Vec<_> = {
-                    let mut jobs = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
-                    let n = jobs.len().min(MAX_BATCH);
-                    jobs.drain(..n).collect()
-                };
-                if !batch.is_empty() {
-                    self.commit_batch(did, batch).await;
-                }
-            }
-            // Results are sent while the lock is held: ours are either here
-            // or still queued behind a full batch (then lead again).
-            let mut still = vec![];
-            for mut rx in waiting {
-                match rx.try_recv() {
-                    Ok(r) => {
-                        if outcome.is_ok() {
-                            outcome = r;
-                        }
+        // Lead a batch when the commit lock is free, unless our result
+        // arrives first: waiting for the lock only to read a result that a
+        // leader already sent would queue every finished push behind the
+        // next batch (a convoy of single-push batches).
+        while let Some(rx) = waiting.first_mut() {
+            tokio::select! {
+                r = rx => {
+                    waiting.remove(0);
+                    let r = r.unwrap_or_else(|_| Err(err(ErrorCode::Unknown, "manifest push was dropped")));
+                    if outcome.is_ok() {
+                        outcome = r;
                     }
-                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => still.push(rx),
-                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                        outcome = Err(err(ErrorCode::Unknown, "manifest push was dropped"));
+                }
+                _leader = queue.commit.lock() => {
+                    let batch: Vec<_> = {
+                        let mut jobs = queue.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                        let n = jobs.len().min(MAX_BATCH);
+                        jobs.drain(..n).collect()
+                    };
+                    if !batch.is_empty() {
+                        self.commit_batch(did, batch).await;
                     }
                 }
             }
-            waiting = still;
         }
         outcome.map(|()| PushedManifest { digest, subject })
     }
@@ -1145,6 +1140,8 @@ impl Registry {
     /// Commits a batch of pushes; a batch the PDS refuses is retried one push
     /// at a time so one bad manifest cannot fail the others.
     async fn commit_batch(&self, did: &str, batch: Vec<(PushJob, Reply)>) {
+        let started = Instant::now();
+        let n = batch.len();
         let (jobs, replies): (Vec<PushJob>, Vec<Reply>) = batch.into_iter().unzip();
         match self.write_batch(did, &jobs).await {
             Ok(()) => {
@@ -1164,6 +1161,12 @@ impl Registry {
                 }
             }
         }
+        tracing::debug!(
+            did,
+            pushes = n,
+            micros = started.elapsed().as_micros() as u64,
+            "manifest batch committed"
+        );
     }
 
     /// Journals, writes the records of, and indexes a batch of pushes.
@@ -1172,28 +1175,21 @@ impl Registry {
         let mut ops: Vec<PendingOp> = vec![];
         let mut rkeys: HashMap<(String, String), String> = HashMap::new();
         let mut todo: Vec<(usize, bool, String)> = vec![]; // (job, new manifest, rkey)
-        for (i, j) in jobs.iter().enumerate() {
+        // The owner's PDS is looked up while the index is read.
+        let (state, owner) = tokio::join!(
+            self.inner.index.push_state(
+                did,
+                jobs.iter()
+                    .map(|j| (j.repo.clone(), j.digest.clone(), j.tag.clone()))
+                    .collect(),
+            ),
+            self.owner_pds(did)
+        );
+        let state = state?;
+        for ((i, j), (indexed, tagged)) in jobs.iter().enumerate().zip(state) {
             let key = (j.repo.clone(), j.digest.clone());
-            let existing = match rkeys.get(&key) {
-                Some(r) => Some(r.clone()),
-                None => self
-                    .inner
-                    .index
-                    .manifest(did, &j.repo, &j.digest, false)
-                    .await?
-                    .map(|m| m.record_rkey),
-            };
-            if let Some(t) = &j.tag
-                && existing.is_some()
-                && self
-                    .inner
-                    .index
-                    .tag(did, &j.repo, t)
-                    .await?
-                    .map(|x| x.0)
-                    .as_deref()
-                    == Some(&j.digest)
-            {
+            let existing = rkeys.get(&key).cloned().or(indexed);
+            if j.tag.is_some() && existing.is_some() && tagged.as_deref() == Some(&j.digest) {
                 continue;
             }
             if existing.is_some() && j.tag.is_none() {
@@ -1229,7 +1225,7 @@ impl Registry {
         if todo.is_empty() {
             return Ok(());
         }
-        let owner = self.owner_pds(did).await?;
+        let owner = owner?;
         // Resolved before anything is written: a push whose artifact cannot
         // be made fails whole.
         let signer = if todo
