@@ -13,8 +13,8 @@
 //! at 8 concurrent readers.
 //!
 //! `atcr-bench registry --url URL …` drives any OCI registry over HTTP and
-//! `atcr-bench ceiling` is the hash-and-write ceiling server (see
-//! [`registry`]); `scripts/bench-registry` runs them side by side with CNCF
+//! `atcr-bench ceiling` is the ceiling server: ATCR's own blob store behind
+//! the same serving layer and nothing else (see [`registry`]); `scripts/bench-registry` runs them side by side with CNCF
 //! Distribution.
 //!
 //! Run it in release mode: `cargo run --release -p atcr-bench -- repo`.

@@ -205,7 +205,60 @@ async fn images_are_built_pushed_verified_and_run() {
     assert_eq!(status, 401, "{}", String::from_utf8_lossy(&logs.stderr));
     docker.ok(&["exec", &id, "/usr/local/bin/atcr", "healthcheck"]);
     docker.ok(&["rm", "-f", &id]);
-    // The verifier image runs its CLI.
-    let v = docker.ok(&["run", "--rm", "atcr-verify:test", "--version"]);
+    // docker pull: with every local copy gone, the verifier image comes
+    // back from ATCR and runs its CLI.
+    let remote = format!("{}/alice.test/atcr-verify:test", s.host);
+    docker.ok(&["rmi", &remote, "atcr-verify:test"]);
+    docker.ok(&["pull", &remote]);
+    let v = docker.ok(&["run", "--rm", &remote, "--version"]);
     assert!(v.starts_with("atcr-verify "), "{v}");
+    // Delete with the credentials docker stored at login (crane's token
+    // flow: a pull,push token, the 401 naming the delete scope, a new
+    // token), then docker pull finds nothing.
+    let stored: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(docker.dir.path().join("config/config.json")).unwrap(),
+    )
+    .unwrap();
+    let auth = stored["auths"][&s.host]["auth"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token_for = |scope: String| {
+        let (url, auth) = (s.url.clone(), auth.clone());
+        async move {
+            let r = http()
+                .get(format!("{url}/auth/token"))
+                .query(&[("scope", scope)])
+                .header("authorization", format!("Basic {auth}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let url = format!("{}/v2/alice.test/atcr-verify/manifests/test", s.url);
+    let t = token_for("repository:alice.test/atcr-verify:pull,push".into()).await;
+    let r = http().delete(&url).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("scope=\"repository:alice.test/atcr-verify:delete\"")
+    );
+    let t = token_for("repository:alice.test/atcr-verify:delete".into()).await;
+    let r = http().delete(&url).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    docker.ok(&["rmi", &remote]);
+    let gone = docker.docker(&["pull", &remote]);
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&gone.stderr)
+    );
 }
