@@ -183,9 +183,15 @@ mod tests {
             ..Egress::default()
         };
         assert!(e.allows_ip("127.0.0.1".parse().unwrap()));
+        // An allowed network may be spoken to in plain http; a name needs https.
+        assert!(e.check_url(&"http://127.0.0.1:1/".parse().unwrap()).is_ok());
         assert!(
-            e.check_url(&"http://127.0.0.1:1/".parse().unwrap())
+            e.check_url(&"http://pds.example/".parse().unwrap())
                 .is_err()
+        );
+        assert!(
+            e.check_url(&"https://pds.example/".parse().unwrap())
+                .is_ok()
         );
         assert!(
             e.check_url(&"https://127.0.0.1:1/".parse().unwrap())
