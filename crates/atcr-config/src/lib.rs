@@ -72,6 +72,13 @@ pub struct ServerConfig {
     /// Bytes of an unread request body (answered early, e.g. 401) read and
     /// discarded so the client sees the answer.
     pub drain_limit_bytes: u64,
+    /// PEM certificate chain: serve HTTPS (reloaded when the file changes).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For`
+    /// names the client; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +92,9 @@ impl Default for ServerConfig {
             body_read_timeout_secs: 60,
             idle_timeout_secs: 90,
             drain_limit_bytes: 64 << 20,
+            tls_cert: None,
+            tls_key: None,
+            trusted_proxies: vec![],
         }
     }
 }
@@ -339,6 +349,9 @@ impl Config {
                 "SERVER_BODY_READ_TIMEOUT_SECS" => self.server.body_read_timeout_secs = num(value)?,
                 "SERVER_IDLE_TIMEOUT_SECS" => self.server.idle_timeout_secs = num(value)?,
                 "SERVER_DRAIN_LIMIT_BYTES" => self.server.drain_limit_bytes = num(value)?,
+                "SERVER_TLS_CERT" => self.server.tls_cert = Some(PathBuf::from(value)),
+                "SERVER_TLS_KEY" => self.server.tls_key = Some(PathBuf::from(value)),
+                "SERVER_TRUSTED_PROXIES" => self.server.trusted_proxies = list(value),
                 "PDS_ENABLED" => self.pds.enabled = parse_bool(value)?,
                 "PDS_ADMIN_PASSWORD" => self.pds.admin_password = Some(value.clone()),
                 "PDS_HANDLE_DOMAINS" => self.pds.handle_domains = list(value),
@@ -403,6 +416,16 @@ impl Config {
                     format!("{:?} is not host:port ({e})", self.server.listen),
                 )
             })?;
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err(invalid(
+                if self.server.tls_cert.is_some() {
+                    "server.tls_key"
+                } else {
+                    "server.tls_cert"
+                },
+                "set both server.tls_cert and server.tls_key to serve HTTPS".into(),
+            ));
+        }
         self.public_url()?;
         for (key, v) in [
             ("server.max_connections", self.server.max_connections),
@@ -492,11 +515,26 @@ impl Config {
 
     /// The public base URL.
     pub fn public_url(&self) -> Result<Url, ConfigError> {
-        let s = self
-            .server
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.server.listen));
+        let scheme = if self.tls() { "https" } else { "http" };
+        let s = match &self.server.public_url {
+            Some(u) => u.clone(),
+            None => {
+                // Every address is not an address clients can use.
+                if let Ok(a) = self.server.listen.parse::<std::net::SocketAddr>()
+                    && a.ip().is_unspecified()
+                {
+                    return Err(ConfigError::Invalid {
+                        key: "server.public_url".into(),
+                        reason: format!(
+                            "server.listen {} accepts connections on every address; set server.public_url to the URL clients use, e.g. {scheme}://registry.example.com:{}",
+                            self.server.listen,
+                            a.port()
+                        ),
+                    });
+                }
+                format!("{scheme}://{}", self.server.listen)
+            }
+        };
         let url = Url::parse(&s).map_err(|e| ConfigError::Invalid {
             key: "server.public_url".into(),
             reason: e.to_string(),
@@ -508,6 +546,11 @@ impl Config {
             });
         }
         Ok(url)
+    }
+
+    /// Whether the server serves HTTPS itself.
+    pub fn tls(&self) -> bool {
+        self.server.tls_cert.is_some() && self.server.tls_key.is_some()
     }
 
     /// The PLC directory URL new DIDs are registered at and resolved from.

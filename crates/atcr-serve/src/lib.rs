@@ -18,7 +18,10 @@
 //!   background, up to [`Limits::drain_limit`] bytes and
 //!   [`Limits::max_draining`] bodies at once, so the early reply is read by
 //!   the client and the connection stays usable;
-//! * TLS ([`tls::Acceptor`]) with certificates reloaded from their files.
+//! * TLS ([`tls::Acceptor`]) with certificates reloaded from their files;
+//! * handlers find the client address in axum's `ConnectInfo` (from
+//!   `X-Forwarded-For` only when the peer is one of
+//!   [`Limits::trusted_proxies`]).
 
 pub mod tls;
 
@@ -59,6 +62,8 @@ pub struct Limits {
     pub max_draining: usize,
     /// How long a shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Limits {
@@ -71,6 +76,7 @@ impl Default for Limits {
             drain_limit: 64 << 20,
             max_draining: 64,
             shutdown_grace: Duration::from_secs(30),
+            trusted_proxies: vec![],
         }
     }
 }
@@ -377,13 +383,38 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
             })
         });
         // Handlers read the client address as axum's `ConnectInfo`.
+        let client = client_address(self.peer, req.headers(), &limits.trusted_proxies);
         req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(self.peer));
+            .insert(axum::extract::ConnectInfo(client));
         let router = self.shared.router.clone();
         Box::pin(async move {
             let _in_flight = in_flight;
             router.oneshot(req).await
         })
+    }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy,
+/// the last address in `X-Forwarded-For` that is not itself a trusted proxy.
+fn client_address(
+    peer: std::net::SocketAddr,
+    headers: &hyper::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::SocketAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer.ip()) {
+        return peer;
+    }
+    let hops: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    match hops.into_iter().rev().find(|ip| !is_trusted(ip)) {
+        Some(ip) => std::net::SocketAddr::new(ip, 0),
+        None => peer,
     }
 }
 

@@ -122,6 +122,21 @@ fn blob_store(config: &Config, dir: &Path) -> Result<atcr_blobstore::BlobStore, 
 
 fn resolver(config: &Config) -> Result<atcr_identity::IdentityResolver, ServerError> {
     let id = &config.identity;
+    // The embedded directory is reached at the public URL: plain http off
+    // loopback needs TLS or an explicit opt-in, named here.
+    let plc = config.plc_url()?;
+    if config.plc.embedded
+        && plc.scheme() == "http"
+        && !id.allow_plain_http
+        && !matches!(plc.host(), Some(url::Host::Ipv4(a)) if a.is_loopback())
+        && !matches!(plc.host(), Some(url::Host::Ipv6(a)) if a.is_loopback())
+        && plc.host_str() != Some("localhost")
+    {
+        return Err(ServerError::Service(format!(
+            "server.public_url {} is plain http off loopback: serve HTTPS (server.tls_cert and server.tls_key, or a TLS reverse proxy with an https server.public_url), or allow plain http on a trusted network (identity.allow_plain_http = true)",
+            config.public_url()?
+        )));
+    }
     let rc = atcr_identity::ResolverConfig {
         plc_url: config.plc_url()?,
         allow_plain_http: id.allow_plain_http,
@@ -302,15 +317,44 @@ pub async fn serve_on(
         })
     };
     let sc = &services.config.server;
+    let trusted_proxies = sc
+        .trusted_proxies
+        .iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ServerError::Service(format!(
+                        "server.trusted_proxies: {p:?} is not an address or a network"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls = match (&sc.tls_cert, &sc.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            atcr_serve::tls::Acceptor::new(
+                &atcr_serve::tls::TlsSettings {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: None,
+                    tls13_only: false,
+                },
+                Duration::from_secs(2),
+            )
+            .map_err(|e| ServerError::Service(format!("server.tls_cert / server.tls_key: {e}")))?,
+        ),
+        _ => None,
+    };
     let limits = atcr_serve::Limits {
         max_connections: usize::try_from(sc.max_connections).unwrap_or(usize::MAX),
         header_read_timeout: Duration::from_secs(sc.header_read_timeout_secs),
         body_read_timeout: Duration::from_secs(sc.body_read_timeout_secs),
         idle_timeout: Duration::from_secs(sc.idle_timeout_secs),
         drain_limit: sc.drain_limit_bytes,
+        trusted_proxies,
         ..atcr_serve::Limits::default()
     };
-    atcr_serve::serve(listener, services.router(), limits, None, shutdown).await;
+    atcr_serve::serve(listener, services.router(), limits, tls, shutdown).await;
     sweeper.abort();
     Ok(())
 }

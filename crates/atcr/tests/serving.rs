@@ -1,0 +1,242 @@
+//! Serving beyond loopback (issue 13, item 1): HTTPS with a certificate from
+//! a test CA for real clients (no `--tls-verify=false`), a certificate change
+//! picked up by the running server, refusals that name their setting, and
+//! `X-Forwarded-For` honoured only from a trusted proxy.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const PW: &str = "correct horse battery";
+
+fn client_trusting(ca: &std::path::Path) -> reqwest::Client {
+    atcr_http::client_builder(Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_test_ca_for_skopeo_and_podman_and_certificate_reload() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    make_certs(d, "one");
+    make_certs(d, "two");
+    let (crt, key) = (d.join("live.crt"), d.join("live.key"));
+    std::fs::copy(d.join("one.crt"), &crt).unwrap();
+    std::fs::copy(d.join("one.key"), &key).unwrap();
+    let s = start(&[
+        ("ATCR_SERVER_TLS_CERT", crt.display().to_string()),
+        ("ATCR_SERVER_TLS_KEY", key.display().to_string()),
+    ])
+    .await;
+    assert_eq!(
+        s.services.config.public_url().unwrap().scheme(),
+        "https",
+        "the default public URL follows TLS"
+    );
+    let https = format!("https://{}", s.host);
+    account(&s, "alice.test", PW).await;
+    // The CA the clients are given, the way each reads it.
+    let certs = d.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(d.join("one-ca.crt"), certs.join("ca.crt")).unwrap();
+    let certs = certs.display().to_string();
+    let one = client_trusting(&d.join("one-ca.crt"));
+    assert_eq!(
+        one.get(format!("{https}/v2/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // skopeo pushes and pulls an image (index of two platforms) over HTTPS.
+    let layout = d.join("layout");
+    mkimage_layout(&layout, 2, 4096, true);
+    let creds = format!("alice.test:{PW}");
+    skopeo_copy_ok(
+        &["--all", "--dest-cert-dir", &certs, "--dest-creds", &creds],
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{}/alice.test/tls:v1", s.host),
+    )
+    .await;
+    let out = d.join("out");
+    skopeo_copy_ok(
+        &["--all", "--src-cert-dir", &certs, "--src-creds", &creds],
+        &format!("docker://{}/alice.test/tls:v1", s.host),
+        &format!("oci:{}", out.display()),
+    )
+    .await;
+    // Without the CA the same pull is refused: nothing is insecure.
+    let refused = skopeo_copy(
+        &["--src-creds", &creds],
+        &format!("docker://{}/alice.test/tls:v1", s.host),
+        &format!("oci:{}", d.join("no").display()),
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("certificate"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // podman logs in and pulls with --cert-dir.
+    let root = d.join("podman");
+    std::fs::create_dir_all(&root).unwrap();
+    let podman = |args: &[&str]| {
+        let mut c = std::process::Command::new("podman");
+        c.arg("--root")
+            .arg(root.join("root"))
+            .arg("--runroot")
+            .arg(root.join("run"))
+            .arg("--storage-driver=vfs")
+            .args(args)
+            .env("REGISTRY_AUTH_FILE", root.join("auth.json"))
+            .env("XDG_RUNTIME_DIR", root.join("xdg"));
+        c
+    };
+    std::fs::write(root.join("auth.json"), "{}").unwrap();
+    let image = format!("{}/alice.test/tls:v1", s.host);
+    let (p1, p2) = (
+        podman(&[
+            "login",
+            "--cert-dir",
+            &certs,
+            "-u",
+            "alice.test",
+            "-p",
+            PW,
+            &s.host,
+        ]),
+        podman(&["pull", "--cert-dir", &certs, &image]),
+    );
+    tokio::task::spawn_blocking(move || {
+        let (mut p1, mut p2) = (p1, p2);
+        ok(&mut p1);
+        ok(&mut p2);
+    })
+    .await
+    .unwrap();
+
+    // A new certificate (another CA) replaces the files: the running server
+    // presents it within seconds, without a restart.
+    std::fs::copy(d.join("two.crt"), &crt).unwrap();
+    std::fs::copy(d.join("two.key"), &key).unwrap();
+    let two = client_trusting(&d.join("two-ca.crt"));
+    let t = Instant::now();
+    loop {
+        let fresh = two.get(format!("{https}/v2/")).send().await;
+        if fresh.is_ok_and(|r| r.status() == 401) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "new certificate not served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // New connections no longer get the old certificate.
+    let old = client_trusting(&d.join("one-ca.crt"));
+    assert!(old.get(format!("{https}/v2/")).send().await.is_err());
+}
+
+#[test]
+fn refusals_name_the_setting_that_fixes_them() {
+    let load = |env: &[(&str, &str)]| {
+        let env: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        atcr_config::Config::load(None, &env)
+    };
+    let e = load(&[("ATCR_SERVER_LISTEN", "0.0.0.0:5004")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("server.public_url") && e.contains("0.0.0.0:5004"),
+        "{e}"
+    );
+    let e = load(&[("ATCR_SERVER_TLS_CERT", "/x.crt")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("server.tls_key"), "{e}");
+    // A LAN URL over plain http: TLS or the explicit opt-in, both named.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d").display().to_string();
+    let cfg = load(&[
+        ("ATCR_SERVER_LISTEN", "0.0.0.0:5004"),
+        ("ATCR_SERVER_PUBLIC_URL", "http://registry.lan:5004"),
+        ("ATCR_SERVER_DATA_DIR", &data),
+    ])
+    .unwrap();
+    let e = atcr_server::Services::open(cfg).err().unwrap().to_string();
+    assert!(
+        e.contains("server.tls_cert") && e.contains("identity.allow_plain_http"),
+        "{e}"
+    );
+    let cfg = load(&[
+        ("ATCR_SERVER_LISTEN", "0.0.0.0:5004"),
+        ("ATCR_SERVER_PUBLIC_URL", "http://registry.lan:5004"),
+        ("ATCR_IDENTITY_ALLOW_PLAIN_HTTP", "true"),
+        ("ATCR_SERVER_DATA_DIR", &data),
+    ])
+    .unwrap();
+    assert!(atcr_server::Services::open(cfg).is_ok());
+    // Unreadable certificate files stop the server with the setting named.
+    let cfg = load(&[
+        ("ATCR_SERVER_TLS_CERT", "/nonexistent.crt"),
+        ("ATCR_SERVER_TLS_KEY", "/nonexistent.key"),
+        ("ATCR_SERVER_DATA_DIR", &data),
+    ])
+    .unwrap();
+    let services = atcr_server::Services::open(cfg).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let e = rt
+        .block_on(async {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            atcr_server::serve_on(l, services, async {}).await
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("server.tls_cert"), "{e}");
+}
+
+/// Failed logins are throttled by the address `X-Forwarded-For` names only
+/// when the connection comes from a trusted proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let fail = |s: &Server, forwarded: &'static str| {
+        let url = s.url.clone();
+        async move {
+            http()
+                .get(format!("{url}/auth/token"))
+                .basic_auth("alice.test", Some("wrong"))
+                .header("x-forwarded-for", forwarded)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 127.0.0.1 is the trusted proxy: 20 failures for one client address
+    // throttle that address only.
+    let s = start(&[("ATCR_SERVER_TRUSTED_PROXIES", "127.0.0.1".into())]).await;
+    account(&s, "alice.test", PW).await;
+    for _ in 0..20 {
+        assert_eq!(fail(&s, "203.0.113.7").await, 401);
+    }
+    assert_eq!(fail(&s, "203.0.113.7").await, 429);
+    assert_eq!(fail(&s, "203.0.113.8").await, 401);
+    // Untrusted: the header is ignored, the connection's address counts.
+    let s = start(&[]).await;
+    account(&s, "alice.test", PW).await;
+    for i in 0..20 {
+        let forged = ["198.51.100.1", "198.51.100.2"][i % 2];
+        assert_eq!(fail(&s, forged).await, 401);
+    }
+    assert_eq!(fail(&s, "198.51.100.3").await, 429);
+}
