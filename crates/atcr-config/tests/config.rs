@@ -25,6 +25,7 @@ fn environment_overrides_the_file() {
         None,
         &env(&[
             ("ATCR_SERVER_LISTEN", "0.0.0.0:6000"),
+            ("ATCR_SERVER_PUBLIC_URL", "https://registry.example:6000"),
             ("ATCR_PDS_HANDLE_DOMAINS", ".a.test, .b.test"),
             ("PATH", "/bin"),
         ]),

@@ -187,6 +187,8 @@ async fn images_are_built_pushed_verified_and_run() {
         "/data:uid=65532,gid=65532",
         "-e",
         &format!("ATCR_SERVER_LISTEN=127.0.0.1:{port}"),
+        "-e",
+        &format!("ATCR_SERVER_PUBLIC_URL=http://127.0.0.1:{port}"),
         "atcr:test",
     ]);
     let mut status = 0;
