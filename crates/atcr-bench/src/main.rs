@@ -40,7 +40,7 @@ fn main() -> Result<()> {
         Some("admission") => tokio_main(service::admission(&args[1..])),
         Some("fuzz-seeds") => fuzz_seeds(args.get(1).context("usage: atcr-bench fuzz-seeds DIR")?),
         _ => bail!(
-            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] | ceiling --listen ADDR --dir DIR | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | fuzz-seeds DIR"
+            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | fuzz-seeds DIR"
         ),
     }
 }
