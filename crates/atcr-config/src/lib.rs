@@ -79,6 +79,8 @@ pub struct ServerConfig {
     /// Reverse proxies (addresses or networks) whose `X-Forwarded-For`
     /// names the client; from anyone else the header is ignored.
     pub trusted_proxies: Vec<String>,
+    /// Log lines as `text` or `json` (one object per line).
+    pub log_format: String,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +97,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             trusted_proxies: vec![],
+            log_format: "text".into(),
         }
     }
 }
@@ -352,6 +355,7 @@ impl Config {
                 "SERVER_TLS_CERT" => self.server.tls_cert = Some(PathBuf::from(value)),
                 "SERVER_TLS_KEY" => self.server.tls_key = Some(PathBuf::from(value)),
                 "SERVER_TRUSTED_PROXIES" => self.server.trusted_proxies = list(value),
+                "SERVER_LOG_FORMAT" => self.server.log_format = value.clone(),
                 "PDS_ENABLED" => self.pds.enabled = parse_bool(value)?,
                 "PDS_ADMIN_PASSWORD" => self.pds.admin_password = Some(value.clone()),
                 "PDS_HANDLE_DOMAINS" => self.pds.handle_domains = list(value),
@@ -416,6 +420,15 @@ impl Config {
                     format!("{:?} is not host:port ({e})", self.server.listen),
                 )
             })?;
+        if !matches!(self.server.log_format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "server.log_format",
+                format!(
+                    "{:?}: expected \"text\" or \"json\"",
+                    self.server.log_format
+                ),
+            ));
+        }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             return Err(invalid(
                 if self.server.tls_cert.is_some() {

@@ -274,6 +274,7 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
                 Err(e) => {
                     if e.0.status == 401 {
                         throttle.failed(req.peer, &input.identifier);
+                        tracing::info!(target: "atcr::auth", user = %input.identifier, client = ?req.peer, "createSession failed");
                     }
                     Err(e)
                 }

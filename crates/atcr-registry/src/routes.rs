@@ -194,6 +194,13 @@ async fn authorize(
             }
             _ => true,
         };
+        tracing::info!(
+            target: "atcr::auth",
+            did = %claims.sub,
+            action,
+            repository = raw_name,
+            "denied: the token lacks the scope"
+        );
         let mut r = if entitled && !reg.tokens().refused_again(&claims, &scope) {
             error(
                 reg,
@@ -230,6 +237,14 @@ async fn authorize(
         .map_err(|e| error(reg, e, None))?;
     // `sign` is the one write a non-owner may do (checked in `cosign_put`).
     if action != "pull" && action != "sign" && did != claims.sub {
+        tracing::info!(
+            target: "atcr::auth",
+            did = %claims.sub,
+            action,
+            repository = raw_name,
+            owner = %did,
+            "denied: not the owner"
+        );
         // The token was granted for this name, but the name no longer
         // resolves to the caller (handle moved): refuse.
         return Err(error(
@@ -936,6 +951,7 @@ async fn token(
             let throttle = reg.failed_logins();
             if let Err(wait) = throttle.check(peer, &u) {
                 let secs = wait.as_secs().max(1);
+                tracing::warn!(target: "atcr::auth", user = %u, client = ?peer, "login refused: too many failures");
                 let mut r = error(
                     &reg,
                     RegistryError::new(
@@ -956,6 +972,7 @@ async fn token(
                 Err(e) => {
                     if e.code == ErrorCode::Unauthorized {
                         throttle.failed(peer, &u);
+                        tracing::info!(target: "atcr::auth", user = %u, client = ?peer, "login failed");
                     }
                     return error(&reg, e, None);
                 }

@@ -8,6 +8,8 @@
 //! * [`Services::router`] mounts `/xrpc/*`, `/.well-known/atproto-did` and the
 //!   directory under its prefix; [`serve`] runs it until shutdown.
 
+pub mod observe;
+
 use atcr_config::Config;
 use atcr_pds::{Pds, PdsConfig};
 use atcr_plc::PlcDirectory;
@@ -93,6 +95,8 @@ pub struct Services {
     pub plc: Option<Directory>,
     /// The OCI registry.
     pub registry: atcr_registry::Registry,
+    /// Request metrics (`/metrics`).
+    pub metrics: Arc<observe::Metrics>,
 }
 
 fn blob_store(config: &Config, dir: &Path) -> Result<atcr_blobstore::BlobStore, ServerError> {
@@ -242,6 +246,7 @@ impl Services {
             pds,
             plc,
             registry,
+            metrics: Arc::new(observe::Metrics::new()),
         })
     }
 
@@ -264,8 +269,45 @@ impl Services {
 
     /// The HTTP routes of every enabled service.
     pub fn router(&self) -> axum::Router {
+        // Who a request's token belongs to, for the access log: a registry
+        // token or a PDS session, verified; anything else is nobody.
+        let (reg, pds) = (self.registry.clone(), self.pds.clone());
+        let identify: observe::Identify = Arc::new(move |h: &axum::http::HeaderMap| {
+            let t = h
+                .get(axum::http::header::AUTHORIZATION)?
+                .to_str()
+                .ok()?
+                .strip_prefix("Bearer ")?
+                .trim();
+            if let Some(c) = reg.tokens().verify(t) {
+                return Some(c.sub).filter(|s| !s.is_empty());
+            }
+            let pds = pds.as_ref()?;
+            pds.verify_token(
+                t,
+                &[
+                    atcr_pds::AuthScope::Access,
+                    atcr_pds::AuthScope::AppPass,
+                    atcr_pds::AuthScope::Refresh,
+                ],
+            )
+            .ok()
+            .map(|c| c.sub)
+        });
+        let obs = observe::Observe {
+            metrics: self.metrics.clone(),
+            identify,
+        };
+        // Start-up reconciliation runs before the first request is served,
+        // so answering at all means ready.
         let mut app = axum::Router::new()
             .route("/_health", axum::routing::get(|| async { "ok" }))
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route("/readyz", axum::routing::get(|| async { "ready" }))
+            .route(
+                "/metrics",
+                axum::routing::get(observe::metrics).with_state(obs.clone()),
+            )
             .merge(atcr_registry::routes::router(self.registry.clone()));
         if let Some(pds) = &self.pds {
             app = app.merge(atcr_pds::routes::router(pds.clone()));
@@ -276,7 +318,7 @@ impl Services {
                 atcr_plc_server::router(plc.clone()),
             );
         }
-        app
+        app.layer(axum::middleware::from_fn_with_state(obs, observe::layer))
     }
 }
 

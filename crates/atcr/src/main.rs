@@ -262,13 +262,23 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ATCR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+    // The format comes from the configuration when it can be read now (its
+    // errors are reported by the command that loads it).
+    let json = load_config(cli.config.as_ref())
+        .map(|c| c.server.log_format == "json")
+        .unwrap_or(false);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("ATCR_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        // Colour escapes only where a person reads them.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -240,3 +240,135 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     }
     assert_eq!(fail(&s, "198.51.100.3").await, 429);
 }
+
+/// Issue 13, item 4 (in part): one JSON access-log line per request with
+/// the verified DID and a request id, explicit lines for failed logins and
+/// denials, no colour escapes in a file, no secrets; `/metrics`, `/healthz`
+/// and `/readyz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_and_metrics() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let port = atcr_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let log = work.path().join("log");
+    let mut child = atcr(&data, port)
+        .arg("serve")
+        .env("ATCR_SERVER_LOG_FORMAT", "json")
+        .env("ATCR_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_ready(&url).await;
+    create_account(&data, port, "alice.test", PW);
+    create_account(&data, port, "bob.test", PW);
+    let c = http();
+    // A failed login, a successful one, a push, a denied push.
+    let bad = c
+        .get(format!("{url}/auth/token"))
+        .basic_auth("alice.test", Some("not-the-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let tok = |user: &'static str, scope: &'static str| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let r = c
+                .get(format!("{url}/auth/token"))
+                .query(&[("scope", scope)])
+                .basic_auth(user, Some(PW))
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let alice = tok("alice.test", "repository:alice.test/app:pull,push").await;
+    let blob = b"observed".to_vec();
+    let r = c
+        .post(format!(
+            "{url}/v2/alice.test/app/blobs/uploads/?digest={}",
+            sha256(&blob)
+        ))
+        .bearer_auth(&alice)
+        .body(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let bob = tok("bob.test", "repository:alice.test/app:pull,push").await;
+    let r = c
+        .post(format!("{url}/v2/alice.test/app/blobs/uploads/"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 401 || r.status() == 403);
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            c.get(format!("{url}{path}")).send().await.unwrap().status(),
+            200
+        );
+    }
+    let metrics = c
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"atcr_http_requests_total{route="/v2/{name}/blobs/uploads/",status="201"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"atcr_http_requests_total{route="/auth/token",status="401"} 1"#));
+    assert!(metrics.contains("atcr_http_request_duration_seconds_bucket"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "colour escapes in a log file");
+    for secret in [PW, "not-the-password", alice.as_str(), bob.as_str()] {
+        assert!(!text.contains(secret), "a secret in the log");
+    }
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let push = lines
+        .iter()
+        .find(|l| l["request_id"] == request_id.as_str())
+        .expect("the push's access line");
+    assert_eq!(push["target"], "atcr::access");
+    assert_eq!(push["method"], "POST");
+    assert_eq!(push["route"], "/v2/{name}/blobs/uploads/");
+    assert_eq!(push["status"], 201);
+    assert_eq!(push["bytes_in"], blob.len());
+    assert_eq!(push["client"], "127.0.0.1");
+    assert!(push["duration_ms"].as_f64().unwrap() >= 0.0);
+    let alice_did = lines
+        .iter()
+        .filter(|l| l["target"] == "atcr::access")
+        .filter_map(|l| l["did"].as_str())
+        .find(|d| d.starts_with("did:plc:"));
+    assert_eq!(push["did"].as_str(), alice_did);
+    assert!(lines.iter().any(|l| l["target"] == "atcr::auth"
+        && l["message"] == "login failed"
+        && l["user"] == "alice.test"));
+    assert!(lines.iter().any(|l| {
+        l["target"] == "atcr::auth"
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("denied"))
+    }));
+}
