@@ -15,6 +15,7 @@
 
 pub mod egress;
 pub mod index;
+pub mod metrics;
 pub mod records;
 pub mod routes;
 mod signing;
@@ -246,6 +247,8 @@ struct Inner {
     pds_failures: Mutex<HashMap<String, Instant>>,
     /// Failed `/auth/token` logins per address and user.
     failed_logins: atcr_pds::throttle::FailedLogins,
+    /// Push-path metrics.
+    metrics: metrics::RegistryMetrics,
     /// sha256(secret, user, password) → (did, checked at).
     credentials: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Upload sessions with a request in flight.
@@ -275,9 +278,11 @@ const HANDLE_CACHE: Duration = Duration::from_secs(10);
 struct Busy<'a> {
     set: &'a Mutex<HashSet<String>>,
     id: String,
+    gauge: &'a prometheus::IntGauge,
 }
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
+        self.gauge.dec();
         self.set
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -350,6 +355,7 @@ impl Registry {
                 egress: rules,
                 pds_failures: Mutex::new(HashMap::new()),
                 failed_logins: Default::default(),
+                metrics: metrics::RegistryMetrics::new(),
                 credentials: Mutex::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
                 queues: Mutex::new(HashMap::new()),
@@ -536,6 +542,11 @@ impl Registry {
         if m.len() < 10_000 {
             m.insert(origin.to_owned(), Instant::now());
         }
+    }
+
+    /// Push-path metrics.
+    pub fn metrics(&self) -> &metrics::RegistryMetrics {
+        &self.inner.metrics
     }
 
     /// Failed-login throttling of `/auth/token`.
@@ -817,8 +828,10 @@ impl Registry {
                 "another request is writing to this upload session",
             ));
         }
+        self.inner.metrics.uploads_in_progress.inc();
         Ok(Busy {
             set: &self.inner.busy,
+            gauge: &self.inner.metrics.uploads_in_progress,
             id: id.to_owned(),
         })
     }
@@ -1143,7 +1156,8 @@ impl Registry {
         let started = Instant::now();
         let n = batch.len();
         let (jobs, replies): (Vec<PushJob>, Vec<Reply>) = batch.into_iter().unzip();
-        match self.write_batch(did, &jobs).await {
+        let span = tracing::info_span!("manifest_batch", did, pushes = n);
+        match tracing::Instrument::instrument(self.write_batch(did, &jobs), span).await {
             Ok(()) => {
                 for r in replies {
                     let _ = r.send(Ok(()));
@@ -1161,6 +1175,9 @@ impl Registry {
                 }
             }
         }
+        let m = &self.inner.metrics;
+        m.batch_pushes.observe(n as f64);
+        m.batch_seconds.observe(started.elapsed().as_secs_f64());
         tracing::debug!(
             did,
             pushes = n,
@@ -1241,7 +1258,16 @@ impl Registry {
             .index
             .begin_pending(did, &serde_json::to_string(&ops).unwrap_or_default())
             .await?;
-        let written = self.write_records(owner.as_ref(), jobs, &todo).await;
+        let pds_started = Instant::now();
+        let written = tracing::Instrument::instrument(
+            self.write_records(owner.as_ref(), jobs, &todo),
+            tracing::info_span!("pds_commit", writes = todo.len()),
+        )
+        .await;
+        self.inner
+            .metrics
+            .pds_commit_seconds
+            .observe(pds_started.elapsed().as_secs_f64());
         let (commit_cid, cids) = match written {
             Ok(c) => c,
             Err(e) => {
@@ -1289,9 +1315,25 @@ impl Registry {
                 })
                 .collect();
             let cid = commit_cid.unwrap_or_default();
-            commits.extend(self.signature_artifacts(signer, &cid, signed).await?);
+            let made = tracing::Instrument::instrument(
+                self.signature_artifacts(signer, &cid, signed),
+                tracing::info_span!("signature_artifacts"),
+            )
+            .await;
+            match made {
+                Ok(a) => commits.extend(a),
+                Err(e) => {
+                    self.inner.metrics.artifact_failures.inc();
+                    tracing::error!("signature artifacts for a batch of {did}: {e}");
+                    return Err(e);
+                }
+            }
         }
-        self.inner.index.commit_manifests(pending, commits).await?;
+        tracing::Instrument::instrument(
+            self.inner.index.commit_manifests(pending, commits),
+            tracing::info_span!("index_commit"),
+        )
+        .await?;
         Ok(())
     }
 

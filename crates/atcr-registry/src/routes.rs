@@ -972,6 +972,7 @@ async fn token(
                 Err(e) => {
                     if e.code == ErrorCode::Unauthorized {
                         throttle.failed(peer, &u);
+                        reg.metrics().login_failures.inc();
                         tracing::info!(target: "atcr::auth", user = %u, client = ?peer, "login failed");
                     }
                     return error(&reg, e, None);

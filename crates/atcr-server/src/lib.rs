@@ -241,12 +241,17 @@ impl Services {
             resolver(&config)?,
         )
         .map_err(|e| ServerError::Service(format!("registry: {e}")))?;
+        let metrics = observe::Metrics::new();
+        for c in registry.metrics().collectors() {
+            metrics.register(c);
+        }
+        let metrics = Arc::new(metrics);
         Ok(Self {
             config,
             pds,
             plc,
             registry,
-            metrics: Arc::new(observe::Metrics::new()),
+            metrics,
         })
     }
 

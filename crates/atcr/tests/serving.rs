@@ -332,6 +332,17 @@ async fn access_logs_and_metrics() {
     );
     assert!(metrics.contains(r#"atcr_http_requests_total{route="/auth/token",status="401"} 1"#));
     assert!(metrics.contains("atcr_http_request_duration_seconds_bucket"));
+    // The push path's own figures.
+    assert!(metrics.contains("atcr_login_failures_total 1"), "{metrics}");
+    assert!(metrics.contains("atcr_uploads_in_progress 0"));
+    for name in [
+        "atcr_manifest_batch_pushes_bucket",
+        "atcr_manifest_batch_seconds_bucket",
+        "atcr_pds_commit_seconds_bucket",
+        "atcr_signature_artifact_failures_total 0",
+    ] {
+        assert!(metrics.contains(name), "{name}");
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 
