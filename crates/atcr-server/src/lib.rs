@@ -8,6 +8,7 @@
 //! * [`Services::router`] mounts `/xrpc/*`, `/.well-known/atproto-did` and the
 //!   directory under its prefix; [`serve`] runs it until shutdown.
 
+pub mod backup;
 pub mod observe;
 
 use atcr_config::Config;

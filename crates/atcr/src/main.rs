@@ -45,6 +45,18 @@ enum Command {
         #[arg(long)]
         addr: Option<String>,
     },
+    /// Back the data directory up into DIR while the server runs (SQLite
+    /// online backups, the session secret, new blob files).
+    Backup {
+        /// Destination directory (an earlier backup there is updated).
+        dir: PathBuf,
+    },
+    /// Restore a backup from DIR into an empty data directory (server
+    /// stopped).
+    Restore {
+        /// The backup directory.
+        dir: PathBuf,
+    },
     /// Print an atcr-verify configuration file for this deployment (PLC
     /// directory, handle resolution through this server for its accounts'
     /// domains, plain HTTP on loopback): `atcr-verify --config FILE IMAGE`.
@@ -188,6 +200,47 @@ async fn run(cli: Cli) -> Result<()> {
             .await
             .with_context(|| format!("{addr}: no answer"))?
             .with_context(|| format!("{addr}: not listening"))?;
+        }
+        Command::Backup { dir } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let c = atcr_server::backup::backup(&cfg, &dir)?;
+            println!(
+                "backed up {} databases and {} new blob files ({} bytes) to {}{}",
+                c.databases,
+                c.blobs,
+                c.blob_bytes,
+                dir.display(),
+                if c.s3 {
+                    "; blobs are in S3: back the bucket up with your provider's tools"
+                } else {
+                    ""
+                }
+            );
+        }
+        Command::Restore { dir } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            // A running server on this data directory holds serve.lock.
+            let data = atcr_server::prepare_data_dir(&cfg.server.data_dir)?;
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(data.join("serve.lock"))
+                .with_context(|| format!("{}", data.join("serve.lock").display()))?;
+            if lock.try_lock().is_err() {
+                bail!(
+                    "atcr serve is running on {} (server.data_dir): stop it before restoring",
+                    data.display()
+                );
+            }
+            let c = atcr_server::backup::restore(&cfg, &dir)?;
+            println!(
+                "restored {} databases and {} blob files ({} bytes) into {}",
+                c.databases,
+                c.blobs,
+                c.blob_bytes,
+                data.display()
+            );
         }
         Command::VerifierConfig => {
             let cfg = load_config(cli.config.as_ref())?;

@@ -383,3 +383,136 @@ async fn access_logs_and_metrics() {
                 .is_some_and(|m| m.starts_with("denied"))
     }));
 }
+
+/// Issue 13, item 5 (in part): `atcr backup` while the server runs, then
+/// `atcr restore` into an empty data directory serves the same images, which
+/// still verify; what was pushed after the backup is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_serving_restores_the_same_images() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let port = atcr_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let host = format!("127.0.0.1:{port}");
+    let mut child = spawn(&data, port);
+    wait_ready(&url).await;
+    create_account(&data, port, "alice.test", PW);
+    let creds = format!("alice.test:{PW}");
+    let push = |tag: &str, seed: u32| {
+        let layout = work.path().join(format!("layout-{tag}"));
+        mkimage_layout(&layout, 2, 2048 + seed, false);
+        let dest = format!("docker://{host}/alice.test/app:{tag}");
+        let creds = creds.clone();
+        async move {
+            skopeo_copy_ok(
+                &["--dest-tls-verify=false", "--dest-creds", &creds],
+                &format!("oci:{}", layout.display()),
+                &dest,
+            )
+            .await
+        }
+    };
+    push("v1", 1).await;
+    let backup = work.path().join("backup");
+    let out = run(atcr(&data, port).arg("backup").arg(&backup));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("backed up 3 databases"), "{said}");
+    // After the backup: not in it.
+    push("v2", 2).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pull = |tag: &'static str| {
+        let dest = work.path().join(format!("pulled-{tag}"));
+        let src = format!("docker://{host}/alice.test/app:{tag}");
+        let creds = creds.clone();
+        async move {
+            skopeo_copy(
+                &["--src-tls-verify=false", "--src-creds", &creds],
+                &src,
+                &format!("oci:{}", dest.display()),
+            )
+            .await
+        }
+    };
+
+    // The data directory is lost; the backup comes back.
+    std::fs::remove_dir_all(&data).unwrap();
+    let out = run(atcr(&data, port).arg("restore").arg(&backup));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Restoring over a registry is refused.
+    let again = run(atcr(&data, port).arg("restore").arg(&backup));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("server.data_dir"));
+    let mut child = spawn(&data, port);
+    wait_ready(&url).await;
+    let got = pull("v1").await;
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(
+        !pull("v2").await.status.success(),
+        "v2 was pushed after the backup"
+    );
+    // The restored image verifies: records, keys and PLC log came back too.
+    let config = work.path().join("verify.yaml");
+    std::fs::write(
+        &config,
+        format!("plcUrl: {url}/plc\nplainHttpLoopback: true\nhandleResolvers:\n  - url: {url}\n    domains: [test]\n"),
+    )
+    .unwrap();
+    let out = run(std::process::Command::new(workspace_bin("atcr-verify"))
+        .arg("--config")
+        .arg(&config)
+        .arg(format!("{host}/alice.test/app:v1")));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The shipped systemd unit is valid for systemd (`systemd-analyze verify`,
+/// pointed at this build's binary) and keeps its hardening.
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(repo_root().join("deploy/systemd/atcr.service")).unwrap();
+    for hardening in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "DynamicUser=yes",
+        "StateDirectory=atcr",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit.contains(hardening), "{hardening}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("atcr.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/atcr", env!("CARGO_BIN_EXE_atcr")),
+    )
+    .unwrap();
+    let out = run(std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
