@@ -390,3 +390,134 @@ impl Pds {
         Ok(new_did_key)
     }
 }
+
+/// An account as listed for its operator.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// The DID.
+    pub did: String,
+    /// The handle.
+    pub handle: String,
+    /// Whether it may log in.
+    pub active: bool,
+    /// When it was created.
+    pub created_at: String,
+}
+
+/// An app password as listed (never its value).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct AppPasswordInfo {
+    /// Its name.
+    pub name: String,
+    /// When it was created.
+    #[serde(rename = "createdAt")]
+    pub created_at: String,
+}
+
+impl Pds {
+    /// Every account, by handle.
+    pub async fn list_accounts(&self) -> PdsResult<Vec<AccountInfo>> {
+        self.db()
+            .read(|c| {
+                let mut s = c.prepare(
+                    "SELECT did, handle, active, created_at FROM account ORDER BY handle",
+                )?;
+                let rows = s.query_map([], |r| {
+                    Ok(AccountInfo {
+                        did: r.get(0)?,
+                        handle: r.get(1)?,
+                        active: r.get::<_, i64>(2)? != 0,
+                        created_at: r.get(3)?,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(PdsError::from)
+            })
+            .await
+    }
+
+    /// Enables or disables an account (a disabled one cannot log in).
+    pub async fn set_active(&self, did: &str, active: bool) -> PdsResult<()> {
+        let d = did.to_owned();
+        let n = self
+            .db()
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE account SET active = ?2 WHERE did = ?1",
+                    (&d, i64::from(active)),
+                )
+                .map_err(PdsError::from)
+            })
+            .await?;
+        if n == 0 {
+            return Err(XrpcError::new(400, "AccountNotFound", format!("no account {did}")).into());
+        }
+        if !active {
+            self.notify_revoked(did);
+        }
+        Ok(())
+    }
+
+    /// Replaces an account's password.
+    pub async fn set_password(&self, did: &str, password: &str) -> PdsResult<()> {
+        if password.len() < 8 {
+            return Err(XrpcError::invalid("a password has at least 8 characters").into());
+        }
+        let hash = self.password_hash(password).await?;
+        let d = did.to_owned();
+        let n = self
+            .db()
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE account SET password_hash = ?2 WHERE did = ?1",
+                    (&d, &hash),
+                )
+                .map_err(PdsError::from)
+            })
+            .await?;
+        if n == 0 {
+            return Err(XrpcError::new(400, "AccountNotFound", format!("no account {did}")).into());
+        }
+        self.notify_revoked(did);
+        Ok(())
+    }
+
+    /// An account's app passwords (names and dates only).
+    pub async fn list_app_passwords(&self, did: &str) -> PdsResult<Vec<AppPasswordInfo>> {
+        let d = did.to_owned();
+        self.db()
+            .read(move |c| {
+                let mut s = c.prepare(
+                    "SELECT name, created_at FROM app_password WHERE did = ?1 ORDER BY name",
+                )?;
+                let rows = s.query_map([&d], |r| {
+                    Ok(AppPasswordInfo {
+                        name: r.get(0)?,
+                        created_at: r.get(1)?,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(PdsError::from)
+            })
+            .await
+    }
+
+    /// Revokes an app password; false when there was none by that name.
+    pub async fn revoke_app_password(&self, did: &str, name: &str) -> PdsResult<bool> {
+        let (d, n) = (did.to_owned(), name.to_owned());
+        let gone = self
+            .db()
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM app_password WHERE did = ?1 AND name = ?2",
+                    (&d, &n),
+                )
+                .map_err(PdsError::from)
+            })
+            .await?;
+        if gone > 0 {
+            self.notify_revoked(did);
+        }
+        Ok(gone > 0)
+    }
+}

@@ -22,7 +22,7 @@ pub mod routes;
 mod store;
 pub mod throttle;
 
-pub use accounts::AccountCreated;
+pub use accounts::{AccountCreated, AccountInfo, AppPasswordInfo};
 pub use auth::{AuthScope, Claims};
 pub use repo::{Write, WriteResult, blob_ref};
 
@@ -115,6 +115,9 @@ pub type PdsResult<T> = Result<T, PdsError>;
 /// most `max_json_bytes`).
 const MAX_UNAUTHENTICATED_BODIES: usize = 32;
 
+/// A function told the DID whose credentials were revoked.
+pub type RevokeHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The PDS service.
 #[derive(Clone)]
 pub struct Pds {
@@ -133,6 +136,9 @@ struct Inner {
     hashing: tokio::sync::Semaphore,
     /// Failed `createSession`s per address and account.
     failed_logins: throttle::FailedLogins,
+    /// Called with a DID whose credentials were revoked or whose account
+    /// was disabled (the registry drops its tokens and cached logins).
+    on_revoke: std::sync::RwLock<Vec<RevokeHook>>,
     plc: Arc<dyn PlcDirectory>,
     clock: TidClock,
 }
@@ -163,10 +169,35 @@ impl Pds {
                     std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4)),
                 ),
                 failed_logins: throttle::FailedLogins::default(),
+                on_revoke: std::sync::RwLock::new(vec![]),
                 plc,
                 clock: TidClock::new(),
             }),
         })
+    }
+
+    /// Registers a function called with every DID whose credentials are
+    /// revoked (app password revoked, password changed, account disabled).
+    pub fn on_revoke(&self, f: RevokeHook) {
+        self.inner
+            .on_revoke
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
+    }
+
+    /// Tells every [`Self::on_revoke`] listener that `did`'s credentials
+    /// changed.
+    pub fn notify_revoked(&self, did: &str) {
+        for f in self
+            .inner
+            .on_revoke
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            f(did);
+        }
     }
 
     /// Failed-login throttling of `createSession`.

@@ -112,6 +112,7 @@ impl Pds {
 }
 
 const QUERIES: &[&str] = &[
+    "com.atproto.server.listAppPasswords",
     "com.atproto.server.describeServer",
     "com.atproto.server.getSession",
     "com.atproto.repo.getRecord",
@@ -238,6 +239,7 @@ const PROCEDURES: &[&str] = &[
     "com.atproto.server.refreshSession",
     "com.atproto.server.deleteSession",
     "com.atproto.server.createAppPassword",
+    "com.atproto.server.revokeAppPassword",
     "com.atproto.server.createAccount",
     "com.atproto.repo.createRecord",
     "com.atproto.repo.putRecord",
@@ -314,6 +316,22 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
             let claims = pds.verify_token(req.bearer()?, &[AuthScope::Access])?;
             let input: CreateAppPasswordInput = req.json()?;
             json(pds.create_app_password(&claims.sub, &input.name).await?)
+        }
+        "com.atproto.server.listAppPasswords" => {
+            let claims = pds.verify_token(req.bearer()?, &[AuthScope::Access])?;
+            json(serde_json::json!({
+                "passwords": pds.list_app_passwords(&claims.sub).await?
+            }))
+        }
+        "com.atproto.server.revokeAppPassword" => {
+            let claims = pds.verify_token(req.bearer()?, &[AuthScope::Access])?;
+            #[derive(serde::Deserialize)]
+            struct Input {
+                name: String,
+            }
+            let input: Input = req.json()?;
+            pds.revoke_app_password(&claims.sub, &input.name).await?;
+            Ok(StatusCode::OK.into_response())
         }
         "com.atproto.server.createAccount" => {
             let basic = req

@@ -249,6 +249,9 @@ struct Inner {
     failed_logins: atcr_pds::throttle::FailedLogins,
     /// Push-path metrics.
     metrics: metrics::RegistryMetrics,
+    /// DID → when its credentials were last revoked (unix seconds): tokens
+    /// issued until then are refused.
+    revoked: Mutex<HashMap<String, u64>>,
     /// sha256(secret, user, password) → (did, checked at).
     credentials: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     /// Upload sessions with a request in flight.
@@ -342,7 +345,7 @@ impl Registry {
             .dns_resolver(rules.resolver())
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
-        Ok(Self {
+        let this = Self {
             inner: Arc::new(Inner {
                 cfg,
                 index,
@@ -356,6 +359,7 @@ impl Registry {
                 pds_failures: Mutex::new(HashMap::new()),
                 failed_logins: Default::default(),
                 metrics: metrics::RegistryMetrics::new(),
+                revoked: Mutex::new(HashMap::new()),
                 credentials: Mutex::new(HashMap::new()),
                 busy: Mutex::new(HashSet::new()),
                 queues: Mutex::new(HashMap::new()),
@@ -363,7 +367,18 @@ impl Registry {
                 uploads: Mutex::new(HashMap::new()),
                 signers: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        // Revocations in the embedded PDS end registry tokens at once. The
+        // hook holds the registry weakly: no cycle through the PDS.
+        if let Some(pds) = &this.inner.pds {
+            let weak = Arc::downgrade(&this.inner);
+            pds.on_revoke(Arc::new(move |did: &str| {
+                if let Some(inner) = weak.upgrade() {
+                    Registry { inner }.revoke(did);
+                }
+            }));
+        }
+        Ok(this)
     }
 
     /// The configuration.
@@ -541,6 +556,43 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner());
         if m.len() < 10_000 {
             m.insert(origin.to_owned(), Instant::now());
+        }
+    }
+
+    /// Ends `did`'s registry tokens issued so far and its cached logins
+    /// (an app password was revoked, the password changed, the account was
+    /// disabled).
+    pub fn revoke(&self, did: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.inner
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(did.to_owned(), now);
+        self.inner
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (d, _)| d != did);
+        tracing::info!(target: "atcr::auth", did, "credentials revoked: tokens and cached logins dropped");
+    }
+
+    /// Verifies a bearer token: signature, audience, lifetime, and not
+    /// issued before its subject's credentials were revoked.
+    pub fn verify_token(&self, token: &str) -> Option<token::TokenClaims> {
+        let c = self.inner.tokens.verify(token)?;
+        let revoked = self
+            .inner
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&c.sub)
+            .copied();
+        match revoked {
+            Some(at) if c.iat <= at => None,
+            _ => Some(c),
         }
     }
 

@@ -89,7 +89,7 @@ fn q<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 async fn v2_root(State(reg): State<Registry>, headers: HeaderMap) -> Response {
-    match bearer(&headers).and_then(|t| reg.tokens().verify(t)) {
+    match bearer(&headers).and_then(|t| reg.verify_token(t)) {
         Some(_) => (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response(),
         None => error(
             &reg,
@@ -162,7 +162,7 @@ async fn authorize(
             _ => "pull,push",
         }
     );
-    let claims = match bearer(headers).and_then(|t| reg.tokens().verify(t)) {
+    let claims = match bearer(headers).and_then(|t| reg.verify_token(t)) {
         Some(c) => c,
         None => {
             return Err(error(
@@ -329,7 +329,7 @@ fn page_size(reg: &Registry, params: &[(String, String)]) -> Result<usize, Respo
 }
 
 async fn catalog(reg: &Registry, headers: &HeaderMap, params: &[(String, String)]) -> Res {
-    let claims = bearer(headers).and_then(|t| reg.tokens().verify(t));
+    let claims = bearer(headers).and_then(|t| reg.verify_token(t));
     let allowed = claims.is_some_and(|c| {
         c.access
             .iter()

@@ -8,6 +8,7 @@
 //! * [`Services::router`] mounts `/xrpc/*`, `/.well-known/atproto-did` and the
 //!   directory under its prefix; [`serve`] runs it until shutdown.
 
+pub mod admin;
 pub mod backup;
 pub mod observe;
 
@@ -285,7 +286,7 @@ impl Services {
                 .ok()?
                 .strip_prefix("Bearer ")?
                 .trim();
-            if let Some(c) = reg.tokens().verify(t) {
+            if let Some(c) = reg.verify_token(t) {
                 return Some(c.sub).filter(|s| !s.is_empty());
             }
             let pds = pds.as_ref()?;
@@ -347,6 +348,17 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     services.recover().await?;
+    let admin = admin::spawn(services.clone(), &services.config.server.data_dir).map_err(|e| {
+        ServerError::Service(format!(
+            "{}: {e}",
+            services
+                .config
+                .server
+                .data_dir
+                .join(admin::SOCKET)
+                .display()
+        ))
+    })?;
     // Idle upload sessions are removed while serving, not only at start.
     let sweeper = {
         let reg = services.registry.clone();
@@ -404,5 +416,7 @@ pub async fn serve_on(
     };
     atcr_serve::serve(listener, services.router(), limits, tls, shutdown).await;
     sweeper.abort();
+    admin.abort();
+    let _ = std::fs::remove_file(services.config.server.data_dir.join(admin::SOCKET));
     Ok(())
 }

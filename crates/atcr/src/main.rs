@@ -30,10 +30,15 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Manage accounts of the embedded PDS.
+    /// Manage accounts of the embedded PDS (through the running server).
     Account {
         #[command(subcommand)]
         command: AccountCommand,
+    },
+    /// Manage an account's app passwords (through the running server).
+    AppPassword {
+        #[command(subcommand)]
+        command: AppPasswordCommand,
     },
     /// Co-sign an image: an io.atcr.signature record in your PDS, and the
     /// matching signature artifact attached to the image.
@@ -71,6 +76,8 @@ enum ConfigCommand {
 
 #[derive(Subcommand)]
 enum AccountCommand {
+    /// List the accounts (handle, DID, active).
+    List,
     /// Create an account; prints its DID (and the generated password, if none was given).
     Create {
         /// The handle, e.g. alice.example.com.
@@ -83,6 +90,24 @@ enum AccountCommand {
         #[arg(long)]
         key_alg: Option<String>,
     },
+    /// Disable an account: its logins are refused and its registry tokens end at once.
+    Disable {
+        /// The account's handle or DID.
+        account: String,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// The account's handle or DID.
+        account: String,
+    },
+    /// Replace an account's password (its registry tokens end).
+    SetPassword {
+        /// The account's handle or DID.
+        account: String,
+        /// The new password.
+        #[arg(long, env = "ATCR_ACCOUNT_PASSWORD")]
+        password: String,
+    },
     /// Rotate an account's signing key (updates the DID document, re-signs the head commit).
     RotateKey {
         /// The account's handle or DID.
@@ -92,6 +117,82 @@ enum AccountCommand {
         #[arg(long)]
         key_alg: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum AppPasswordCommand {
+    /// Create an app password (printed once).
+    Create {
+        /// The account's handle or DID.
+        account: String,
+        /// A name for it.
+        #[arg(long)]
+        name: String,
+    },
+    /// List an account's app passwords (names and dates).
+    List {
+        /// The account's handle or DID.
+        account: String,
+    },
+    /// Revoke an app password: logins with it and the registry tokens they
+    /// gave end at once.
+    Revoke {
+        /// The account's handle or DID.
+        account: String,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Sends an administrative request to the server running on the data
+/// directory (its admin socket), or, when none runs, applies it to the data
+/// directory directly. Never creates a data directory.
+async fn admin(cfg: Config, req: atcr_server::admin::AdminRequest) -> Result<serde_json::Value> {
+    let dir = cfg.server.data_dir.clone();
+    let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+    if !dir.is_dir() {
+        bail!(
+            "no ATCR data directory at {} (server.data_dir): run this where `atcr serve` runs, or set --config / ATCR_SERVER_DATA_DIR to its data directory",
+            shown.display()
+        );
+    }
+    let socket = dir.join(atcr_server::admin::SOCKET);
+    if socket.exists() {
+        let client = atcr_http::client_builder(std::time::Duration::from_secs(120))
+            .unix_socket(socket.as_path())
+            .build()
+            .context("admin socket client")?;
+        match client.post("http://atcr/admin").json(&req).send().await {
+            Ok(r) => {
+                let ok = r.status().is_success();
+                let v: serde_json::Value = r.json().await.context("admin socket answer")?;
+                if !ok {
+                    bail!("{}", v["error"].as_str().unwrap_or("refused"));
+                }
+                return Ok(v);
+            }
+            // A socket left by a server that died: handled below.
+            Err(e) if e.is_connect() => {}
+            Err(e) => bail!("{}: {e}", socket.display()),
+        }
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("serve.lock"))
+        .with_context(|| format!("{}", dir.join("serve.lock").display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "atcr serve runs on {} but its admin socket does not answer: restart it",
+            shown.display()
+        );
+    }
+    let services = atcr_server::Services::open(cfg)?;
+    atcr_server::admin::apply(&services, req)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
@@ -282,30 +383,81 @@ async fn run(cli: Cli) -> Result<()> {
             drop(lock);
         }
         Command::Account { command } => {
+            use atcr_server::admin::AdminRequest as R;
             let cfg = load_config(cli.config.as_ref())?;
-            let services = atcr_server::Services::open(cfg)?;
-            let Some(pds) = services.pds else {
-                bail!("the embedded PDS is disabled (pds.enabled = false)")
-            };
+            let text =
+                |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
             match command {
+                AccountCommand::List => {
+                    let v = admin(cfg, R::List).await?;
+                    for a in v.as_array().into_iter().flatten() {
+                        let state = if a["active"].as_bool() == Some(true) {
+                            "active"
+                        } else {
+                            "disabled"
+                        };
+                        println!("{}\t{}\t{state}", text(a, "handle"), text(a, "did"));
+                    }
+                }
                 AccountCommand::Create {
                     handle,
                     password,
                     key_alg,
                 } => {
-                    let generated = password.is_none();
-                    let created = pds
-                        .create_account(&handle, password, parse_alg(key_alg.as_deref())?)
-                        .await?;
-                    println!("{}", created.did);
-                    if generated {
-                        eprintln!("handle: {}  password: {}", created.handle, created.password);
+                    parse_alg(key_alg.as_deref())?;
+                    let req = R::Create {
+                        handle,
+                        password,
+                        key_alg,
+                    };
+                    let v = admin(cfg, req).await?;
+                    println!("{}", text(&v, "did"));
+                    if let Some(p) = v["password"].as_str() {
+                        eprintln!("handle: {}  password: {p}", text(&v, "handle"));
                     }
                 }
+                AccountCommand::Disable { account } => {
+                    let v = admin(cfg, R::Disable { account }).await?;
+                    println!("{} disabled", text(&v, "did"));
+                }
+                AccountCommand::Enable { account } => {
+                    let v = admin(cfg, R::Enable { account }).await?;
+                    println!("{} enabled", text(&v, "did"));
+                }
+                AccountCommand::SetPassword { account, password } => {
+                    let v = admin(cfg, R::SetPassword { account, password }).await?;
+                    println!("{} has a new password", text(&v, "did"));
+                }
                 AccountCommand::RotateKey { handle, key_alg } => {
-                    let did = pds.lookup_did(&handle).await?;
-                    let key = pds.rotate_key(&did, parse_alg(key_alg.as_deref())?).await?;
-                    println!("{did} now signs with {key}");
+                    parse_alg(key_alg.as_deref())?;
+                    let req = R::RotateKey {
+                        account: handle,
+                        key_alg,
+                    };
+                    let v = admin(cfg, req).await?;
+                    println!("{} now signs with {}", text(&v, "did"), text(&v, "key"));
+                }
+            }
+        }
+        Command::AppPassword { command } => {
+            use atcr_server::admin::AdminRequest as R;
+            let cfg = load_config(cli.config.as_ref())?;
+            let text =
+                |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            match command {
+                AppPasswordCommand::Create { account, name } => {
+                    let v = admin(cfg, R::AppPasswordCreate { account, name }).await?;
+                    println!("{}", text(&v, "password"));
+                }
+                AppPasswordCommand::List { account } => {
+                    let v = admin(cfg, R::AppPasswordList { account }).await?;
+                    for p in v.as_array().into_iter().flatten() {
+                        println!("{}\t{}", text(p, "name"), text(p, "createdAt"));
+                    }
+                }
+                AppPasswordCommand::Revoke { account, name } => {
+                    let v = admin(cfg, R::AppPasswordRevoke { account, name }).await?;
+                    println!("revoked {}", text(&v, "revoked"));
                 }
             }
         }

@@ -196,7 +196,20 @@ async fn cli_account_commands_and_config_init() {
     )]
     .into();
     atcr_config::Config::load(Some(&cfg_path), &env).unwrap();
-    // create (P-256), then rotate to K-256.
+    // No data directory there: refused, naming the setting, and none made.
+    let out = atcr(&data, port)
+        .args(["account", "create", "--handle", "cli.test"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.data_dir"));
+    assert!(
+        !data.exists(),
+        "an account command created a data directory"
+    );
+    std::fs::create_dir_all(&data).unwrap();
+    // create (P-256), then rotate to K-256 (no server running: applied to
+    // the data directory directly).
     let out = atcr(&data, port)
         .args([
             "account",

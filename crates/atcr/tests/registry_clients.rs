@@ -328,9 +328,11 @@ async fn readme_quick_start_ends_with_a_verified_image_by_handle() {
     let port = atcr_testkit::free_port();
     let host = format!("127.0.0.1:{port}");
     let password = "quick start password";
-    create_account(&data, port, "alice.test", password);
+    // As the README says: the server first, then the account, created
+    // through the running server.
     let mut server = spawn(&data, port);
     wait_ready(&format!("http://{host}")).await;
+    create_account(&data, port, "alice.test", password);
     let src = work.path().join("src");
     mkimage_layout(&src, 1, 10_000, false);
     skopeo_copy_ok(

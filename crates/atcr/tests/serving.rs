@@ -516,3 +516,166 @@ fn the_systemd_unit_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 13, item 2 (in part): account and app-password commands go
+/// through the running server (its admin socket); a revoked app password, a
+/// disabled account and a changed password end registry tokens at once;
+/// `listAppPasswords` / `revokeAppPassword` over XRPC; from a directory
+/// with no data directory the commands refuse instead of making one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_app_passwords_through_the_running_server() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let port = atcr_testkit::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(&data, port);
+    wait_ready(&url).await;
+    let cli = |args: &[&str]| {
+        let out = run(atcr(&data, port).args(args));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let did = cli(&[
+        "account",
+        "create",
+        "--handle",
+        "alice.test",
+        "--password",
+        PW,
+    ]);
+    let listed = cli(&["account", "list"]);
+    assert!(
+        listed.contains(&format!("alice.test\t{did}\tactive")),
+        "{listed}"
+    );
+    // The socket is the server's own, user-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("admin.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "admin socket open to others: {mode:o}");
+
+    let scope = "repository:alice.test/app:pull,push";
+    let token = |user: &str, pw: &str| {
+        let (url, user, pw) = (url.clone(), user.to_owned(), pw.to_owned());
+        async move {
+            http()
+                .get(format!("{url}/auth/token"))
+                .query(&[("scope", scope)])
+                .basic_auth(user, Some(pw))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let upload = |tok: String| {
+        let url = url.clone();
+        async move {
+            http()
+                .post(format!("{url}/v2/alice.test/app/blobs/uploads/"))
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let tok_of = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 200);
+        r.json::<serde_json::Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // App password: created, listed, used, revoked: its token ends at once.
+    let app = cli(&["app-password", "create", "alice.test", "--name", "ci"]);
+    assert!(cli(&["app-password", "list", "alice.test"]).starts_with("ci\t"));
+    let t = tok_of(token("alice.test", &app).await).await;
+    assert_eq!(upload(t.clone()).await, 202);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    cli(&["app-password", "revoke", "alice.test", "--name", "ci"]);
+    assert_eq!(upload(t).await, 401, "a token from a revoked app password");
+    assert_eq!(token("alice.test", &app).await.status(), 401);
+    // Disabled: the account's tokens end and logins are refused; enabled
+    // again, it logs in.
+    let t = tok_of(token("alice.test", PW).await).await;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    cli(&["account", "disable", "alice.test"]);
+    assert_eq!(upload(t).await, 401);
+    assert_eq!(token("alice.test", PW).await.status(), 401);
+    assert!(cli(&["account", "list"]).contains("\tdisabled"));
+    cli(&["account", "enable", &did]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let t = tok_of(token("alice.test", PW).await).await;
+    assert_eq!(upload(t).await, 202);
+    // A new password: the old one stops working.
+    cli(&[
+        "account",
+        "set-password",
+        "alice.test",
+        "--password",
+        "a brand new password",
+    ]);
+    assert_eq!(token("alice.test", PW).await.status(), 401);
+    assert_eq!(
+        token("alice.test", "a brand new password").await.status(),
+        200
+    );
+    // The same through XRPC, as the account itself.
+    let app = cli(&["app-password", "create", "alice.test", "--name", "laptop"]);
+    let session: serde_json::Value = http()
+        .post(format!("{url}/xrpc/com.atproto.server.createSession"))
+        .json(&serde_json::json!({"identifier": "alice.test", "password": "a brand new password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = session["accessJwt"].as_str().unwrap();
+    let list: serde_json::Value = http()
+        .get(format!("{url}/xrpc/com.atproto.server.listAppPasswords"))
+        .bearer_auth(jwt)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["passwords"][0]["name"], "laptop", "{list}");
+    assert!(
+        !list.to_string().contains(&app),
+        "the value is never listed"
+    );
+    let r = http()
+        .post(format!("{url}/xrpc/com.atproto.server.revokeAppPassword"))
+        .bearer_auth(jwt)
+        .json(&serde_json::json!({"name": "laptop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(token("alice.test", &app).await.status(), 401);
+    // rotate-key through the socket too.
+    assert!(cli(&["account", "rotate-key", "--handle", "alice.test"]).contains("now signs with"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // From a directory with no data directory: refused, naming the setting,
+    // and nothing created.
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_atcr"))
+        .current_dir(&elsewhere)
+        .env_remove("ATCR_SERVER_DATA_DIR")
+        .args(["account", "list"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.data_dir"));
+    assert!(!elsewhere.join("atcr-data").exists());
+}
