@@ -18,12 +18,13 @@ use std::time::Duration;
 pub struct SignArgs {
     /// HOST/OWNER/REPO[:TAG|@DIGEST]
     pub image: String,
-    /// Your handle.
+    /// Your handle (default: the user name docker stored for the registry).
     #[arg(long, env = "ATCR_SIGN_HANDLE")]
-    pub handle: String,
-    /// Your app password.
+    pub handle: Option<String>,
+    /// Your app password (default: what `docker login HOST` stored, else a
+    /// prompt on the terminal).
     #[arg(long, env = "ATCR_SIGN_PASSWORD", hide_env_values = true)]
-    pub password: String,
+    pub password: Option<String>,
     /// Your PDS (default: the registry host, whose embedded PDS it is).
     #[arg(long)]
     pub pds: Option<String>,
@@ -35,9 +36,78 @@ pub struct SignArgs {
     pub note: Option<String>,
 }
 
+/// The credentials `docker login HOST` stored: `auths` in the Docker
+/// configuration (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`),
+/// or its credential helper (`credHelpers`/`credsStore`).
+fn docker_credentials(host: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+    let helper = cfg["credHelpers"][host]
+        .as_str()
+        .or_else(|| cfg["credsStore"].as_str());
+    if let Some(helper) = helper {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(format!("docker-credential-{helper}"))
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        child.stdin.take()?.write_all(host.as_bytes()).ok()?;
+        let out = child.wait_with_output().ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        return Some((
+            v["Username"].as_str()?.to_owned(),
+            v["Secret"].as_str()?.to_owned(),
+        ));
+    }
+    let auth = cfg["auths"][host]["auth"].as_str()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
+    let (u, p) = String::from_utf8(raw)
+        .ok()?
+        .split_once(':')
+        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+    Some((u, p))
+}
+
+/// The signer's handle and password: the flags, else docker's stored
+/// credentials for the registry, else a prompt on the terminal.
+fn credentials(a: &SignArgs, host: &str) -> Result<(String, String)> {
+    if let (Some(h), Some(p)) = (&a.handle, &a.password) {
+        return Ok((h.clone(), p.clone()));
+    }
+    if a.password.is_none()
+        && let Some((u, p)) = docker_credentials(host)
+        && a.handle.as_ref().is_none_or(|h| h.eq_ignore_ascii_case(&u))
+    {
+        return Ok((u, p));
+    }
+    let Some(handle) = a.handle.clone() else {
+        anyhow::bail!(
+            "no credentials for {host}: pass --handle and --password (ATCR_SIGN_HANDLE, ATCR_SIGN_PASSWORD), or `docker login {host}` first"
+        );
+    };
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        anyhow::bail!(
+            "no password for {handle}: pass --password (ATCR_SIGN_PASSWORD) or `docker login {host}` first"
+        );
+    }
+    let p = rpassword::prompt_password(format!("app password for {handle}: "))
+        .context("reading the password")?;
+    Ok((handle, p))
+}
+
 /// Signs; prints the record URI and the artifact digest.
 pub async fn sign(a: SignArgs) -> Result<()> {
     let image = ImageRef::parse(&a.image)?;
+    let (handle, password) = credentials(&a, &image.host)?;
     let scheme = if a.plain_http { "http" } else { "https" };
     let registry = format!("{scheme}://{}", image.host);
     let http = atcr_http::client(Duration::from_secs(60));
@@ -47,9 +117,9 @@ pub async fn sign(a: SignArgs) -> Result<()> {
     let pds_url = a.pds.clone().unwrap_or_else(|| registry.clone());
     let pds = atcr_xrpc::PdsClient::new(pds_url.parse().context("--pds")?, http.clone());
     let session = pds
-        .create_session(&a.handle, &a.password)
+        .create_session(&handle, &password)
         .await
-        .with_context(|| format!("log in to {pds_url} as {}", a.handle))?;
+        .with_context(|| format!("log in to {pds_url} as {handle}"))?;
     let did = session.did.clone();
 
     // A registry token with pull and sign on the image's repository.
@@ -59,7 +129,7 @@ pub async fn sign(a: SignArgs) -> Result<()> {
             ("service", image.host.as_str()),
             ("scope", &format!("repository:{name}:pull,sign")),
         ])
-        .basic_auth(&a.handle, Some(&a.password))
+        .basic_auth(&handle, Some(&password))
         .send()
         .await?;
     if !r.status().is_success() {

@@ -441,3 +441,60 @@ async fn a_deleted_image_stays_revoked_whatever_records_a_retry_left() {
         "{r:#?}"
     );
 }
+
+/// Issue 13, item 2 (in part): `atcr sign` takes the credentials `docker
+/// login` stored for the registry (no `--password`), and without any says
+/// how to give them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_uses_the_credentials_docker_stored() {
+    use base64::Engine as _;
+    let s = start(&[]).await;
+    let (_, _, d) = owner_with_image(&s, "alice.test", PW, "pull,push", "docker-creds").await;
+    account(&s, "bob.test", PW).await;
+    let image = format!("{}/alice.test/app@{d}", s.host);
+    let docker = tempfile::tempdir().unwrap();
+    let sign_with = |dir: &std::path::Path, extra: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_atcr"));
+        c.args(["sign", &image, "--plain-http"])
+            .args(extra)
+            .env("DOCKER_CONFIG", dir)
+            .env_remove("ATCR_SIGN_HANDLE")
+            .env_remove("ATCR_SIGN_PASSWORD")
+            .stdin(std::process::Stdio::null());
+        c.output().unwrap()
+    };
+    // Nothing stored, no flags: refused with the way out.
+    let out = sign_with(docker.path(), &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("docker login"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What `docker login HOST -u bob.test` writes.
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("bob.test:{PW}"));
+    std::fs::write(
+        docker.path().join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, s.host),
+    )
+    .unwrap();
+    let out = sign_with(docker.path(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // bob's co-signature is attached.
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull"],
+    )
+    .await;
+    assert_eq!(
+        signature_referrers(&s, &tok, "alice.test/app", &d)
+            .await
+            .len(),
+        2
+    );
+}
