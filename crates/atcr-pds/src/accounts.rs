@@ -436,6 +436,21 @@ impl Pds {
             .await
     }
 
+    /// Whether an account may act (exists and is not disabled).
+    pub async fn is_active(&self, did: &str) -> PdsResult<bool> {
+        let d = did.to_owned();
+        self.db()
+            .read(move |c| {
+                c.query_row("SELECT active FROM account WHERE did = ?1", [&d], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()
+                .map(|a| a == Some(1))
+                .map_err(PdsError::from)
+            })
+            .await
+    }
+
     /// Enables or disables an account (a disabled one cannot log in).
     pub async fn set_active(&self, did: &str, active: bool) -> PdsResult<()> {
         let d = did.to_owned();

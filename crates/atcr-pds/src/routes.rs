@@ -107,6 +107,14 @@ impl Pds {
                 "Token is not for this repository",
             )));
         }
+        // A session outlives nothing: a disabled account writes nothing.
+        if !self.is_active(&did).await? {
+            return Err(PdsError(XrpcError::new(
+                401,
+                "AccountDeactivated",
+                "Account is deactivated",
+            )));
+        }
         Ok(did)
     }
 }
@@ -222,6 +230,13 @@ async fn upload_blob(pds: &Pds, headers: &HeaderMap, body: Body) -> Res {
     let token = bearer_of(headers)
         .ok_or_else(|| PdsError(XrpcError::auth_required("Authentication Required")))?;
     let claims = pds.verify_token(token, &[AuthScope::Access, AuthScope::AppPass])?;
+    if !pds.is_active(&claims.sub).await? {
+        return Err(PdsError(XrpcError::new(
+            401,
+            "AccountDeactivated",
+            "Account is deactivated",
+        )));
+    }
     let mime = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -284,6 +299,13 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
         }
         "com.atproto.server.refreshSession" => {
             let (did, access, refresh) = pds.refresh_session(req.bearer()?).await?;
+            if !pds.is_active(&did).await? {
+                return Err(PdsError(XrpcError::new(
+                    401,
+                    "AccountDeactivated",
+                    "Account is deactivated",
+                )));
+            }
             let handle = pds.handle_of(&did).await?;
             let did_doc = pds.did_document(&did).await;
             json(SessionOutput {

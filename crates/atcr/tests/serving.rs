@@ -605,9 +605,27 @@ async fn accounts_and_app_passwords_through_the_running_server() {
     // Disabled: the account's tokens end and logins are refused; enabled
     // again, it logs in.
     let t = tok_of(token("alice.test", PW).await).await;
+    let session: serde_json::Value = http()
+        .post(format!("{url}/xrpc/com.atproto.server.createSession"))
+        .json(&serde_json::json!({"identifier": "alice.test", "password": PW}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     cli(&["account", "disable", "alice.test"]);
     assert_eq!(upload(t).await, 401);
+    // Its PDS session writes nothing any more either.
+    let r = http()
+        .post(format!("{url}/xrpc/com.atproto.repo.uploadBlob"))
+        .bearer_auth(session["accessJwt"].as_str().unwrap())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     assert_eq!(token("alice.test", PW).await.status(), 401);
     assert!(cli(&["account", "list"]).contains("\tdisabled"));
     cli(&["account", "enable", &did]);
