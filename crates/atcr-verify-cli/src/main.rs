@@ -190,28 +190,6 @@ struct ExportArgs {
     quiet: bool,
 }
 
-/// Credentials for `host` from Docker's `config.json` (`auths.HOST.auth`).
-fn docker_credentials(host: &str) -> Option<Credentials> {
-    use base64::Engine as _;
-    let path = match std::env::var_os("DOCKER_CONFIG") {
-        Some(d) => PathBuf::from(d).join("config.json"),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
-    };
-    let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let auth = cfg["auths"][host]["auth"].as_str()?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(auth)
-        .ok()?;
-    let (u, p) = String::from_utf8(raw)
-        .ok()?
-        .split_once(':')
-        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-    Some(Credentials {
-        username: u,
-        password: p,
-    })
-}
-
 fn text(r: &Report, verbose: bool) -> String {
     let mut out = String::new();
     let verdict = match r.decision {
@@ -328,7 +306,7 @@ fn settings(common: &Common, image: &ImageRef) -> Result<(VerifierConfig, TrustP
         (Some(_), None) | (None, Some(_)) => {
             return Err((2, "give both --username and --password, or neither".into()));
         }
-        (None, None) => docker_credentials(&image.host),
+        (None, None) => Credentials::from_docker(&image.host),
     };
     let cfg = VerifierConfig {
         identity,
@@ -405,7 +383,7 @@ async fn serve(a: ServeArgs) -> Result<(), Failure> {
                     username: u.clone(),
                     password: p.clone(),
                 }),
-                _ => docker_credentials(h),
+                _ => Credentials::from_docker(h),
             };
             c.map(|c| (h.clone(), c))
         })

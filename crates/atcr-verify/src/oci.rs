@@ -34,6 +34,55 @@ pub struct Credentials {
     pub password: String,
 }
 
+impl Credentials {
+    /// What `docker login HOST` stored: the credential helper named in the
+    /// Docker configuration (`credHelpers.HOST`, else `credsStore`), else
+    /// `auths.HOST.auth`. The configuration is `$DOCKER_CONFIG/config.json`,
+    /// else `~/.docker/config.json`.
+    pub fn from_docker(host: &str) -> Option<Self> {
+        use base64::Engine as _;
+        let dir = std::env::var_os("DOCKER_CONFIG")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker"))
+            })?;
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
+        let helper = cfg["credHelpers"][host]
+            .as_str()
+            .or_else(|| cfg["credsStore"].as_str());
+        if let Some(helper) = helper {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new(format!("docker-credential-{helper}"))
+                .arg("get")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()?;
+            child.stdin.take()?.write_all(host.as_bytes()).ok()?;
+            let out = child.wait_with_output().ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            return Some(Self {
+                username: v["Username"].as_str()?.to_owned(),
+                password: v["Secret"].as_str()?.to_owned(),
+            });
+        }
+        let auth = cfg["auths"][host]["auth"].as_str()?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(auth)
+            .ok()?;
+        let (u, p) = String::from_utf8(raw)
+            .ok()?
+            .split_once(':')
+            .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
+        Some(Self {
+            username: u,
+            password: p,
+        })
+    }
+}
+
 /// A registry client for one host.
 pub struct RegistryClient {
     fetch: Arc<dyn Fetch>,

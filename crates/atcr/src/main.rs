@@ -145,6 +145,19 @@ enum AppPasswordCommand {
     },
 }
 
+/// Takes `dir/serve.lock` (held by the one `atcr serve` of a data
+/// directory); `None` when another process holds it.
+fn lock_data_dir(dir: &std::path::Path) -> Result<Option<std::fs::File>> {
+    let path = dir.join("serve.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}", path.display()))?;
+    Ok(lock.try_lock().is_ok().then_some(lock))
+}
+
 /// Sends an administrative request to the server running on the data
 /// directory (its admin socket), or, when none runs, applies it to the data
 /// directory directly. Never creates a data directory.
@@ -177,18 +190,12 @@ async fn admin(cfg: Config, req: atcr_server::admin::AdminRequest) -> Result<ser
             Err(e) => bail!("{}: {e}", socket.display()),
         }
     }
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("serve.lock"))
-        .with_context(|| format!("{}", dir.join("serve.lock").display()))?;
-    if lock.try_lock().is_err() {
+    let Some(_lock) = lock_data_dir(&dir)? else {
         bail!(
             "atcr serve runs on {} but its admin socket does not answer: restart it",
             shown.display()
         );
-    }
+    };
     let services = atcr_server::Services::open(cfg)?;
     atcr_server::admin::apply(&services, req)
         .await
@@ -322,18 +329,12 @@ async fn run(cli: Cli) -> Result<()> {
             let cfg = load_config(cli.config.as_ref())?;
             // A running server on this data directory holds serve.lock.
             let data = atcr_server::prepare_data_dir(&cfg.server.data_dir)?;
-            let lock = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(data.join("serve.lock"))
-                .with_context(|| format!("{}", data.join("serve.lock").display()))?;
-            if lock.try_lock().is_err() {
+            let Some(_lock) = lock_data_dir(&data)? else {
                 bail!(
                     "atcr serve is running on {} (server.data_dir): stop it before restoring",
                     data.display()
                 );
-            }
+            };
             let c = atcr_server::backup::restore(&cfg, &dir)?;
             println!(
                 "restored {} databases and {} blob files ({} bytes) into {}",
@@ -352,18 +353,12 @@ async fn run(cli: Cli) -> Result<()> {
             // One server per data directory: two would each think they own
             // the index, the journal and the upload sessions.
             let dir = atcr_server::prepare_data_dir(&cfg.server.data_dir)?;
-            let lock = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join("serve.lock"))
-                .with_context(|| format!("{}", dir.join("serve.lock").display()))?;
-            if lock.try_lock().is_err() {
+            let Some(lock) = lock_data_dir(&dir)? else {
                 bail!(
                     "another atcr serve is using the data directory {} (server.data_dir): stop it, or give this one its own",
                     dir.display()
                 );
-            }
+            };
             let url = cfg.public_url()?;
             let services = atcr_server::Services::open(cfg.clone())?;
             let listener = tokio::net::TcpListener::bind(&cfg.server.listen)

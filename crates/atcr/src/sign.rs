@@ -36,47 +36,6 @@ pub struct SignArgs {
     pub note: Option<String>,
 }
 
-/// The credentials `docker login HOST` stored: `auths` in the Docker
-/// configuration (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`),
-/// or its credential helper (`credHelpers`/`credsStore`).
-fn docker_credentials(host: &str) -> Option<(String, String)> {
-    use base64::Engine as _;
-    let dir = std::env::var_os("DOCKER_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))?;
-    let cfg: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("config.json")).ok()?).ok()?;
-    let helper = cfg["credHelpers"][host]
-        .as_str()
-        .or_else(|| cfg["credsStore"].as_str());
-    if let Some(helper) = helper {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(format!("docker-credential-{helper}"))
-            .arg("get")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        child.stdin.take()?.write_all(host.as_bytes()).ok()?;
-        let out = child.wait_with_output().ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        return Some((
-            v["Username"].as_str()?.to_owned(),
-            v["Secret"].as_str()?.to_owned(),
-        ));
-    }
-    let auth = cfg["auths"][host]["auth"].as_str()?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(auth)
-        .ok()?;
-    let (u, p) = String::from_utf8(raw)
-        .ok()?
-        .split_once(':')
-        .map(|(u, p)| (u.to_owned(), p.to_owned()))?;
-    Some((u, p))
-}
-
 /// The signer's handle and password: the flags, else docker's stored
 /// credentials for the registry, else a prompt on the terminal.
 fn credentials(a: &SignArgs, host: &str) -> Result<(String, String)> {
@@ -84,7 +43,10 @@ fn credentials(a: &SignArgs, host: &str) -> Result<(String, String)> {
         return Ok((h.clone(), p.clone()));
     }
     if a.password.is_none()
-        && let Some((u, p)) = docker_credentials(host)
+        && let Some(atcr_verify::oci::Credentials {
+            username: u,
+            password: p,
+        }) = atcr_verify::oci::Credentials::from_docker(host)
         && a.handle.as_ref().is_none_or(|h| h.eq_ignore_ascii_case(&u))
     {
         return Ok((u, p));
