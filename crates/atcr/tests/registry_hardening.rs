@@ -631,13 +631,9 @@ fn rss(pid: u32) -> u64 {
 /// nor 8 authenticated ones at once grow the server's memory by their size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_uploads_cannot_exhaust_memory() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let port = atcr_testkit::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut child = spawn(&data, port);
-    wait_ready(&url).await;
-    create_account(&data, port, "alice.test", PW);
+    let server = ChildServer::start().await;
+    let url = server.url.clone();
+    create_account(&server.data, server.port, "alice.test", PW);
     let r = http()
         .post(format!("{url}/xrpc/com.atproto.server.createSession"))
         .json(&serde_json::json!({"identifier": "alice.test", "password": PW}))
@@ -661,7 +657,7 @@ async fn blob_uploads_cannot_exhaust_memory() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let pid = child.id();
+    let pid = server.child.id();
     let base = rss(pid);
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(base));
     let sampler = {
@@ -756,8 +752,6 @@ async fn blob_uploads_cannot_exhaust_memory() {
     assert_eq!(got.len(), body.len());
     assert_eq!(got[0], 3);
     assert_eq!(got[1..], body[1..]);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 /// A client whose connections come from `ip` (a loopback address).

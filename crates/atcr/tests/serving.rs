@@ -524,12 +524,8 @@ fn the_systemd_unit_verifies() {
 /// with no data directory the commands refuse instead of making one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_and_app_passwords_through_the_running_server() {
-    let work = tempfile::tempdir().unwrap();
-    let data = work.path().join("data");
-    let port = atcr_testkit::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut child = spawn(&data, port);
-    wait_ready(&url).await;
+    let mut server = ChildServer::start().await;
+    let (data, port, url) = (server.data.clone(), server.port, server.url.clone());
     let cli = |args: &[&str]| {
         let out = run(atcr(&data, port).args(args));
         assert!(
@@ -682,12 +678,11 @@ async fn accounts_and_app_passwords_through_the_running_server() {
     assert_eq!(token("alice.test", &app).await.status(), 401);
     // rotate-key through the socket too.
     assert!(cli(&["account", "rotate-key", "--handle", "alice.test"]).contains("now signs with"));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.stop();
 
     // From a directory with no data directory: refused, naming the setting,
     // and nothing created.
-    let elsewhere = work.path().join("elsewhere");
+    let elsewhere = server.work.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_atcr"))
         .current_dir(&elsewhere)

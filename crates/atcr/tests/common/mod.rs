@@ -794,3 +794,49 @@ pub fn make_certs(dir: &std::path::Path, name: &str) {
         &ext,
     ]);
 }
+
+/// An `atcr serve` child process on a fresh data directory in `work`,
+/// killed on drop.
+pub struct ChildServer {
+    /// The temporary directory holding `data/` (free for the test's files).
+    pub work: tempfile::TempDir,
+    /// The data directory.
+    pub data: std::path::PathBuf,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The process.
+    pub child: std::process::Child,
+}
+
+impl ChildServer {
+    /// Starts one and waits until it answers.
+    pub async fn start() -> Self {
+        let work = tempfile::tempdir().unwrap();
+        let data = work.path().join("data");
+        let port = atcr_testkit::free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let child = spawn(&data, port);
+        wait_ready(&url).await;
+        Self {
+            work,
+            data,
+            port,
+            url,
+            child,
+        }
+    }
+
+    /// Stops it (kill and wait).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
