@@ -115,6 +115,15 @@ impl Directory {
                         })
                     })
                     .collect::<Result<_, DirectoryError>>()?;
+                // Legacy `create` operations stand in old logs, but a new DID
+                // must begin with a `plc_operation` (as the reference
+                // directory requires).
+                if active.is_empty() && matches!(op, Operation::LegacyCreate(_)) {
+                    return Err(DirectoryError::Invalid(PlcError::Improper(
+                        "legacy create operations are not accepted for new DIDs: use plc_operation"
+                            .into(),
+                    )));
+                }
                 let now = now_ms();
                 let next = validate_next(&did, &active, &op, now)?;
                 for c in &next.nullified {

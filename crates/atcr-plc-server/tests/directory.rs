@@ -193,3 +193,28 @@ async fn concurrent_submissions_to_one_did_keep_a_single_chain() {
     assert_eq!(ok, 1);
     assert_eq!(dir.log(&did).await.unwrap().len(), 2);
 }
+
+/// A new DID may not begin with a legacy `create` operation (issue 14,
+/// item 3 in part); old logs that do still replay (`atcr-plc` tests).
+#[tokio::test]
+async fn legacy_create_is_refused_for_new_dids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Directory::open(&tmp.path().join("plc.sqlite")).unwrap();
+    let (signing, recovery) = (
+        Keypair::generate(Algorithm::K256),
+        Keypair::generate(Algorithm::K256),
+    );
+    let create = Operation::LegacyCreate(atcr_plc::LegacyCreate {
+        signing_key: signing.public_key().to_did_key(),
+        recovery_key: recovery.public_key().to_did_key(),
+        handle: "old.test".into(),
+        service: "pds.example.com".into(),
+        prev: None,
+        sig: String::new(),
+    })
+    .sign(&signing);
+    let did = did_for_genesis(&create);
+    let e = dir.submit(&did, create).await.unwrap_err().to_string();
+    assert!(e.contains("legacy create"), "{e}");
+    assert!(dir.document(&did).await.is_err(), "nothing registered");
+}

@@ -30,7 +30,10 @@ pub use validate::{AuditEntry, IndexedOp, NextOp, RECOVERY_WINDOW_MS, audit_log,
 /// Largest signed operation accepted, in DAG-CBOR bytes.
 pub const MAX_OP_BYTES: usize = 7_500;
 /// Most rotation keys an operation may list.
-pub const MAX_ROTATION_KEYS: usize = 10;
+pub const MAX_ROTATION_KEYS: usize = 5;
+
+/// Most verification methods an operation may declare (the did:plc spec).
+pub const MAX_VERIFICATION_METHODS: usize = 10;
 
 /// Why an operation or log is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

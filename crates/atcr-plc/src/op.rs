@@ -301,7 +301,7 @@ impl Operation {
     }
 
     /// Structural limits: key syntax and counts, sizes.
-    fn check_shape(&self) -> Result<(), PlcError> {
+    pub(crate) fn check_shape(&self) -> Result<(), PlcError> {
         match self {
             Self::Op(o) => {
                 if o.rotation_keys.is_empty() || o.rotation_keys.len() > MAX_ROTATION_KEYS {
@@ -314,6 +314,12 @@ impl Operation {
                     if o.rotation_keys[..i].contains(k) {
                         return Err(improper("duplicate rotation key"));
                     }
+                }
+                if o.verification_methods.len() > crate::MAX_VERIFICATION_METHODS {
+                    return Err(improper(format!(
+                        "at most {} verification methods",
+                        crate::MAX_VERIFICATION_METHODS
+                    )));
                 }
                 for (id, k) in &o.verification_methods {
                     if id.is_empty() || id.len() > 32 {

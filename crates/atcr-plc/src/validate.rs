@@ -33,6 +33,8 @@ pub fn validate_next(
     proposed: &Operation,
     now_ms: i64,
 ) -> Result<NextOp, PlcError> {
+    // The same limits whether the operation came as JSON or was built here.
+    proposed.check_shape()?;
     let Some(_) = ops.first() else {
         if proposed.is_tombstone() {
             return Err(PlcError::Improper(

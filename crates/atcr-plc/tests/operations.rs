@@ -259,3 +259,34 @@ fn legacy_create_genesis_is_accepted() {
     )
     .unwrap();
 }
+
+/// The did:plc spec's limits (issue 14, item 3 in part): 1 to 5 rotation
+/// keys, at most 10 verification methods.
+#[test]
+fn at_most_five_rotation_keys_and_ten_verification_methods() {
+    let keys: Vec<Keypair> = (0..6).map(|_| Keypair::generate(Algorithm::K256)).collect();
+    let signing = Keypair::generate(Algorithm::P256);
+    let genesis = |n_rot: usize, n_vm: usize| {
+        let Operation::Op(mut o) = op(
+            &keys[..n_rot].iter().collect::<Vec<_>>(),
+            &signing,
+            "limits.test",
+            None,
+        ) else {
+            unreachable!("atproto() builds a plc_operation")
+        };
+        for i in 1..n_vm {
+            o.verification_methods
+                .insert(format!("extra{i}"), signing.public_key().to_did_key());
+        }
+        let op = Operation::Op(o).sign(&keys[0]);
+        let did = did_for_genesis(&op);
+        validate_next(&did, &[], &op, 0)
+    };
+    assert!(genesis(5, 1).is_ok());
+    let e = genesis(6, 1).unwrap_err().to_string();
+    assert!(e.contains("rotationKeys"), "{e}");
+    assert!(genesis(1, 10).is_ok());
+    let e = genesis(1, 11).unwrap_err().to_string();
+    assert!(e.contains("verification methods"), "{e}");
+}
