@@ -73,9 +73,7 @@ impl Req {
             .and_then(|v| v.to_str().ok());
         match h.and_then(|v| v.strip_prefix("Bearer ")) {
             Some(t) => Ok(t.trim()),
-            None => Err(PdsError(XrpcError::auth_required(
-                "Authentication Required",
-            ))),
+            None => Err(PdsError(XrpcError::auth_missing())),
         }
     }
 
@@ -227,8 +225,7 @@ fn bearer_of(headers: &HeaderMap) -> Option<&str> {
 /// `com.atproto.repo.uploadBlob`: the token is checked before a byte of the
 /// body is read, and the body is streamed to storage.
 async fn upload_blob(pds: &Pds, headers: &HeaderMap, body: Body) -> Res {
-    let token = bearer_of(headers)
-        .ok_or_else(|| PdsError(XrpcError::auth_required("Authentication Required")))?;
+    let token = bearer_of(headers).ok_or_else(|| PdsError(XrpcError::auth_missing()))?;
     let claims = pds.verify_token(token, &[AuthScope::Access, AuthScope::AppPass])?;
     if !pds.is_active(&claims.sub).await? {
         return Err(PdsError(XrpcError::new(
@@ -269,6 +266,9 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
             did: pds.config().service_did.clone(),
             available_user_domains: pds.config().handle_domains.clone(),
             invite_code_required: true,
+            phone_verification_required: false,
+            links: serde_json::json!({}),
+            contact: serde_json::json!({}),
         }),
         "com.atproto.server.createSession" => {
             let input: CreateSessionInput = req.json()?;
@@ -494,6 +494,13 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
                 .get("limit")
                 .map_or(Ok(50), |l| l.parse())
                 .map_err(|_| PdsError(XrpcError::invalid("limit must be an integer")))?;
+            // As the lexicon bounds it (and the reference answers): refused,
+            // not clamped.
+            if !(1..=100).contains(&limit) {
+                return Err(PdsError(XrpcError::invalid(
+                    "limit must be between 1 and 100",
+                )));
+            }
             let reverse = req.query.get("reverse").is_some_and(|r| r == "true");
             let cursor = req.query.get("cursor").cloned();
             let (rows, cursor) = pds

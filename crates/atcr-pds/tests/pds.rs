@@ -372,7 +372,7 @@ async fn bad_input_gets_the_right_error_and_changes_nothing() {
             .await
             .unwrap(),
         401,
-        "AuthenticationRequired",
+        "AuthMissing",
     )
     .await;
     check(
@@ -666,8 +666,38 @@ async fn blobs_handles_and_server_description() {
             .starts_with("did:web:")
     );
     assert_eq!(c.list_repos().await.unwrap().repos.len(), 1);
-    // Hosted handles resolve through /.well-known/atproto-did by Host header.
     let http = atcr_http::client(Duration::from_secs(5));
+    // describeServer carries the documented optional objects; listRecords
+    // refuses a limit outside 1..=100 as the reference does (issue 14,
+    // item 2 in part).
+    let d: serde_json::Value = http
+        .get(format!("{}/xrpc/com.atproto.server.describeServer", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(d["links"].is_object() && d["contact"].is_object(), "{d}");
+    assert_eq!(d["phoneVerificationRequired"], false);
+    for (limit, status) in [("0", 400), ("101", 400), ("1", 200), ("100", 200)] {
+        let r = http
+            .get(format!("{}/xrpc/com.atproto.repo.listRecords", s.url))
+            .query(&[
+                ("repo", did.as_str()),
+                ("collection", "io.atcr.manifest"),
+                ("limit", limit),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "limit={limit}");
+        if status == 400 {
+            let b: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(b["error"], "InvalidRequest");
+        }
+    }
+    // Hosted handles resolve through /.well-known/atproto-did by Host header.
     let body = http
         .get(format!("{}/.well-known/atproto-did", s.url))
         .header("host", "blob.test")

@@ -151,9 +151,13 @@ pub struct RemoteOwner {
 
 fn from_client(did: &str, e: ClientError) -> RecordError {
     match e.xrpc_name() {
-        Some("ExpiredToken" | "InvalidToken" | "AuthenticationRequired" | "AuthRequired") => {
-            RecordError::NoSession(did.to_owned())
-        }
+        Some(
+            "ExpiredToken"
+            | "InvalidToken"
+            | "AuthenticationRequired"
+            | "AuthRequired"
+            | "AuthMissing",
+        ) => RecordError::NoSession(did.to_owned()),
         _ if e.is_transient() => RecordError::Unavailable(e.to_string()),
         Some(_) => RecordError::Rejected(e.to_string()),
         None => RecordError::Unavailable(e.to_string()),

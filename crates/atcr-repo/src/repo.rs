@@ -239,7 +239,8 @@ impl Repo {
     }
 
     /// Writes the whole repository as a CAR (`getRepo`): commit, every MST
-    /// node, every record.
+    /// node, every record, each block once (two records with the same
+    /// content share one block).
     pub fn export_car<W: std::io::Write>(
         &self,
         store: &dyn BlockSource,
@@ -254,8 +255,12 @@ impl Repo {
             w.write_block(&cid, &bytes)?;
         }
         let mut err = None;
-        self.mst
-            .walk_from("", store, &mut |_, cid| match store.get_block(cid) {
+        let mut written = std::collections::HashSet::new();
+        self.mst.walk_from("", store, &mut |_, cid| {
+            if !written.insert(*cid) {
+                return true;
+            }
+            match store.get_block(cid) {
                 Ok(Some(bytes)) => match w.write_block(cid, &bytes) {
                     Ok(()) => true,
                     Err(e) => {
@@ -271,7 +276,8 @@ impl Repo {
                     err = Some(RepoError::Mst(e.into()));
                     false
                 }
-            })?;
+            }
+        })?;
         if let Some(e) = err {
             return Err(e);
         }

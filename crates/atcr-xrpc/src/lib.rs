@@ -45,6 +45,10 @@ impl XrpcError {
     pub fn auth_required(message: impl Into<String>) -> Self {
         Self::new(401, "AuthenticationRequired", message)
     }
+    /// 401 `AuthMissing`: no credentials at all (the reference PDS's name).
+    pub fn auth_missing() -> Self {
+        Self::new(401, "AuthMissing", "Authentication Required")
+    }
     /// 401 `InvalidToken`.
     pub fn invalid_token(message: impl Into<String>) -> Self {
         Self::new(401, "InvalidToken", message)

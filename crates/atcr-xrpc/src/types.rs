@@ -87,6 +87,15 @@ pub struct DescribeServerOutput {
     /// Whether an invite code is needed.
     #[serde(default)]
     pub invite_code_required: bool,
+    /// Whether a phone number is needed.
+    #[serde(default)]
+    pub phone_verification_required: bool,
+    /// `privacyPolicy` / `termsOfService` URLs (none here).
+    #[serde(default)]
+    pub links: serde_json::Value,
+    /// The operator's `email` (none here).
+    #[serde(default)]
+    pub contact: serde_json::Value,
 }
 
 /// A commit reference in write responses.
