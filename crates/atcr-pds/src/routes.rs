@@ -565,11 +565,8 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
                     bytes,
                 )
                     .into_response()),
-                None => Err(PdsError(XrpcError::new(
-                    400,
-                    "BlobNotFound",
-                    "Blob not found",
-                ))),
+                // The reference PDS's answer (not the lexicon's BlobNotFound).
+                None => Err(PdsError(XrpcError::invalid("Blob not found"))),
             }
         }
         "com.atproto.sync.listBlobs" => {

@@ -697,6 +697,22 @@ async fn blobs_handles_and_server_description() {
             assert_eq!(b["error"], "InvalidRequest");
         }
     }
+    // A missing blob: InvalidRequest, as the reference PDS answers.
+    let r = http
+        .get(format!("{}/xrpc/com.atproto.sync.getBlob", s.url))
+        .query(&[
+            ("did", did.as_str()),
+            (
+                "cid",
+                "bafkreiaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(b["error"], "InvalidRequest", "{b}");
     // Hosted handles resolve through /.well-known/atproto-did by Host header.
     let body = http
         .get(format!("{}/.well-known/atproto-did", s.url))
