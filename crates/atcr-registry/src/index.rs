@@ -522,8 +522,12 @@ impl Index {
         let l = last.unwrap_or("").to_owned();
         self.db
             .read(move |c| {
+                // A repository with no manifest left (all deleted, or only
+                // blobs uploaded) is empty: not listed.
                 let mut s = c.prepare_cached(
-                    "SELECT DISTINCT display FROM repository WHERE display > ?1 ORDER BY display LIMIT ?2",
+                    "SELECT DISTINCT r.display FROM repository r WHERE r.display > ?1
+                     AND EXISTS (SELECT 1 FROM manifest m WHERE m.did = r.did AND m.repo = r.repo)
+                     ORDER BY r.display LIMIT ?2",
                 )?;
                 let rows = s.query_map((&l, n as i64), |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()

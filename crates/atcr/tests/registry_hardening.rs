@@ -1178,3 +1178,37 @@ async fn foreign_layers_with_allowed_urls_need_not_be_pushed() {
     });
     expect_error(put("d", plain, OCI).await, 400, "MANIFEST_BLOB_UNKNOWN").await;
 }
+
+/// Issue 13, item 3 (in part): a repository whose manifests are all deleted
+/// (or that only ever got blobs) leaves `_catalog`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_repositories_leave_the_catalog() {
+    let s = start(&[]).await;
+    let (_, tok, d) = owner_with_image(&s, "alice.test", PW, "pull,push,delete", "catalog").await;
+    let other = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/blobs-only:pull,push"],
+    )
+    .await;
+    push_blob(&s, &other, "alice.test/blobs-only", b"just a blob").await;
+    let catalog = || async {
+        let t = token(&s, Some(("alice.test", PW)), &["registry:catalog:*"]).await;
+        let r = http()
+            .get(format!("{}/v2/_catalog", s.url))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()["repositories"].clone()
+    };
+    assert_eq!(catalog().await, serde_json::json!(["alice.test/app"]));
+    let r = http()
+        .delete(format!("{}/v2/alice.test/app/manifests/{d}", s.url))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(catalog().await, serde_json::json!([]));
+}
