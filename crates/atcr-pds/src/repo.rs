@@ -358,7 +358,9 @@ impl Pds {
                     let value = from_cbor(&bytes).map_err(|_| XrpcError::internal())?;
                     out.push((rkey, cid, json::to_json(&value)));
                 }
-                let next = (out.len() == limit).then(|| out.last().map(|x| x.0.clone())).flatten();
+                // As the reference PDS: the last record's key whenever there is
+                // one (an empty page ends the listing).
+                let next = out.last().map(|x| x.0.clone());
                 Ok::<_, PdsError>((out, next))
             })
             .await

@@ -713,6 +713,52 @@ async fn blobs_handles_and_server_description() {
     assert_eq!(r.status(), 400);
     let b: serde_json::Value = r.json().await.unwrap();
     assert_eq!(b["error"], "InvalidRequest", "{b}");
+    // listRecords pages as the reference does: the cursor is the last key of
+    // every non-empty page, and an empty page has none.
+    for i in 0..3 {
+        c.create_record(&CreateRecordInput {
+            repo: did.clone(),
+            collection: "io.atcr.tag".into(),
+            rkey: Some(format!("t{i}")),
+            validate: None,
+            record: serde_json::json!({"$type": "io.atcr.tag", "n": i}),
+            swap_commit: None,
+        })
+        .await
+        .unwrap();
+    }
+    let page = |cursor: Option<String>| {
+        let (http, url, did) = (http.clone(), s.url.clone(), did.clone());
+        async move {
+            let mut q = vec![
+                ("repo", did),
+                ("collection", "io.atcr.tag".to_owned()),
+                ("limit", "2".to_owned()),
+            ];
+            if let Some(c) = cursor {
+                q.push(("cursor", c));
+            }
+            let v: serde_json::Value = http
+                .get(format!("{url}/xrpc/com.atproto.repo.listRecords"))
+                .query(&q)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            (
+                v["records"].as_array().unwrap().len(),
+                v["cursor"].as_str().map(str::to_owned),
+            )
+        }
+    };
+    let (n, c1) = page(None).await;
+    assert_eq!(n, 2);
+    let (n, c2) = page(c1.clone()).await;
+    assert_eq!(n, 1);
+    assert!(c2.is_some() && c2 != c1);
+    assert_eq!(page(c2).await, (0, None));
     // Hosted handles resolve through /.well-known/atproto-did by Host header.
     let body = http
         .get(format!("{}/.well-known/atproto-did", s.url))
