@@ -17,6 +17,9 @@
 //! the same serving layer and nothing else (see [`registry`]); `scripts/bench-registry` runs them side by side with CNCF
 //! Distribution.
 //!
+//! `atcr-bench gc …` measures garbage collection against a running `atcr
+//! serve` (see [`gc`]; `scripts/bench-gc` runs it).
+//!
 //! Run it in release mode: `cargo run --release -p atcr-bench -- repo`.
 
 use anyhow::{Context, Result, bail};
@@ -35,16 +38,18 @@ fn main() -> Result<()> {
         Some("pds") => pds_bench(&args[1..]),
         Some("registry") => tokio_main(registry::run(&args[1..])),
         Some("ceiling") => tokio_main(registry::ceiling(&args[1..])),
+        Some("gc") => tokio_main(gc::run(&args[1..])),
         Some("verify") => tokio_main(verify::run(&args[1..])),
         Some("service") => tokio_main(service::run(&args[1..])),
         Some("admission") => tokio_main(service::admission(&args[1..])),
         Some("fuzz-seeds") => fuzz_seeds(args.get(1).context("usage: atcr-bench fuzz-seeds DIR")?),
         _ => bail!(
-            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | fuzz-seeds DIR"
+            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | gc --url URL --user U --password P --atcr BIN [--blobs N] [--kib K] [--concurrency C] | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | fuzz-seeds DIR"
         ),
     }
 }
 
+mod gc;
 mod registry;
 mod service;
 mod verify;

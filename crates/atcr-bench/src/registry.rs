@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 /// The value after `name` in `args`.
 pub(crate) fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -39,7 +39,7 @@ pub(crate) fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     repo: String,
@@ -48,6 +48,17 @@ struct Client {
 }
 
 impl Client {
+    /// A client of `repo` at `base` logging in with `creds`.
+    pub(crate) fn new(base: &str, repo: &str, creds: (String, String)) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            repo: repo.to_owned(),
+            creds: Some(creds),
+            token: tokio::sync::Mutex::new(None),
+        }
+    }
+
     async fn auth(&self) -> Result<Option<String>> {
         let Some((u, p)) = &self.creds else {
             return Ok(None);
@@ -94,7 +105,11 @@ impl Client {
         Ok(Some(tok))
     }
 
-    async fn req(&self, m: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder> {
+    pub(crate) async fn req(
+        &self,
+        m: reqwest::Method,
+        url: &str,
+    ) -> Result<reqwest::RequestBuilder> {
         let url = if url.starts_with("http") {
             url.to_owned()
         } else {
@@ -110,14 +125,14 @@ impl Client {
 
 /// A generated blob: `len` bytes, first MiB unique to `seed`.
 #[derive(Clone)]
-struct Blob {
+pub(crate) struct Blob {
     block: Bytes,
     head: Bytes,
     len: u64,
 }
 
 impl Blob {
-    fn new(block: &Bytes, seed: u64, len: u64) -> Self {
+    pub(crate) fn new(block: &Bytes, seed: u64, len: u64) -> Self {
         let mut head = block.to_vec();
         head[..8].copy_from_slice(&seed.to_le_bytes());
         let t = std::time::SystemTime::now()
@@ -146,7 +161,7 @@ impl Blob {
             Some(src.slice(off..off + n))
         })
     }
-    fn digest(&self) -> String {
+    pub(crate) fn digest(&self) -> String {
         let mut h = sha2::Sha256::new();
         for c in self.chunks(0, self.len) {
             h.update(&c);
@@ -159,7 +174,7 @@ impl Blob {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -177,7 +192,12 @@ fn location(base: &str, r: &reqwest::Response) -> Result<String> {
     })
 }
 
-async fn push_blob(c: &Client, b: &Blob, digest: &str, chunk: Option<u64>) -> Result<()> {
+pub(crate) async fn push_blob(
+    c: &Client,
+    b: &Blob,
+    digest: &str,
+    chunk: Option<u64>,
+) -> Result<()> {
     let r = c
         .req(
             reqwest::Method::POST,
@@ -724,7 +744,7 @@ pub async fn ceiling(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn rand_id() -> u128 {
+pub(crate) fn rand_id() -> u128 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

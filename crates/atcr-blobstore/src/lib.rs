@@ -237,6 +237,19 @@ pub fn blob_key(d: &Digest) -> ObjectPath {
     ))
 }
 
+/// The digest a blob key addresses (the inverse of [`blob_key`]).
+fn digest_of_key(key: &ObjectPath) -> Option<Digest> {
+    let parts: Vec<_> = key.parts().collect();
+    let [b, alg, pre, hex] = parts.as_slice() else {
+        return None;
+    };
+    if b.as_ref() != "blobs" || !hex.as_ref().starts_with(pre.as_ref()) {
+        return None;
+    }
+    let d = Digest::parse(&format!("{}:{}", alg.as_ref(), hex.as_ref())).ok()?;
+    (blob_key(&d) == *key).then_some(d)
+}
+
 fn staging_key(id: &str) -> ObjectPath {
     ObjectPath::from(format!("_uploads/{id}"))
 }
@@ -364,6 +377,26 @@ impl BlobStore {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(storage(e)),
         }
+    }
+
+    /// Every stored blob: `(digest, size, last modified as Unix seconds)`,
+    /// in no particular order. Objects whose key is not a blob address are
+    /// skipped. For garbage collection of objects the index does not know.
+    pub fn list(
+        &self,
+    ) -> futures_util::stream::BoxStream<'static, Result<(Digest, u64, i64), BlobError>> {
+        let store = self.store.clone();
+        let prefix = ObjectPath::from("blobs");
+        let listing = store.list(Some(&prefix));
+        listing
+            .filter_map(|r| async move {
+                match r {
+                    Err(e) => Some(Err(storage(e))),
+                    Ok(m) => digest_of_key(&m.location)
+                        .map(|d| Ok((d, m.size, m.last_modified.timestamp()))),
+                }
+            })
+            .boxed()
     }
 
     /// Starts an upload session.

@@ -190,6 +190,44 @@ impl Default for RegistrySection {
     }
 }
 
+/// `[gc]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcSection {
+    /// Seconds between scheduled runs; 0 turns the schedule off.
+    pub interval_secs: u64,
+    /// Blobs and links younger than this are never collected, seconds.
+    pub grace_secs: u64,
+    /// Retention rules (`[[gc.retention]]`), first match applies.
+    pub retention: Vec<RetentionSection>,
+}
+
+impl Default for GcSection {
+    fn default() -> Self {
+        Self {
+            interval_secs: 3600,
+            grace_secs: 3600,
+            retention: vec![],
+        }
+    }
+}
+
+/// `[[gc.retention]]`: what to keep in repositories matching a pattern.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSection {
+    /// Glob over `owner/repo` (`*` within a segment, `**` across).
+    pub repository: String,
+    /// Keep this many most recently pushed tags.
+    pub keep_last: Option<u64>,
+    /// Keep tags matching this regular expression.
+    pub keep_tags: Option<String>,
+    /// Delete manifests no kept tag holds once this old, seconds.
+    pub untagged_older_than_secs: Option<u64>,
+    /// Apply the rule (otherwise runs only report what it would delete).
+    pub enforce: bool,
+}
+
 /// `[storage]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -277,16 +315,19 @@ pub struct Config {
     pub storage: StorageSection,
     /// Identity resolution.
     pub identity: IdentitySection,
+    /// Garbage collection and retention.
+    pub gc: GcSection,
 }
 
 /// Environment prefixes of the configuration sections.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "SERVER_",
     "PDS_",
     "PLC_",
     "REGISTRY_",
     "STORAGE_",
     "IDENTITY_",
+    "GC_",
 ];
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -394,6 +435,8 @@ impl Config {
                 "IDENTITY_HOST_OVERRIDES" => self.identity.host_overrides = list(value),
                 "IDENTITY_DNS_NAMESERVERS" => self.identity.dns_nameservers = list(value),
                 "IDENTITY_CACHE_TTL_SECS" => self.identity.cache_ttl_secs = num(value)?,
+                "GC_INTERVAL_SECS" => self.gc.interval_secs = num(value)?,
+                "GC_GRACE_SECS" => self.gc.grace_secs = num(value)?,
                 // A typo inside a configuration section is an error; other
                 // ATCR_* variables (ATCR_CONFIG, ATCR_LOG, command flags such as
                 // ATCR_ACCOUNT_PASSWORD, tooling) are not configuration keys.
@@ -454,6 +497,29 @@ impl Config {
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.gc.grace_secs == 0 {
+            return Err(invalid(
+                "gc.grace_secs",
+                "must be at least 1 (pushes rely on blobs they uploaded moments ago)".into(),
+            ));
+        }
+        for (i, r) in self.gc.retention.iter().enumerate() {
+            if r.repository.is_empty() {
+                return Err(invalid(
+                    &format!("gc.retention[{i}].repository"),
+                    "a pattern is required (\"**\" for every repository)".into(),
+                ));
+            }
+            if r.keep_last.is_none()
+                && r.keep_tags.is_none()
+                && r.untagged_older_than_secs.is_none()
+            {
+                return Err(invalid(
+                    &format!("gc.retention[{i}]"),
+                    "set keep_last, keep_tags or untagged_older_than_secs".into(),
+                ));
             }
         }
         if !matches!(self.pds.key_alg.as_str(), "k256" | "p256") {

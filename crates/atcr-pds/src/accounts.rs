@@ -497,6 +497,37 @@ impl Pds {
         Ok(())
     }
 
+    /// Deletes an account: its repository (records, blocks, blobs), keys,
+    /// app passwords and sessions, in one transaction. Its DID stays in
+    /// the PLC directory (as the reference PDS leaves it); its handle is
+    /// free again. Listeners of [`Self::on_revoke`] are told.
+    pub async fn delete_account(&self, did: &str) -> PdsResult<()> {
+        let d = did.to_owned();
+        let n = self
+            .db()
+            .write(move |tx| {
+                for t in [
+                    "refresh_token",
+                    "app_password",
+                    "record",
+                    "repo_block",
+                    "repo_root",
+                    "blob",
+                    "account_key",
+                ] {
+                    tx.execute(&format!("DELETE FROM {t} WHERE did = ?1"), [&d])?;
+                }
+                tx.execute("DELETE FROM account WHERE did = ?1", [&d])
+                    .map_err(PdsError::from)
+            })
+            .await?;
+        if n == 0 {
+            return Err(XrpcError::new(400, "AccountNotFound", format!("no account {did}")).into());
+        }
+        self.notify_revoked(did);
+        Ok(())
+    }
+
     /// An account's app passwords (names and dates only).
     pub async fn list_app_passwords(&self, did: &str) -> PdsResult<Vec<AppPasswordInfo>> {
         let d = did.to_owned();

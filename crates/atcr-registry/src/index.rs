@@ -10,6 +10,9 @@ use atcr_sqlite::rusqlite::{self, OptionalExtension};
 use atcr_sqlite::{Db, DbError, Migration};
 use std::path::Path;
 
+mod gc;
+pub use gc::{BlobRow, LinkRow, MarkRow, RetentionManifest, RetentionView};
+
 const MIGRATIONS: &[Migration] = &[
     (
         1,
@@ -60,6 +63,20 @@ const MIGRATIONS: &[Migration] = &[
         // index so they commit in the same transaction as their manifest.
         "CREATE TABLE inline_blob (digest TEXT PRIMARY KEY, bytes BLOB NOT NULL);",
     ),
+    (
+        3,
+        // Garbage collection: when each link was made or last confirmed (a
+        // link younger than the grace period is never removed), blobs being
+        // deleted (`doomed`: invisible, and no upload may place them), and
+        // the digest an upload is placing (GC never dooms it meanwhile).
+        "ALTER TABLE repo_blob ADD COLUMN linked_at INTEGER NOT NULL DEFAULT 0;
+    UPDATE repo_blob SET linked_at = CAST(strftime('%s', 'now') AS INTEGER);
+    CREATE INDEX repo_blob_digest ON repo_blob (digest);
+    ALTER TABLE blob ADD COLUMN doomed INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX blob_doomed ON blob (doomed) WHERE doomed = 1;
+    ALTER TABLE upload ADD COLUMN finishing TEXT;
+    CREATE INDEX upload_finishing ON upload (finishing) WHERE finishing IS NOT NULL;",
+    ),
 ];
 
 /// Index errors map to `UNKNOWN` (500): the request can be retried.
@@ -85,6 +102,21 @@ impl From<IndexError> for RegistryError {
 }
 
 type Result<T> = std::result::Result<T, IndexError>;
+
+/// Links a blob into a repository, or confirms an existing link.
+const LINK: &str = "INSERT INTO repo_blob (did, repo, digest, linked_at) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (did, repo, digest) DO UPDATE SET linked_at = excluded.linked_at";
+
+/// What [`Index::claim_finish`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The upload may place the blob.
+    Claimed,
+    /// Garbage collection is deleting this digest: wait and retry.
+    Doomed,
+    /// The upload session is gone.
+    NoSession,
+}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -183,7 +215,7 @@ impl Index {
             .read(move |c| {
                 c.prepare_cached(
                     "SELECT b.size FROM repo_blob l JOIN blob b ON b.digest = l.digest
-                     WHERE l.did = ?1 AND l.repo = ?2 AND l.digest = ?3",
+                     WHERE l.did = ?1 AND l.repo = ?2 AND l.digest = ?3 AND b.doomed = 0",
                 )?
                 .query_row((&d, &r, &g), |r| r.get::<_, i64>(0))
                 .optional()
@@ -193,12 +225,61 @@ impl Index {
             .await
     }
 
+    /// Like [`Index::repo_blob`], and confirms the link: one made or last
+    /// confirmed more than `refresh_secs` ago is stamped now (a write), so
+    /// garbage collection keeps it for another grace period. A client that
+    /// was just told a blob exists (HEAD, or a manifest push that checked
+    /// it) can rely on it. `None` when the link is gone, also when GC took
+    /// it between the read and the stamp.
+    pub async fn repo_blob_confirmed(
+        &self,
+        did: &str,
+        repo: &str,
+        digest: &str,
+        refresh_secs: i64,
+    ) -> Result<Option<u64>> {
+        let (d, r, g) = (did.to_owned(), repo.to_owned(), digest.to_owned());
+        let found = self
+            .db
+            .read({
+                let (d, r, g) = (d.clone(), r.clone(), g.clone());
+                move |c| {
+                    c.prepare_cached(
+                        "SELECT b.size, l.linked_at FROM repo_blob l JOIN blob b ON b.digest = l.digest
+                         WHERE l.did = ?1 AND l.repo = ?2 AND l.digest = ?3 AND b.doomed = 0",
+                    )?
+                    .query_row((&d, &r, &g), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                    .optional()
+                    .map_err(IndexError::from)
+                }
+            })
+            .await?;
+        let Some((size, linked_at)) = found else {
+            return Ok(None);
+        };
+        if linked_at >= now() - refresh_secs {
+            return Ok(Some(size as u64));
+        }
+        let stamped: bool = self
+            .db
+            .write_relaxed(move |tx| {
+                Ok::<_, IndexError>(tx
+                    .prepare_cached(
+                        "UPDATE repo_blob SET linked_at = ?4 WHERE did = ?1 AND repo = ?2 AND digest = ?3",
+                    )?
+                    .execute((&d, &r, &g, now()))?
+                    > 0)
+            })
+            .await?;
+        Ok(stamped.then_some(size as u64))
+    }
+
     /// The size of a blob stored for any repository.
     pub async fn blob(&self, digest: &str) -> Result<Option<u64>> {
         let g = digest.to_owned();
         self.db
             .read(move |c| {
-                c.prepare_cached("SELECT size FROM blob WHERE digest = ?1")?
+                c.prepare_cached("SELECT size FROM blob WHERE digest = ?1 AND doomed = 0")?
                     .query_row([&g], |r| r.get::<_, i64>(0))
                     .optional()
                     .map(|o| o.map(|s| s as u64))
@@ -208,7 +289,8 @@ impl Index {
     }
 
     /// Records a verified blob and links it into a repository; removes the
-    /// upload session in the same transaction.
+    /// upload session in the same transaction. `false` (nothing linked) when
+    /// garbage collection is deleting the blob: a mount must then upload.
     pub async fn link_blob(
         &self,
         did: &str,
@@ -217,7 +299,7 @@ impl Index {
         digest: &str,
         size: u64,
         upload: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let (d, r, n, g) = (
             did.to_owned(),
             repo.to_owned(),
@@ -231,10 +313,13 @@ impl Index {
                     "INSERT OR IGNORE INTO blob (digest, size, created_at) VALUES (?1, ?2, ?3)",
                 )?
                 .execute((&g, size as i64, now()))?;
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO repo_blob (did, repo, digest) VALUES (?1, ?2, ?3)",
-                )?
-                .execute((&d, &r, &g))?;
+                let doomed: i64 = tx
+                    .prepare_cached("SELECT doomed FROM blob WHERE digest = ?1")?
+                    .query_row([&g], |r| r.get(0))?;
+                if doomed != 0 {
+                    return Ok(false);
+                }
+                tx.prepare_cached(LINK)?.execute((&d, &r, &g, now()))?;
                 tx.prepare_cached(
                     "INSERT OR IGNORE INTO repository (did, repo, display) VALUES (?1, ?2, ?3)",
                 )?
@@ -242,7 +327,35 @@ impl Index {
                 if let Some(id) = up {
                     tx.execute("DELETE FROM upload WHERE id = ?1", [&id])?;
                 }
-                Ok(())
+                Ok(true)
+            })
+            .await
+    }
+
+    /// Marks an upload as placing `digest` in the blob store, so garbage
+    /// collection will not doom that digest until the upload links it (or
+    /// the session ends). Refused while GC is deleting that digest: the
+    /// caller waits, since placing it now could race GC's delete.
+    pub async fn claim_finish(&self, id: &str, digest: &str) -> Result<Claim> {
+        let (i, g) = (id.to_owned(), digest.to_owned());
+        self.db
+            .write_relaxed(move |tx| {
+                let doomed = tx
+                    .prepare_cached("SELECT 1 FROM blob WHERE digest = ?1 AND doomed = 1")?
+                    .query_row([&g], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if doomed {
+                    return Ok(Claim::Doomed);
+                }
+                let n = tx
+                    .prepare_cached("UPDATE upload SET finishing = ?2 WHERE id = ?1")?
+                    .execute((&i, &g))?;
+                Ok(if n == 0 {
+                    Claim::NoSession
+                } else {
+                    Claim::Claimed
+                })
             })
             .await
     }
@@ -605,10 +718,7 @@ impl Index {
                             "INSERT OR IGNORE INTO blob (digest, size, created_at) VALUES (?1, ?2, ?3)",
                         )?
                         .execute((digest, bytes.len() as i64, now()))?;
-                        tx.prepare_cached(
-                            "INSERT OR IGNORE INTO repo_blob (did, repo, digest) VALUES (?1, ?2, ?3)",
-                        )?
-                        .execute((&c.did, &c.repo, digest))?;
+                        tx.prepare_cached(LINK)?.execute((&c.did, &c.repo, digest, now()))?;
                     }
                     if let Some((tag, digest, cid)) = &c.tag {
                         tx.prepare_cached(
@@ -665,6 +775,21 @@ impl Index {
                 }
                 tx.execute("DELETE FROM pending WHERE id = ?1", [pending])?;
                 Ok(())
+            })
+            .await
+    }
+
+    /// Forgets everything of an owner: manifests, tags, links (their blobs
+    /// are then garbage), repositories, journal entries, PDS session.
+    pub async fn forget_owner(&self, did: &str) -> Result<usize> {
+        let d = did.to_owned();
+        self.db
+            .write(move |tx| {
+                let n = tx.execute("DELETE FROM manifest WHERE did = ?1", [&d])?;
+                for t in ["tag", "repo_blob", "repository", "pending", "pds_session"] {
+                    tx.execute(&format!("DELETE FROM {t} WHERE did = ?1"), [&d])?;
+                }
+                Ok(n)
             })
             .await
     }

@@ -14,6 +14,7 @@
 //!   DID) and an app password, checked by the owner's PDS.
 
 pub mod egress;
+pub mod gc;
 pub mod index;
 pub mod metrics;
 pub mod records;
@@ -65,6 +66,8 @@ pub struct RegistryConfig {
     pub max_uploads_per_user: u64,
     /// Which URLs a foreign (non-distributable) layer may name.
     pub foreign_urls: ForeignUrls,
+    /// Garbage collection and retention.
+    pub gc: gc::GcConfig,
 }
 
 /// URLs a foreign layer may name instead of being pushed (Distribution's
@@ -264,6 +267,8 @@ struct Inner {
     uploads: Mutex<HashMap<String, (String, String, UploadState)>>,
     /// Owners' key and PDS as signature artifacts name them (hints).
     signers: Mutex<HashMap<String, (signing::Signer, Instant)>>,
+    /// Held by the garbage-collection run in progress.
+    gc_lock: tokio::sync::Mutex<()>,
 }
 
 /// The registry service. Cheap to clone.
@@ -366,6 +371,7 @@ impl Registry {
                 handles: Mutex::new(HashMap::new()),
                 uploads: Mutex::new(HashMap::new()),
                 signers: Mutex::new(HashMap::new()),
+                gc_lock: tokio::sync::Mutex::new(()),
             }),
         };
         // Revocations in the embedded PDS end registry tokens at once. The
@@ -576,6 +582,12 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, (d, _)| d != did);
+        // A deleted account's handle may be taken by another account.
+        self.inner
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (d, _)| d != did);
         tracing::info!(target: "atcr::auth", did, "credentials revoked: tokens and cached logins dropped");
     }
 
@@ -699,9 +711,7 @@ impl Registry {
 
     /// Size of a blob in a repository.
     pub async fn blob_size(&self, did: &str, repo: &str, digest: &Digest) -> Result<u64> {
-        self.inner
-            .index
-            .repo_blob(did, repo, &digest.to_string())
+        self.confirmed_blob(did, repo, &digest.to_string())
             .await?
             .ok_or_else(|| {
                 err(
@@ -709,6 +719,17 @@ impl Registry {
                     format!("blob unknown to registry: {digest}"),
                 )
             })
+    }
+
+    /// A repository's blob, its link confirmed for garbage collection (a
+    /// client told it exists may rely on it for another grace period).
+    async fn confirmed_blob(&self, did: &str, repo: &str, digest: &str) -> Result<Option<u64>> {
+        let refresh = (self.inner.cfg.gc.grace.as_secs() / 2) as i64;
+        Ok(self
+            .inner
+            .index
+            .repo_blob_confirmed(did, repo, digest, refresh)
+            .await?)
     }
 
     /// Reads a blob (or a range `[start, end)`).
@@ -818,11 +839,14 @@ impl Registry {
         digest: &Digest,
     ) -> Result<MountOutcome> {
         let d = digest.to_string();
-        if let Some(size) = self.inner.index.blob(&d).await? {
-            self.inner
+        // A blob garbage collection is deleting is not mounted: upload it.
+        if let Some(size) = self.inner.index.blob(&d).await?
+            && self
+                .inner
                 .index
                 .link_blob(did, repo, display, &d, size, None)
-                .await?;
+                .await?
+        {
             return Ok(MountOutcome::Mounted);
         }
         Ok(MountOutcome::Upload(
@@ -954,6 +978,7 @@ impl Registry {
                 .await
                 .map_err(from_blob)?;
         }
+        self.claim_finish(id, digest).await?;
         let size = match self.inner.blobs.finish(st, digest).await {
             Ok(n) => n,
             Err(e) => {
@@ -964,7 +989,10 @@ impl Registry {
                 return Err(from_blob(e));
             }
         };
-        self.inner
+        // The claim keeps the blob from being doomed, so this links it;
+        // were it refused, the client must not hear "created".
+        let linked = self
+            .inner
             .index
             .link_blob(
                 did,
@@ -975,7 +1003,33 @@ impl Registry {
                 Some(id),
             )
             .await?;
+        if !linked {
+            return Err(gc::doomed_busy());
+        }
         Ok(size)
+    }
+
+    /// Marks the session as placing `digest` (see [`gc`]); waits while
+    /// garbage collection deletes that digest, since placing it meanwhile
+    /// could lose it to GC's delete.
+    async fn claim_finish(&self, id: &str, digest: &Digest) -> Result<()> {
+        let d = digest.to_string();
+        let deadline = Instant::now() + gc::DOOMED_WAIT;
+        loop {
+            match self.inner.index.claim_finish(id, &d).await? {
+                index::Claim::Claimed => return Ok(()),
+                index::Claim::NoSession => {
+                    return Err(err(
+                        ErrorCode::BlobUploadUnknown,
+                        "blob upload unknown to registry",
+                    ));
+                }
+                index::Claim::Doomed if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                index::Claim::Doomed => return Err(gc::doomed_busy()),
+            }
+        }
     }
 
     /// Cancels a session.
@@ -1074,9 +1128,7 @@ impl Registry {
         }
         for b in parsed.required_blobs() {
             if self
-                .inner
-                .index
-                .repo_blob(did, repo, &b.to_string())
+                .confirmed_blob(did, repo, &b.to_string())
                 .await?
                 .is_none()
             {
@@ -1091,13 +1143,7 @@ impl Registry {
         // them from their URLs, which must be allowed.
         for (d, urls) in parsed.foreign_layers() {
             let digest = d.digest.to_string();
-            if self
-                .inner
-                .index
-                .repo_blob(did, repo, &digest)
-                .await?
-                .is_some()
-            {
+            if self.confirmed_blob(did, repo, &digest).await?.is_some() {
                 continue;
             }
             if urls.is_empty() {
@@ -1531,6 +1577,17 @@ impl Registry {
             .commit_delete(pending, did, repo, digest.as_deref(), &tags)
             .await?;
         Ok(())
+    }
+
+    /// Forgets an owner whose account was deleted: their repositories leave
+    /// the index (and their blobs become garbage). Waits for the owner's
+    /// push in progress, so none lands afterwards. Returns the number of
+    /// manifests forgotten.
+    pub async fn forget_owner(&self, did: &str) -> Result<usize> {
+        let queue = self.owner_queue(did);
+        let _guard = queue.commit.lock().await;
+        self.revoke(did);
+        Ok(self.inner.index.forget_owner(did).await?)
     }
 
     /// Tags, paginated.

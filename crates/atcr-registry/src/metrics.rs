@@ -18,6 +18,14 @@ pub struct RegistryMetrics {
     pub uploads_in_progress: IntGauge,
     /// Failed `/auth/token` logins.
     pub login_failures: IntCounter,
+    /// Garbage-collection runs completed.
+    pub gc_runs: IntCounter,
+    /// Blobs garbage collection deleted.
+    pub gc_blobs: IntCounter,
+    /// Bytes garbage collection reclaimed.
+    pub gc_bytes: IntCounter,
+    /// Duration of garbage-collection runs.
+    pub gc_seconds: Histogram,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -64,6 +72,23 @@ impl RegistryMetrics {
                 "Failed logins at /auth/token",
             )
             .expect("valid metric"),
+            gc_runs: IntCounter::new("atcr_gc_runs_total", "Garbage-collection runs completed")
+                .expect("valid metric"),
+            gc_blobs: IntCounter::new(
+                "atcr_gc_blobs_reclaimed_total",
+                "Blobs deleted by garbage collection",
+            )
+            .expect("valid metric"),
+            gc_bytes: IntCounter::new(
+                "atcr_gc_bytes_reclaimed_total",
+                "Bytes reclaimed by garbage collection",
+            )
+            .expect("valid metric"),
+            gc_seconds: histogram(
+                "atcr_gc_seconds",
+                "Duration of garbage-collection runs",
+                vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0],
+            ),
         }
     }
 
@@ -76,6 +101,10 @@ impl RegistryMetrics {
             Box::new(self.artifact_failures.clone()),
             Box::new(self.uploads_in_progress.clone()),
             Box::new(self.login_failures.clone()),
+            Box::new(self.gc_runs.clone()),
+            Box::new(self.gc_blobs.clone()),
+            Box::new(self.gc_bytes.clone()),
+            Box::new(self.gc_seconds.clone()),
         ]
     }
 }

@@ -49,6 +49,7 @@ async fn setup(dir: &std::path::Path) -> (Registry, Pds, String) {
             egress: Default::default(),
             max_uploads_per_user: 100,
             foreign_urls: Default::default(),
+            gc: Default::default(),
         },
         &dir.join("registry.sqlite"),
         BlobStore::open(&StoreConfig::Local(dir.join("blobs"))).unwrap(),

@@ -41,6 +41,11 @@ pub enum AdminRequest {
         /// Handle or DID.
         account: String,
     },
+    /// Delete the account, its repository and its images.
+    Delete {
+        /// Handle or DID.
+        account: String,
+    },
     /// Replace the password (ends registry tokens and cached logins).
     SetPassword {
         /// Handle or DID.
@@ -74,6 +79,11 @@ pub enum AdminRequest {
         /// Its name.
         name: String,
     },
+    /// Run garbage collection and retention now.
+    Gc {
+        /// Only report what a run would do.
+        dry_run: bool,
+    },
 }
 
 fn alg(s: Option<&str>) -> Result<Option<atcr_crypto::Algorithm>, String> {
@@ -87,6 +97,11 @@ fn alg(s: Option<&str>) -> Result<Option<atcr_crypto::Algorithm>, String> {
 /// Applies a request to the services; the answer as JSON.
 pub async fn apply(services: &Services, req: AdminRequest) -> Result<serde_json::Value, String> {
     use serde_json::json;
+    // Garbage collection needs the registry only.
+    if let AdminRequest::Gc { dry_run } = req {
+        let report = services.registry.gc(dry_run).await.map_err(|e| e.message)?;
+        return Ok(json!(report));
+    }
     let pds = services
         .pds
         .as_ref()
@@ -121,6 +136,24 @@ pub async fn apply(services: &Services, req: AdminRequest) -> Result<serde_json:
             pds.set_active(&d, true).await.map_err(e)?;
             json!({"did": d, "active": true})
         }
+        AdminRequest::Delete { account } => {
+            // A DID whose account is already gone (a delete interrupted
+            // between the PDS and the index) is still forgotten.
+            let (d, existed) = match pds.lookup_did(&account).await {
+                Ok(d) => (d, true),
+                Err(_) if account.starts_with("did:") => (account, false),
+                Err(_) => return Err(format!("no account {account} on this server")),
+            };
+            if existed {
+                pds.delete_account(&d).await.map_err(e)?;
+            }
+            let manifests = services
+                .registry
+                .forget_owner(&d)
+                .await
+                .map_err(|e| e.message)?;
+            json!({"did": d, "manifests": manifests})
+        }
         AdminRequest::SetPassword { account, password } => {
             let d = did(account).await?;
             pds.set_password(&d, &password).await.map_err(e)?;
@@ -150,6 +183,8 @@ pub async fn apply(services: &Services, req: AdminRequest) -> Result<serde_json:
             }
             json!({"did": d, "revoked": name})
         }
+        // Answered above, before the PDS is needed.
+        AdminRequest::Gc { .. } => return Err("not an account operation".into()),
     })
 }
 

@@ -174,6 +174,27 @@ fn regexes(key: &str, list: &[String]) -> Result<Vec<regex::Regex>, ServerError>
         .collect()
 }
 
+/// The registry's GC settings from `[gc]`, with patterns compiled.
+fn gc_config(config: &Config) -> Result<atcr_registry::gc::GcConfig, ServerError> {
+    let mut retention = vec![];
+    for (i, r) in config.gc.retention.iter().enumerate() {
+        let key = format!("gc.retention[{i}]");
+        let mut rule = atcr_registry::gc::RetentionRule::new(&r.repository)
+            .map_err(|e| ServerError::Service(format!("{key}.repository: {e}")))?;
+        rule.keep_last = r.keep_last.map(|n| n as usize);
+        rule.keep_tags = regexes(&format!("{key}.keep_tags"), r.keep_tags.as_slice())?
+            .into_iter()
+            .next();
+        rule.untagged_older_than = r.untagged_older_than_secs.map(Duration::from_secs);
+        rule.enforce = r.enforce;
+        retention.push(rule);
+    }
+    Ok(atcr_registry::gc::GcConfig {
+        grace: Duration::from_secs(config.gc.grace_secs),
+        retention,
+    })
+}
+
 impl Services {
     /// Opens every configured service over the data directory.
     pub fn open(config: Config) -> Result<Self, ServerError> {
@@ -228,6 +249,7 @@ impl Services {
                     &config.registry.foreign_layer_urls_deny,
                 )?,
             },
+            gc: gc_config(&config)?,
             egress: atcr_registry::egress::Egress {
                 allow_plain_http: config.identity.allow_plain_http,
                 allow: atcr_registry::egress::parse_networks(&config.registry.remote_pds_allow)
@@ -341,6 +363,15 @@ pub async fn serve(
     serve_on(listener, services, shutdown).await
 }
 
+/// Aborts a background task when dropped (also on an early error return).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Serves on an already bound listener.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
@@ -348,19 +379,21 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     services.recover().await?;
-    let admin = admin::spawn(services.clone(), &services.config.server.data_dir).map_err(|e| {
-        ServerError::Service(format!(
-            "{}: {e}",
-            services
-                .config
-                .server
-                .data_dir
-                .join(admin::SOCKET)
-                .display()
-        ))
-    })?;
+    let admin = admin::spawn(services.clone(), &services.config.server.data_dir)
+        .map(AbortOnDrop)
+        .map_err(|e| {
+            ServerError::Service(format!(
+                "{}: {e}",
+                services
+                    .config
+                    .server
+                    .data_dir
+                    .join(admin::SOCKET)
+                    .display()
+            ))
+        })?;
     // Idle upload sessions are removed while serving, not only at start.
-    let sweeper = {
+    let sweeper = AbortOnDrop({
         let reg = services.registry.clone();
         let every = (Duration::from_secs(services.config.registry.upload_ttl_secs) / 4)
             .clamp(Duration::from_secs(1), Duration::from_secs(300));
@@ -375,7 +408,24 @@ pub async fn serve_on(
                 }
             }
         })
-    };
+    });
+    // Scheduled garbage collection (`gc.interval_secs`; 0: off).
+    let collector = (services.config.gc.interval_secs > 0).then(|| {
+        AbortOnDrop({
+            let reg = services.registry.clone();
+            let every = Duration::from_secs(services.config.gc.interval_secs);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = reg.gc(false).await {
+                        tracing::warn!(target: "atcr::gc", "garbage collection: {}", e.message);
+                    }
+                }
+            })
+        })
+    });
     let sc = &services.config.server;
     let trusted_proxies = sc
         .trusted_proxies
@@ -415,8 +465,7 @@ pub async fn serve_on(
         ..atcr_serve::Limits::default()
     };
     atcr_serve::serve(listener, services.router(), limits, tls, shutdown).await;
-    sweeper.abort();
-    admin.abort();
+    drop((sweeper, collector, admin));
     let _ = std::fs::remove_file(services.config.server.data_dir.join(admin::SOCKET));
     Ok(())
 }

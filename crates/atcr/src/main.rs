@@ -40,6 +40,16 @@ enum Command {
         #[command(subcommand)]
         command: AppPasswordCommand,
     },
+    /// Garbage collection and retention now (through the running server):
+    /// delete blobs no manifest references any more, past `gc.grace_secs`.
+    Gc {
+        /// Report what a run would delete, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Co-sign an image: an io.atcr.signature record in your PDS, and the
     /// matching signature artifact attached to the image.
     Sign(sign::SignArgs),
@@ -99,6 +109,15 @@ enum AccountCommand {
     Enable {
         /// The account's handle or DID.
         account: String,
+    },
+    /// Delete an account: its PDS repository, its images (blobs are
+    /// reclaimed by the next garbage collection) and its credentials.
+    Delete {
+        /// The account's handle or DID.
+        account: String,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
     },
     /// Replace an account's password (its registry tokens end).
     SetPassword {
@@ -172,7 +191,12 @@ async fn admin(cfg: Config, req: atcr_server::admin::AdminRequest) -> Result<ser
     }
     let socket = dir.join(atcr_server::admin::SOCKET);
     if socket.exists() {
-        let client = atcr_http::client_builder(std::time::Duration::from_secs(120))
+        // A GC run over a large store may take long; account operations not.
+        let timeout = match req {
+            atcr_server::admin::AdminRequest::Gc { .. } => 24 * 3600,
+            _ => 120,
+        };
+        let client = atcr_http::client_builder(std::time::Duration::from_secs(timeout))
             .unix_socket(socket.as_path())
             .build()
             .context("admin socket client")?;
@@ -200,6 +224,61 @@ async fn admin(cfg: Config, req: atcr_server::admin::AdminRequest) -> Result<ser
     atcr_server::admin::apply(&services, req)
         .await
         .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `atcr gc`'s report for people.
+fn print_gc_report(v: &serde_json::Value) {
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    let dry = v["dry_run"].as_bool().unwrap_or(false);
+    for a in v["retention"].as_array().into_iter().flatten() {
+        let what = match a["tag"].as_str() {
+            Some(t) => format!(
+                "tag {}:{t} ({})",
+                a["repository"].as_str().unwrap_or(""),
+                a["digest"].as_str().unwrap_or("")
+            ),
+            None => format!(
+                "manifest {}@{}",
+                a["repository"].as_str().unwrap_or(""),
+                a["digest"].as_str().unwrap_or("")
+            ),
+        };
+        let enforced = a["enforced"].as_bool().unwrap_or(false);
+        let verb = if dry || !enforced {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let note = if enforced { "" } else { ", rule not enforced" };
+        println!(
+            "retention {verb} {what} [rule {}{note}]",
+            a["rule"].as_str().unwrap_or("")
+        );
+    }
+    for f in v["retention_failures"].as_array().into_iter().flatten() {
+        println!(
+            "retention failed: {} {}: {}",
+            f[0]["repository"].as_str().unwrap_or(""),
+            f[0]["digest"].as_str().unwrap_or(""),
+            f[1].as_str().unwrap_or("")
+        );
+    }
+    let mb = n("bytes_reclaimed") as f64 / 1e6;
+    println!(
+        "{} {} blobs ({mb:.1} MB; {} unknown to the index), {} repository links; {} blobs kept; {} idle uploads and {} empty repositories removed; {:.2} s",
+        if dry {
+            "dry run: would reclaim"
+        } else {
+            "reclaimed"
+        },
+        n("blobs_reclaimed"),
+        n("orphans_reclaimed"),
+        n("links_removed"),
+        n("blobs_kept"),
+        n("uploads_expired"),
+        n("repositories_removed"),
+        v["seconds"].as_f64().unwrap_or(0.0),
+    );
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
@@ -419,6 +498,19 @@ async fn run(cli: Cli) -> Result<()> {
                     let v = admin(cfg, R::Enable { account }).await?;
                     println!("{} enabled", text(&v, "did"));
                 }
+                AccountCommand::Delete { account, yes } => {
+                    if !yes {
+                        bail!(
+                            "deleting {account} removes its repository and images for good: add --yes to confirm"
+                        );
+                    }
+                    let v = admin(cfg, R::Delete { account }).await?;
+                    println!(
+                        "{} deleted ({} manifests)",
+                        text(&v, "did"),
+                        v["manifests"].as_u64().unwrap_or(0)
+                    );
+                }
                 AccountCommand::SetPassword { account, password } => {
                     let v = admin(cfg, R::SetPassword { account, password }).await?;
                     println!("{} has a new password", text(&v, "did"));
@@ -432,6 +524,15 @@ async fn run(cli: Cli) -> Result<()> {
                     let v = admin(cfg, req).await?;
                     println!("{} now signs with {}", text(&v, "did"), text(&v, "key"));
                 }
+            }
+        }
+        Command::Gc { dry_run, json } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let v = admin(cfg, atcr_server::admin::AdminRequest::Gc { dry_run }).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_gc_report(&v);
             }
         }
         Command::AppPassword { command } => {

@@ -264,3 +264,143 @@ async fn images_are_built_pushed_verified_and_run() {
         String::from_utf8_lossy(&gone.stderr)
     );
 }
+
+/// An IPv4 address of this machine that is not loopback (docker treats
+/// every loopback registry as insecure, so TLS is only checked elsewhere).
+fn global_ipv4() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("ip (iproute2)");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .map(str::to_owned)
+        .expect("a non-loopback IPv4 address for the docker TLS test")
+}
+
+/// Docker's per-registry CA (`/etc/docker/certs.d/HOST:PORT/ca.crt`; the
+/// daemon has no other place for it), removed on drop.
+struct DockerCa(PathBuf);
+
+impl Drop for DockerCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_logs_in_pushes_and_pulls_over_https_with_a_test_ca() {
+    let ip = global_ipv4();
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    make_certs_for(d, "lan", &[&ip, "127.0.0.1"]);
+    let s = start_on(
+        &format!("{ip}:0"),
+        "",
+        &[
+            (
+                "ATCR_SERVER_TLS_CERT",
+                d.join("lan.crt").display().to_string(),
+            ),
+            (
+                "ATCR_SERVER_TLS_KEY",
+                d.join("lan.key").display().to_string(),
+            ),
+        ],
+    )
+    .await;
+    account(&s, "alice.test", PW).await;
+    let docker = tokio::task::spawn_blocking(Docker::start).await.unwrap();
+    let host = s.host.clone();
+    let image = format!("{host}/alice.test/tls:v1");
+    let ca_dir = PathBuf::from("/etc/docker/certs.d").join(&host);
+    let ca_file = d.join("lan-ca.crt");
+    let _ = std::fs::remove_dir_all(&ca_dir);
+    let out = tokio::task::spawn_blocking(move || {
+        let login = |docker: &Docker| {
+            let mut c = Command::new("docker");
+            c.args(["login", "-u", "alice.test", "--password-stdin", &host])
+                .env("DOCKER_HOST", docker.host())
+                .env("DOCKER_CONFIG", docker.dir.path().join("config"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(PW.as_bytes())
+                .unwrap();
+            child.wait_with_output().unwrap()
+        };
+        // Without the CA: refused for the certificate, nothing insecure.
+        let refused = login(&docker);
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr).to_string();
+        assert!(err.contains("certificate") || err.contains("x509"), "{err}");
+        // With the test CA where docker reads it: login, push, pull.
+        std::fs::create_dir_all(&ca_dir).unwrap();
+        let _ca = DockerCa(ca_dir.clone());
+        std::fs::copy(&ca_file, ca_dir.join("ca.crt")).unwrap();
+        let ok = login(&docker);
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        // A one-layer image made here (docker import of a small tar).
+        let tar = docker.dir.path().join("rootfs.tar");
+        let files = docker.dir.path().join("rootfs");
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::write(files.join("hello"), "over https").unwrap();
+        let made = Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&files)
+            .arg("hello")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        docker.ok(&["import", &tar.display().to_string(), &image]);
+        docker.ok(&["push", &image]);
+        docker.ok(&["rmi", &image]);
+        docker.ok(&["pull", &image]);
+        docker.ok(&["image", "inspect", "--format", "{{.Id}}", &image])
+    })
+    .await
+    .unwrap();
+    assert!(out.starts_with("sha256:"), "{out}");
+    // The registry has it, over the same TLS.
+    let c = atcr_http::client_builder(std::time::Duration::from_secs(10))
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(d.join("lan-ca.crt")).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let tok: serde_json::Value = c
+        .get(format!("https://{}/auth/token", s.host))
+        .query(&[("scope", "repository:alice.test/tls:pull")])
+        .basic_auth("alice.test", Some(PW))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tags: serde_json::Value = c
+        .get(format!("https://{}/v2/alice.test/tls/tags/list", s.host))
+        .bearer_auth(tok["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+}

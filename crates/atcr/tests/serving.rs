@@ -678,6 +678,67 @@ async fn accounts_and_app_passwords_through_the_running_server() {
     assert_eq!(token("alice.test", &app).await.status(), 401);
     // rotate-key through the socket too.
     assert!(cli(&["account", "rotate-key", "--handle", "alice.test"]).contains("now signs with"));
+
+    // Delete: refused without --yes; then the account, its image and its
+    // tokens are gone, and its handle is free.
+    // Tokens issued in the second of a revocation are refused: wait it out.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let t = tok_of(token("alice.test", "a brand new password").await).await;
+    let blob = b"a blob of alice's";
+    let r = http()
+        .post(format!("{url}/v2/alice.test/app/blobs/uploads/"))
+        .query(&[("digest", sha256(blob))])
+        .bearer_auth(&t)
+        .body(blob.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let out = run(atcr(&data, port).args(["account", "delete", "alice.test"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(
+        cli(&["account", "delete", "alice.test", "--yes"]).starts_with(&format!("{did} deleted"))
+    );
+    assert_eq!(upload(t.clone()).await, 401, "a deleted account's token");
+    assert_eq!(
+        token("alice.test", "a brand new password").await.status(),
+        401
+    );
+    let anon: serde_json::Value = http()
+        .get(format!("{url}/auth/token"))
+        .query(&[("scope", format!("repository:{}/app:pull", path_did(&did)))])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = http()
+        .head(format!(
+            "{url}/v2/{}/app/blobs/{}",
+            path_did(&did),
+            sha256(blob)
+        ))
+        .bearer_auth(anon["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a deleted account's repository is gone");
+    assert!(!cli(&["account", "list"]).contains(&did));
+    let again = cli(&[
+        "account",
+        "create",
+        "--handle",
+        "alice.test",
+        "--password",
+        PW,
+    ]);
+    assert_ne!(
+        again, did,
+        "the handle is free for a new account (a new DID)"
+    );
     server.stop();
 
     // From a directory with no data directory: refused, naming the setting,

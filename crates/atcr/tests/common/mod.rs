@@ -34,8 +34,19 @@ impl Drop for Server {
 
 /// Starts a server with extra `ATCR_*` settings.
 pub async fn start(extra: &[(&str, String)]) -> Server {
+    start_with_file("", extra).await
+}
+
+/// Starts a server with a configuration file (`toml`, when not empty) and
+/// extra `ATCR_*` settings.
+pub async fn start_with_file(toml: &str, extra: &[(&str, String)]) -> Server {
+    start_on("127.0.0.1:0", toml, extra).await
+}
+
+/// [`start_with_file`] listening on `addr` (an IP address of this machine).
+pub async fn start_on(addr: &str, toml: &str, extra: &[(&str, String)]) -> Server {
     let tmp = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut env: std::collections::HashMap<String, String> = [
         (
@@ -48,7 +59,10 @@ pub async fn start(extra: &[(&str, String)]) -> Server {
     for (k, v) in extra {
         env.insert((*k).to_owned(), v.clone());
     }
-    let cfg = atcr_config::Config::load(None, &env).unwrap();
+    let file = tmp.path().join("atcr.toml");
+    std::fs::write(&file, toml).unwrap();
+    let cfg =
+        atcr_config::Config::load((!toml.is_empty()).then_some(file.as_path()), &env).unwrap();
     let services = atcr_server::Services::open(cfg).unwrap();
     let s = services.clone();
     let task = tokio::spawn(async move {
@@ -721,6 +735,11 @@ pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
 /// `openssl` in `dir`: a CA and a server certificate for 127.0.0.1 signed by
 /// it, named `NAME-ca.crt`, `NAME.crt`, `NAME.key`.
 pub fn make_certs(dir: &std::path::Path, name: &str) {
+    make_certs_for(dir, name, &["127.0.0.1"]);
+}
+
+/// [`make_certs`] for a server certificate valid for these IP addresses.
+pub fn make_certs_for(dir: &std::path::Path, name: &str, ips: &[&str]) {
     let run = |args: &[&str]| {
         let out = std::process::Command::new("openssl")
             .args(args)
@@ -759,7 +778,13 @@ pub fn make_certs(dir: &std::path::Path, name: &str) {
     );
     std::fs::write(
         dir.join(&ext),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        format!(
+            "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
+            ips.iter()
+                .map(|ip| format!("IP:{ip}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     )
     .unwrap();
     run(&[
