@@ -57,7 +57,8 @@ pub struct RegistryConfig {
     pub anonymous_pull: bool,
     /// `OCI-Chunk-Min-Length`.
     pub chunk_min_length: u64,
-    /// Idle upload sessions older than this are discarded at start-up.
+    /// Idle upload sessions older than this are discarded (at start-up, by
+    /// the periodic sweep and by garbage collection).
     pub upload_ttl: Duration,
     /// Where requests on a user's behalf (remote PDSes, co-signers' PDSes)
     /// may go.

@@ -426,25 +426,11 @@ async fn push_reusing(s: &Server, tok: &str, name: &str, tag: &str, layer: &str)
     let config = format!("{{\"tag\":\"{tag}\"}}");
     push_blob(s, tok, name, config.as_bytes()).await;
     let layer_len = format!("kept layer {}", &tag[1..]).len();
-    let m = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_len}],
-    }))
-    .unwrap();
-    let r = http()
-        .put(format!("{}/v2/{name}/manifests/{tag}", s.url))
-        .bearer_auth(tok)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(m)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let m = image_manifest(config.as_bytes(), layer, layer_len);
+    put_manifest_at(&s.url, tok, name, Some(tag), &m).await;
 }
 
-/// Pushes an image manifest by digest (untagged) or tag; its digest.
+/// Pushes a manifest by digest (untagged) or tag; its digest.
 async fn put_manifest(
     s: &Server,
     tok: &str,
@@ -452,35 +438,16 @@ async fn put_manifest(
     reference: Option<&str>,
     body: &serde_json::Value,
 ) -> String {
-    let bytes = serde_json::to_vec(body).unwrap();
-    let digest = sha256(&bytes);
-    let r = http()
-        .put(format!(
-            "{}/v2/{name}/manifests/{}",
-            s.url,
-            reference.unwrap_or(&digest)
-        ))
-        .bearer_auth(tok)
-        .header("content-type", body["mediaType"].as_str().unwrap())
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    digest
+    put_manifest_at(&s.url, tok, name, reference, body).await
 }
 
+/// Pushes the blobs of a one-layer image; its manifest (not pushed).
 async fn image_body(s: &Server, tok: &str, name: &str, seed: &str) -> serde_json::Value {
     let config = format!("{{\"seed\":\"{seed}\"}}");
     let layer = format!("layer of {seed}");
     push_blob(s, tok, name, config.as_bytes()).await;
     push_blob(s, tok, name, layer.as_bytes()).await;
-    serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(layer.as_bytes()), "size": layer.len()}],
-    })
+    image_manifest(config.as_bytes(), &sha256(layer.as_bytes()), layer.len())
 }
 
 async fn status(s: &Server, tok: &str, name: &str, reference: &str) -> u16 {
@@ -741,7 +708,13 @@ async fn kill_9_during_gc_loses_nothing_acknowledged() {
     for i in 0..5 {
         assert_pullable(&url, &tok, "alice.test/keep", &format!("v{i}")).await;
     }
-    // `atcr gc --dry-run --json` then has nothing to report.
+    // `atcr gc --dry-run` (and with --json) then has nothing to report.
+    let out = run(atcr(&data, port).args(["gc", "--dry-run"]));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("dry run: would reclaim 0 blobs"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = run(atcr(&data, port).args(["gc", "--dry-run", "--json"]));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["blobs_reclaimed"], 0, "{v}");
@@ -781,22 +754,5 @@ async fn child_push_blob(url: &str, tok: &str, name: &str, data: &[u8]) -> Strin
 async fn child_push_image(url: &str, tok: &str, name: &str, tag: &str) {
     let config = format!("{{\"kept\":\"{tag}\"}}");
     let layer = format!("kept layer of {tag}");
-    child_push_blob(url, tok, name, config.as_bytes()).await;
-    child_push_blob(url, tok, name, layer.as_bytes()).await;
-    let m = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(layer.as_bytes()), "size": layer.len()}],
-    }))
-    .unwrap();
-    let r = http()
-        .put(format!("{url}/v2/{name}/manifests/{tag}"))
-        .bearer_auth(tok)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(m)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    put_image_at(url, tok, name, tag, config.as_bytes(), layer.as_bytes()).await;
 }

@@ -257,10 +257,15 @@ impl Drop for RefStack {
 
 /// Pushes a blob monolithically (POST then PUT); returns its digest.
 pub async fn push_blob(s: &Server, tok: &str, name: &str, data: &[u8]) -> String {
+    push_blob_at(&s.url, tok, name, data).await
+}
+
+/// [`push_blob`] to the registry at `url`.
+pub async fn push_blob_at(url: &str, tok: &str, name: &str, data: &[u8]) -> String {
     let c = http();
     let d = sha256(data);
     let r = c
-        .post(format!("{}/v2/{name}/blobs/uploads/", s.url))
+        .post(format!("{url}/v2/{name}/blobs/uploads/"))
         .bearer_auth(tok)
         .send()
         .await
@@ -268,7 +273,7 @@ pub async fn push_blob(s: &Server, tok: &str, name: &str, data: &[u8]) -> String
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_owned();
     let r = c
-        .put(format!("{}{loc}", s.url))
+        .put(format!("{url}{loc}"))
         .query(&[("digest", &d)])
         .bearer_auth(tok)
         .body(data.to_vec())
@@ -283,37 +288,59 @@ pub async fn push_blob(s: &Server, tok: &str, name: &str, data: &[u8]) -> String
 pub async fn push_image(s: &Server, tok: &str, name: &str, tag: &str, seed: &str) -> String {
     let config = format!("{{\"seed\":\"{seed}\"}}").into_bytes();
     let layer = format!("layer of {seed}").into_bytes();
-    put_image(s, tok, name, tag, &config, &layer).await
+    put_image_at(&s.url, tok, name, tag, &config, &layer).await
 }
 
-/// Pushes `config` and an uncompressed `layer` as `name:tag`; the digest.
-async fn put_image(
-    s: &Server,
+/// An OCI image manifest of `config` and one uncompressed layer.
+pub fn image_manifest(config: &[u8], layer_digest: &str, layer_len: usize) -> serde_json::Value {
+    serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_len}],
+    })
+}
+
+/// PUTs a manifest (its `mediaType` as content type) by `reference`, or
+/// by its digest when `None`; asserts 201 and returns the digest.
+pub async fn put_manifest_at(
+    url: &str,
+    tok: &str,
+    name: &str,
+    reference: Option<&str>,
+    body: &serde_json::Value,
+) -> String {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let digest = sha256(&bytes);
+    let r = http()
+        .put(format!(
+            "{url}/v2/{name}/manifests/{}",
+            reference.unwrap_or(&digest)
+        ))
+        .bearer_auth(tok)
+        .header("content-type", body["mediaType"].as_str().unwrap())
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    digest
+}
+
+/// Pushes `config` and an uncompressed `layer` as `name:tag` to the
+/// registry at `url`; the digest.
+pub async fn put_image_at(
+    url: &str,
     tok: &str,
     name: &str,
     tag: &str,
     config: &[u8],
     layer: &[u8],
 ) -> String {
-    push_blob(s, tok, name, config).await;
-    push_blob(s, tok, name, layer).await;
-    let m = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(layer), "size": layer.len()}],
-    }))
-    .unwrap();
-    let r = http()
-        .put(format!("{}/v2/{name}/manifests/{tag}", s.url))
-        .bearer_auth(tok)
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(m.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-    sha256(&m)
+    push_blob_at(url, tok, name, config).await;
+    push_blob_at(url, tok, name, layer).await;
+    let m = image_manifest(config, &sha256(layer), layer.len());
+    put_manifest_at(url, tok, name, Some(tag), &m).await
 }
 
 /// Pushes an image containerd can unpack (an empty tar layer and a config
@@ -332,7 +359,7 @@ pub async fn push_runnable_image(
         "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
     }))
     .unwrap();
-    put_image(s, tok, name, tag, &config, &layer).await
+    put_image_at(&s.url, tok, name, tag, &config, &layer).await
 }
 
 /// The bytes of a manifest as the registry serves them.
