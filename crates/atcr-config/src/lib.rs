@@ -116,6 +116,14 @@ pub struct PdsSection {
     pub key_alg: String,
     /// Largest blob (bytes).
     pub max_blob_bytes: usize,
+    /// How long `subscribeRepos` events stay replayable by cursor (seconds).
+    pub firehose_backfill_secs: u64,
+    /// Events an event-stream consumer may fall behind, once caught up,
+    /// before it is disconnected with `ConsumerTooSlow`.
+    pub firehose_max_lag: u64,
+    /// Relays (base URLs) asked to crawl this PDS at start
+    /// (`com.atproto.sync.requestCrawl`).
+    pub crawlers: Vec<String>,
 }
 
 impl Default for PdsSection {
@@ -126,6 +134,9 @@ impl Default for PdsSection {
             handle_domains: vec![],
             key_alg: "k256".into(),
             max_blob_bytes: 16 * 1024 * 1024,
+            firehose_backfill_secs: 72 * 3600,
+            firehose_max_lag: 100_000,
+            crawlers: vec![],
         }
     }
 }
@@ -405,6 +416,9 @@ impl Config {
                     self.pds.max_blob_bytes =
                         value.parse().map_err(|_| bad("expected a byte count"))?
                 }
+                "PDS_FIREHOSE_BACKFILL_SECS" => self.pds.firehose_backfill_secs = num(value)?,
+                "PDS_FIREHOSE_MAX_LAG" => self.pds.firehose_max_lag = num(value)?,
+                "PDS_CRAWLERS" => self.pds.crawlers = list(value),
                 "PLC_EMBEDDED" => self.plc.embedded = parse_bool(value)?,
                 "PLC_PREFIX" => self.plc.prefix = value.clone(),
                 "PLC_URL" => self.plc.url = value.clone(),

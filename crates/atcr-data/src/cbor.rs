@@ -118,6 +118,14 @@ pub fn decode(bytes: &[u8]) -> Result<Value, DataError> {
     Ok(v)
 }
 
+/// Decodes one DAG-CBOR value at the start of `bytes`, returning it and the
+/// number of bytes it took (event-stream frames are two values back to back).
+pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), DataError> {
+    let mut d = Decoder { buf: bytes, pos: 0 };
+    let v = d.value(0)?;
+    Ok((v, d.pos))
+}
+
 struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,

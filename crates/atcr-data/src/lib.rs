@@ -118,6 +118,12 @@ pub fn to_cbor(value: &Value) -> Vec<u8> {
     cbor::encode(value)
 }
 
+/// Decodes one DAG-CBOR value at the start of `bytes` (strictly), and the
+/// number of bytes it took.
+pub fn from_cbor_prefix(bytes: &[u8]) -> Result<(Value, usize), DataError> {
+    cbor::decode_prefix(bytes)
+}
+
 /// Decodes one DAG-CBOR value, strictly, with nothing trailing.
 pub fn from_cbor(bytes: &[u8]) -> Result<Value, DataError> {
     cbor::decode(bytes)

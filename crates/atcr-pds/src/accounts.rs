@@ -5,7 +5,7 @@ use crate::store::{SqlBlocks, repo_root};
 use crate::{Pds, PdsError, PdsResult};
 use atcr_crypto::{Algorithm, Keypair};
 use atcr_plc::{Operation, did_for_genesis};
-use atcr_repo::Repo;
+use atcr_repo::{Repo, firehose};
 use atcr_sqlite::rusqlite::{self, OptionalExtension};
 use atcr_syntax::{Datetime, Did, Handle};
 use atcr_xrpc::XrpcError;
@@ -99,7 +99,9 @@ impl Pds {
         let rev = self.inner.clock.next();
         let pw_hash = self.password_hash(&password).await?;
         let (d, hd, repo_did) = (did.to_string(), handle.clone(), did.clone());
-        self.db()
+        let backfill = self.inner.cfg.backfill;
+        let seq = self
+            .db()
             .write(move |tx| {
                 tx.execute(
                     "INSERT INTO account (did, handle, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -123,9 +125,16 @@ impl Pds {
                     "INSERT INTO repo_root (did, cid, rev) VALUES (?1, ?2, ?3)",
                     (&d, repo.commit_cid().to_string(), repo.commit().rev.as_str()),
                 )?;
-                Ok::<_, PdsError>(())
+                // As the reference PDS: identity, account, then the first commit.
+                let now = Datetime::now();
+                let ev = |t, body| crate::events::sequence(tx, &d, t, body, backfill);
+                ev("#identity", firehose::identity_body(&d, Some(&hd), now.as_str()))?;
+                ev("#account", firehose::account_body(&d, true, None, now.as_str()))?;
+                let commit = crate::events::commit_event(&d, &data, None, None, &[]);
+                Ok::<_, PdsError>(ev("#commit", commit)?)
             })
             .await?;
+        self.published(seq);
         tracing::info!(%did, handle, "account created");
         Ok(AccountCreated {
             did: did.to_string(),
@@ -362,7 +371,8 @@ impl Pds {
         let this = self.clone();
         let d = did.to_owned();
         let new_did_key = new_key.public_key().to_did_key();
-        self.db()
+        let seq = self
+            .db()
             .write(move |tx| {
                 tx.execute(
                     "UPDATE account_key SET signing_alg = ?2, signing_key = ?3 WHERE did = ?1",
@@ -376,17 +386,38 @@ impl Pds {
                     .clock
                     .observe(&atcr_syntax::Tid::new(rev).map_err(|_| XrpcError::internal())?);
                 let (cid, bytes) = repo.resign(&new_key, this.inner.clock.next());
+                let rev = repo.commit().rev.to_string();
                 tx.execute(
-                    "INSERT OR IGNORE INTO repo_block (did, cid, bytes) VALUES (?1, ?2, ?3)",
-                    (&d, cid.to_string(), bytes),
+                    "INSERT INTO repo_block (did, cid, bytes, rev) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (did, cid) DO UPDATE SET rev = excluded.rev",
+                    (&d, cid.to_string(), &bytes, &rev),
                 )?;
                 tx.execute(
                     "UPDATE repo_root SET cid = ?2, rev = ?3 WHERE did = ?1",
-                    (&d, cid.to_string(), repo.commit().rev.as_str()),
+                    (&d, cid.to_string(), &rev),
                 )?;
-                Ok::<_, PdsError>(())
+                // The DID document changed (#identity) and the head was
+                // re-signed without a diff (#sync).
+                let now = Datetime::now();
+                let backfill = this.inner.cfg.backfill;
+                crate::events::sequence(
+                    tx,
+                    &d,
+                    "#identity",
+                    firehose::identity_body(&d, Some(&handle), now.as_str()),
+                    backfill,
+                )?;
+                let seq = crate::events::sequence(
+                    tx,
+                    &d,
+                    "#sync",
+                    firehose::sync_body(&d, &cid, &bytes, &rev, now.as_str()),
+                    backfill,
+                )?;
+                Ok::<_, PdsError>(seq)
             })
             .await?;
+        self.published(seq);
         Ok(new_did_key)
     }
 }
@@ -454,19 +485,30 @@ impl Pds {
     /// Enables or disables an account (a disabled one cannot log in).
     pub async fn set_active(&self, did: &str, active: bool) -> PdsResult<()> {
         let d = did.to_owned();
-        let n = self
+        let backfill = self.inner.cfg.backfill;
+        let seq = self
             .db()
             .write(move |tx| {
-                tx.execute(
+                let n = tx.execute(
                     "UPDATE account SET active = ?2 WHERE did = ?1",
                     (&d, i64::from(active)),
-                )
-                .map_err(PdsError::from)
+                )?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                // An operator-disabled account is what the lexicon calls
+                // taken down.
+                let status = (!active).then_some("takendown");
+                let body = firehose::account_body(&d, active, status, Datetime::now().as_str());
+                Ok::<_, PdsError>(Some(crate::events::sequence(
+                    tx, &d, "#account", body, backfill,
+                )?))
             })
             .await?;
-        if n == 0 {
+        let Some(seq) = seq else {
             return Err(XrpcError::new(400, "AccountNotFound", format!("no account {did}")).into());
-        }
+        };
+        self.published(seq);
         if !active {
             self.notify_revoked(did);
         }
@@ -503,9 +545,12 @@ impl Pds {
     /// free again. Listeners of [`Self::on_revoke`] are told.
     pub async fn delete_account(&self, did: &str) -> PdsResult<()> {
         let d = did.to_owned();
-        let n = self
+        let backfill = self.inner.cfg.backfill;
+        let seq = self
             .db()
             .write(move |tx| {
+                // The account's earlier events go with it (as the reference
+                // PDS does); the tombstone below tells consumers.
                 for t in [
                     "refresh_token",
                     "app_password",
@@ -514,16 +559,24 @@ impl Pds {
                     "repo_root",
                     "blob",
                     "account_key",
+                    "repo_seq",
                 ] {
                     tx.execute(&format!("DELETE FROM {t} WHERE did = ?1"), [&d])?;
                 }
-                tx.execute("DELETE FROM account WHERE did = ?1", [&d])
-                    .map_err(PdsError::from)
+                if tx.execute("DELETE FROM account WHERE did = ?1", [&d])? == 0 {
+                    return Ok(None);
+                }
+                let body =
+                    firehose::account_body(&d, false, Some("deleted"), Datetime::now().as_str());
+                Ok::<_, PdsError>(Some(crate::events::sequence(
+                    tx, &d, "#account", body, backfill,
+                )?))
             })
             .await?;
-        if n == 0 {
+        let Some(seq) = seq else {
             return Err(XrpcError::new(400, "AccountNotFound", format!("no account {did}")).into());
-        }
+        };
+        self.published(seq);
         self.notify_revoked(did);
         Ok(())
     }

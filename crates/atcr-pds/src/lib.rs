@@ -17,9 +17,11 @@
 
 mod accounts;
 mod auth;
+pub mod events;
 mod repo;
 pub mod routes;
 mod store;
+pub mod subscribe;
 pub mod throttle;
 
 pub use accounts::{AccountCreated, AccountInfo, AppPasswordInfo};
@@ -58,6 +60,15 @@ pub struct PdsConfig {
     pub access_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_ttl: Duration,
+    /// How long events stay replayable by cursor (`subscribeRepos`).
+    pub backfill: Duration,
+    /// Events a consumer may fall behind the newest before it is
+    /// disconnected with `ConsumerTooSlow`.
+    pub max_consumer_lag: i64,
+    /// Event-stream consumers served at once.
+    pub max_subscribers: usize,
+    /// Relays told to crawl this PDS on start (`requestCrawl`).
+    pub crawlers: Vec<Url>,
 }
 
 impl PdsConfig {
@@ -79,6 +90,10 @@ impl PdsConfig {
             max_blob_bytes: 16 * 1024 * 1024,
             access_ttl: Duration::from_secs(2 * 3600),
             refresh_ttl: Duration::from_secs(90 * 24 * 3600),
+            backfill: Duration::from_secs(72 * 3600),
+            max_consumer_lag: 100_000,
+            max_subscribers: 256,
+            crawlers: vec![],
         }
     }
 }
@@ -141,6 +156,10 @@ struct Inner {
     on_revoke: std::sync::RwLock<Vec<RevokeHook>>,
     plc: Arc<dyn PlcDirectory>,
     clock: TidClock,
+    /// The newest committed event sequence number (consumers wait on it).
+    events: tokio::sync::watch::Sender<i64>,
+    /// Event-stream consumers connected at once.
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Pds {
@@ -151,6 +170,7 @@ impl Pds {
         plc: Arc<dyn PlcDirectory>,
     ) -> PdsResult<Self> {
         let db = store::open(path)?;
+        let latest = events::max_seq(path)?;
         let spool = path
             .parent()
             .unwrap_or(std::path::Path::new("."))
@@ -161,7 +181,6 @@ impl Pds {
             .map_err(|e| DbError::Task(format!("{}: {e}", spool.display())))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                cfg,
                 db,
                 spool,
                 unauthenticated_bodies: tokio::sync::Semaphore::new(MAX_UNAUTHENTICATED_BODIES),
@@ -172,6 +191,9 @@ impl Pds {
                 on_revoke: std::sync::RwLock::new(vec![]),
                 plc,
                 clock: TidClock::new(),
+                events: tokio::sync::watch::Sender::new(latest),
+                subscribers: Arc::new(tokio::sync::Semaphore::new(cfg.max_subscribers)),
+                cfg,
             }),
         })
     }

@@ -66,19 +66,23 @@ pub fn blob_ref(bytes: &[u8], mime: &str) -> serde_json::Value {
     serde_json::json!({"$type": "blob", "ref": {"$link": cid_for_raw(bytes).to_string()}, "mimeType": mime, "size": bytes.len()})
 }
 
+/// Stores blobs, returning their CIDs.
 fn insert_blobs(
     tx: &rusqlite::Transaction<'_>,
     did: &str,
     blobs: Vec<(Vec<u8>, String)>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<atcr_data::Cid>> {
     let now = atcr_syntax::Datetime::now().to_string();
+    let mut cids = Vec::with_capacity(blobs.len());
     for (bytes, mime) in blobs {
+        let cid = cid_for_raw(&bytes);
         tx.prepare_cached(
             "INSERT OR IGNORE INTO blob (did, cid, mime_type, size, bytes, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute((did, cid_for_raw(&bytes).to_string(), &mime, bytes.len() as i64, &bytes, &now))?;
+        .execute((did, cid.to_string(), &mime, bytes.len() as i64, &bytes, &now))?;
+        cids.push(cid);
     }
-    Ok(())
+    Ok(cids)
 }
 
 /// Persists a commit's blocks and record-index changes (the caller updates the head).
@@ -88,11 +92,15 @@ pub(crate) fn store_commit(
     data: &CommitData,
 ) -> rusqlite::Result<()> {
     {
+        // A block written again (a record restored to earlier content)
+        // takes the new revision, so `getRepo?since=` includes it.
         let mut ins = tx.prepare_cached(
-            "INSERT OR IGNORE INTO repo_block (did, cid, bytes) VALUES (?1, ?2, ?3)",
+            "INSERT INTO repo_block (did, cid, bytes, rev) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (did, cid) DO UPDATE SET rev = excluded.rev",
         )?;
+        let rev = data.commit.rev.as_str();
         for (cid, bytes) in data.new_blocks.iter() {
-            ins.execute((did, cid.to_string(), &bytes[..]))?;
+            ins.execute((did, cid.to_string(), &bytes[..], rev))?;
         }
     }
     for op in &data.ops {
@@ -180,9 +188,10 @@ impl Pds {
         self.check_blob_sizes(&blobs)?;
         let this = self.clone();
         let did = did.to_owned();
-        self.db()
+        let (result, seq) = self
+            .db()
             .write(move |tx| {
-                insert_blobs(tx, &did, blobs)?;
+                let blob_cids = insert_blobs(tx, &did, blobs)?;
                 let (head, rev) = repo_root(tx, &did)?.ok_or_else(|| {
                     PdsError(XrpcError::new(
                         400,
@@ -264,10 +273,11 @@ impl Pds {
                     }
                 }
                 if deletes_of_absent > 0 {
-                    return Ok(WriteResult {
+                    let r = WriteResult {
                         commit: None,
                         results: vec![(uris[0].clone(), None)],
-                    });
+                    };
+                    return Ok((r, None));
                 }
                 let key = Pds::signing_key(tx, &did)?;
                 this.inner
@@ -279,10 +289,20 @@ impl Pds {
                     did: &did,
                 };
                 let mut repo = Repo::load(&head, &blocks).map_err(map_repo_error)?;
+                let (since, prev_data) = (repo.commit().rev.to_string(), repo.commit().data);
                 let data = repo
                     .apply_writes(&ops, &key, this.inner.clock.next(), &blocks)
                     .map_err(map_repo_error)?;
                 store_commit(tx, &did, &data)?;
+                let event = crate::events::commit_event(
+                    &did,
+                    &data,
+                    Some(&since),
+                    Some(&prev_data),
+                    &blob_cids,
+                );
+                let seq =
+                    crate::events::sequence(tx, &did, "#commit", event, this.inner.cfg.backfill)?;
                 tx.execute(
                     "UPDATE repo_root SET cid = ?2, rev = ?3 WHERE did = ?1",
                     (&did, data.commit_cid.to_string(), data.commit.rev.as_str()),
@@ -292,15 +312,20 @@ impl Pds {
                     .zip(data.ops.iter())
                     .map(|(u, op)| (u, op.cid.map(|c| c.to_string())))
                     .collect();
-                Ok(WriteResult {
+                let r = WriteResult {
                     commit: Some(CommitMeta {
                         cid: data.commit_cid.to_string(),
                         rev: data.commit.rev.to_string(),
                     }),
                     results,
-                })
+                };
+                Ok((r, Some(seq)))
             })
-            .await
+            .await?;
+        if let Some(seq) = seq {
+            self.published(seq);
+        }
+        Ok(result)
     }
 
     /// A record's CID and content (atproto JSON).
@@ -430,6 +455,101 @@ impl Pds {
             .await
     }
 
+    /// The blocks written after revision `since`, with the head commit as
+    /// root (`sync.getRepo?since=`: a diff, as the reference PDS answers).
+    pub async fn export_repo_since(&self, did: &str, since: &str) -> PdsResult<Vec<u8>> {
+        let (d, since) = (did.to_owned(), since.to_owned());
+        self.db()
+            .read(move |conn| {
+                let tx = conn.transaction()?;
+                let (head, _) = repo_root(&tx, &d)?.ok_or_else(|| {
+                    PdsError(XrpcError::new(400, "RepoNotFound", format!("Could not find repo for DID: {d}")))
+                })?;
+                let head = atcr_data::parse_cid(&head).map_err(|_| XrpcError::internal())?;
+                let mut w = atcr_repo::CarWriter::new(Vec::new(), &[head]).map_err(internal)?;
+                let mut s = tx.prepare(
+                    "SELECT cid, bytes FROM repo_block WHERE did = ?1 AND rev > ?2 ORDER BY rev, cid",
+                )?;
+                let mut rows = s.query((&d, &since))?;
+                while let Some(r) = rows.next()? {
+                    let cid: String = r.get(0)?;
+                    let bytes: Vec<u8> = r.get(1)?;
+                    let cid = atcr_data::parse_cid(&cid).map_err(internal)?;
+                    w.write_block(&cid, &bytes).map_err(internal)?;
+                }
+                w.finish().map_err(internal)
+            })
+            .await
+    }
+
+    /// A CAR of the named blocks of a repository (`sync.getBlocks`).
+    pub async fn blocks_car(&self, did: &str, cids: Vec<String>) -> PdsResult<Vec<u8>> {
+        if cids.len() > 1000 {
+            return Err(invalid("at most 1000 cids at once"));
+        }
+        let parsed = cids
+            .iter()
+            .map(|c| atcr_data::parse_cid(c).map_err(|e| invalid(format!("Invalid cid {c}: {e}"))))
+            .collect::<PdsResult<Vec<_>>>()?;
+        let d = did.to_owned();
+        self.db()
+            .read(move |conn| {
+                let mut w = atcr_repo::CarWriter::new(Vec::new(), &[]).map_err(internal)?;
+                let mut missing = vec![];
+                let mut s = conn
+                    .prepare_cached("SELECT bytes FROM repo_block WHERE did = ?1 AND cid = ?2")?;
+                for cid in &parsed {
+                    match s
+                        .query_row((&d, cid.to_string()), |r| r.get::<_, Vec<u8>>(0))
+                        .optional()?
+                    {
+                        Some(bytes) => w.write_block(cid, &bytes).map_err(internal)?,
+                        None => missing.push(cid.to_string()),
+                    }
+                }
+                if !missing.is_empty() {
+                    // The reference PDS's answer.
+                    return Err(invalid(format!(
+                        "Could not find cids: {}",
+                        missing.join(",")
+                    )));
+                }
+                w.finish().map_err(internal)
+            })
+            .await
+    }
+
+    /// `sync.getRepoStatus`.
+    pub async fn repo_status(&self, did: &str) -> PdsResult<serde_json::Value> {
+        let d = did.to_owned();
+        let row: Option<(bool, Option<String>)> = self
+            .db()
+            .read(move |c| {
+                c.query_row(
+                    "SELECT a.active, r.rev FROM account a LEFT JOIN repo_root r ON r.did = a.did WHERE a.did = ?1",
+                    [&d],
+                    |r| Ok((r.get::<_, i64>(0)? == 1, r.get(1)?)),
+                )
+                .optional()
+                .map_err(PdsError::from)
+            })
+            .await?;
+        let Some((active, rev)) = row else {
+            return Err(PdsError(XrpcError::new(
+                400,
+                "RepoNotFound",
+                format!("Could not find repo for DID: {did}"),
+            )));
+        };
+        let mut out = serde_json::json!({"did": did, "active": active});
+        if active {
+            out["rev"] = rev.into();
+        } else {
+            out["status"] = "takendown".into();
+        }
+        Ok(out)
+    }
+
     /// The head commit.
     pub async fn latest_commit(&self, did: &str) -> PdsResult<CommitMeta> {
         let d = did.to_owned();
@@ -447,20 +567,21 @@ impl Pds {
         Ok(CommitMeta { cid, rev })
     }
 
-    /// Every hosted repository: `(did, head, rev)`.
+    /// Every hosted repository: `(did, head, rev, active)`.
     pub async fn list_repos(
         &self,
         limit: usize,
         cursor: Option<String>,
-    ) -> PdsResult<Vec<(String, String, String)>> {
+    ) -> PdsResult<Vec<(String, String, String, bool)>> {
         let limit = limit.clamp(1, 1000) as i64;
         self.db()
             .read(move |c| {
                 let mut s = c.prepare(
-                    "SELECT did, cid, rev FROM repo_root WHERE did > ?1 ORDER BY did LIMIT ?2",
+                    "SELECT r.did, r.cid, r.rev, a.active FROM repo_root r JOIN account a ON a.did = r.did
+                     WHERE r.did > ?1 ORDER BY r.did LIMIT ?2",
                 )?;
                 let rows = s.query_map((cursor.unwrap_or_default(), limit), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? == 1))
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(PdsError::from)

@@ -15,6 +15,10 @@ use std::collections::HashMap;
 /// The PDS routes: `/xrpc/{nsid}` and `/.well-known/atproto-did`.
 pub fn router(pds: Pds) -> axum::Router {
     axum::Router::new()
+        .route(
+            "/xrpc/com.atproto.sync.subscribeRepos",
+            get(crate::subscribe::subscribe_repos),
+        )
         .route("/xrpc/{nsid}", any(xrpc))
         .route("/.well-known/atproto-did", get(well_known))
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -47,6 +51,8 @@ struct Req {
     body: bytes::Bytes,
     /// The client's address (from the connection).
     peer: Option<std::net::IpAddr>,
+    /// The raw query string (for repeated parameters).
+    raw_query: Option<String>,
 }
 
 fn json<T: serde::Serialize>(v: T) -> Res {
@@ -130,6 +136,9 @@ const QUERIES: &[&str] = &[
     "com.atproto.sync.getBlob",
     "com.atproto.sync.listBlobs",
     "com.atproto.sync.listRepos",
+    "com.atproto.sync.getRepoStatus",
+    "com.atproto.sync.getBlocks",
+    "com.atproto.sync.subscribeRepos",
     "com.atproto.identity.resolveHandle",
 ];
 
@@ -137,12 +146,16 @@ async fn xrpc(
     State(pds): State<Pds>,
     method: Method,
     Path(nsid): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     body: Body,
 ) -> Response {
     let peer = peer.map(|p| p.0.0.ip());
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     if nsid == "com.atproto.repo.uploadBlob" && method == Method::POST {
         return upload_blob(&pds, &headers, body)
             .await
@@ -195,6 +208,7 @@ async fn xrpc(
         headers,
         body,
         peer,
+        raw_query: uri.query().map(str::to_owned),
     };
     let is_query = QUERIES.contains(&nsid.as_str());
     let method_ok = if is_query {
@@ -543,9 +557,35 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
         }
         "com.atproto.sync.getRepo" => {
             let did = pds.lookup_did(req.param("did")?).await?;
-            let car = pds.export_repo(&did).await?;
+            let car = match req.query.get("since").filter(|s| !s.is_empty()) {
+                Some(since) => pds.export_repo_since(&did, since).await?,
+                None => pds.export_repo(&did).await?,
+            };
             Ok(([(header::CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response())
         }
+        "com.atproto.sync.getRepoStatus" => {
+            let did = pds.lookup_did(req.param("did")?).await?;
+            json(pds.repo_status(&did).await?)
+        }
+        "com.atproto.sync.getBlocks" => {
+            let did = pds.lookup_did(req.param("did")?).await?;
+            let cids: Vec<String> = url::form_urlencoded::parse(
+                req.raw_query.as_deref().unwrap_or_default().as_bytes(),
+            )
+            .filter(|(k, _)| k == "cids")
+            .map(|(_, v)| v.into_owned())
+            .collect();
+            if cids.is_empty() {
+                return Err(PdsError(XrpcError::invalid(
+                    "Error: Params must have the property \"cids\"",
+                )));
+            }
+            let car = pds.blocks_car(&did, cids).await?;
+            Ok(([(header::CONTENT_TYPE, "application/vnd.ipld.car")], car).into_response())
+        }
+        "com.atproto.sync.subscribeRepos" => Err(PdsError(XrpcError::invalid(
+            "com.atproto.sync.subscribeRepos is a WebSocket endpoint",
+        ))),
         "com.atproto.sync.getLatestCommit" => {
             let did = pds.lookup_did(req.param("did")?).await?;
             json(pds.latest_commit(&did).await?)
@@ -598,11 +638,12 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
                 .flatten();
             let repos = rows
                 .into_iter()
-                .map(|(did, head, rev)| RepoInfo {
+                .map(|(did, head, rev, active)| RepoInfo {
                     did,
                     head,
                     rev,
-                    active: true,
+                    active,
+                    status: (!active).then(|| "takendown".to_owned()),
                 })
                 .collect();
             json(ListReposOutput { repos, cursor })

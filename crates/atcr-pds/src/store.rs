@@ -93,6 +93,25 @@ const MIGRATIONS: &[atcr_sqlite::Migration] = &[
         "ALTER TABLE app_password ADD COLUMN lookup TEXT;
         CREATE INDEX app_password_lookup ON app_password (did, lookup);",
     ),
+    // The event log of `subscribeRepos` (frames ready to send; `seq` never
+    // reused), the newest sequence number pruned by the backfill window,
+    // and the revision that last wrote each block (`getRepo?since=`).
+    (
+        4,
+        "CREATE TABLE repo_seq (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            did TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            frame BLOB NOT NULL,
+            sequenced_at INTEGER NOT NULL
+        );
+        CREATE INDEX repo_seq_did ON repo_seq (did);
+        CREATE TABLE seq_meta (id INTEGER PRIMARY KEY CHECK (id = 1), pruned_through INTEGER NOT NULL);
+        INSERT INTO seq_meta (id, pruned_through) VALUES (1, 0);
+        ALTER TABLE repo_block ADD COLUMN rev TEXT;
+        UPDATE repo_block SET rev = (SELECT rev FROM repo_root r WHERE r.did = repo_block.did);
+        CREATE INDEX repo_block_rev ON repo_block (did, rev);",
+    ),
 ];
 
 /// Opens the database, restricting its permissions (it holds private keys).

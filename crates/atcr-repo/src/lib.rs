@@ -4,6 +4,7 @@
 //!   independent of operation order, lazily loaded nodes, inclusion,
 //!   absence and covering (sync 1.1) proofs, and a bounds-checked lookup
 //!   for verifiers.
+//! * [`firehose`]: `subscribeRepos` frames, encoded and strictly decoded.
 //! * [`commit`]: signed commits `{did, version: 3, data, rev, prev, sig}`.
 //! * [`car`]: CAR v1 streaming reader (every block hash-checked, bounded
 //!   memory, truncation detected) and writer.
@@ -23,6 +24,7 @@
 pub mod blocks;
 pub mod car;
 pub mod commit;
+pub mod firehose;
 pub mod mst;
 pub mod proof;
 pub mod repo;

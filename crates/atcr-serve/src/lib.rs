@@ -218,7 +218,9 @@ async fn connection<S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.header_read_timeout);
-    let conn = builder.serve_connection(io, service);
+    // Upgrades (the PDS's `subscribeRepos` WebSocket) leave this loop: the
+    // upgraded stream belongs to its handler, which bounds it.
+    let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     let idle = shared.limits.idle_timeout;
     let mut tick =

@@ -217,6 +217,18 @@ impl Services {
                 .parse()
                 .map_err(|e| ServerError::Service(format!("pds.key_alg: {e}")))?;
             pc.max_blob_bytes = config.pds.max_blob_bytes;
+            pc.backfill = Duration::from_secs(config.pds.firehose_backfill_secs);
+            pc.max_consumer_lag =
+                i64::try_from(config.pds.firehose_max_lag.max(1)).unwrap_or(i64::MAX);
+            pc.crawlers = config
+                .pds
+                .crawlers
+                .iter()
+                .map(|u| {
+                    u.parse()
+                        .map_err(|e| ServerError::Service(format!("pds.crawlers: {u}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
             let directory: Arc<dyn PlcDirectory> = match &plc {
                 Some(d) => Arc::new(d.clone()),
                 None => Arc::new(RemotePlc::new(
@@ -372,6 +384,41 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Asks each of `pds.crawlers` to crawl this PDS
+/// (`com.atproto.sync.requestCrawl`), retrying a failed relay a few times.
+async fn request_crawl(pds: Pds) {
+    let url = &pds.config().public_url;
+    let hostname = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return,
+    };
+    let http = atcr_http::client(Duration::from_secs(15));
+    for relay in &pds.config().crawlers {
+        let Ok(endpoint) = relay.join("xrpc/com.atproto.sync.requestCrawl") else {
+            continue;
+        };
+        for attempt in 0..4u32 {
+            let r = http
+                .post(endpoint.clone())
+                .json(&serde_json::json!({ "hostname": hostname }))
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(%relay, "requested a crawl");
+                    break;
+                }
+                Ok(r) => {
+                    tracing::warn!(%relay, status = %r.status(), "requestCrawl refused (pds.crawlers)")
+                }
+                Err(e) => tracing::warn!(%relay, "requestCrawl: {e} (pds.crawlers)"),
+            }
+            tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))).await;
+        }
+    }
+}
+
 /// Serves on an already bound listener.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
@@ -426,6 +473,12 @@ pub async fn serve_on(
             })
         })
     });
+    // Relays are asked to crawl the embedded PDS (`pds.crawlers`).
+    let _crawl = services
+        .pds
+        .as_ref()
+        .filter(|p| !p.config().crawlers.is_empty())
+        .map(|pds| AbortOnDrop(tokio::spawn(request_crawl(pds.clone()))));
     let sc = &services.config.server;
     let trusted_proxies = sc
         .trusted_proxies

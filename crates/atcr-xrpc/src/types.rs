@@ -364,6 +364,9 @@ pub struct RepoInfo {
     pub rev: String,
     /// Active flag.
     pub active: bool,
+    /// Why the repository is inactive (`takendown`, `deactivated`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// `com.atproto.sync.listRepos` output.

@@ -315,7 +315,7 @@ async fn verifier_config(cfg: &Config) -> Result<String> {
                 let Some(last) = page.last().map(|r| r.0.clone()) else {
                     break;
                 };
-                for (did, _, _) in &page {
+                for (did, _, _, _) in &page {
                     if let Ok(h) = pds.handle_of(did).await
                         && let Some((_, parent)) = h.split_once('.')
                     {
