@@ -5,7 +5,7 @@ use crate::{AuthScope, Pds, PdsError};
 use atcr_xrpc::XrpcError;
 use atcr_xrpc::types::*;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
