@@ -77,6 +77,13 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE upload ADD COLUMN finishing TEXT;
     CREATE INDEX upload_finishing ON upload (finishing) WHERE finishing IS NOT NULL;",
     ),
+    (
+        4,
+        // Following the owners' PDS event streams: the last event applied
+        // per stream, and manifests looked up by their record key.
+        "CREATE TABLE follow_cursor (source TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+    CREATE INDEX manifest_record ON manifest (did, record_rkey);",
+    ),
 ];
 
 /// Index errors map to `UNKNOWN` (500): the request can be retried.
@@ -790,6 +797,168 @@ impl Index {
                     tx.execute(&format!("DELETE FROM {t} WHERE did = ?1"), [&d])?;
                 }
                 Ok(n)
+            })
+            .await
+    }
+
+    /// The last event of PDS event stream `source` applied to the index.
+    pub async fn follow_cursor(&self, source: &str) -> Result<Option<i64>> {
+        let s = source.to_owned();
+        self.db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT seq FROM follow_cursor WHERE source = ?1",
+                    [&s],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Records that events of `source` up to `seq` are applied.
+    pub async fn set_follow_cursor(&self, source: &str, seq: i64) -> Result<()> {
+        let s = source.to_owned();
+        self.db
+            .write_relaxed(move |tx| {
+                tx.execute(
+                    "INSERT INTO follow_cursor (source, seq) VALUES (?1, ?2)
+                     ON CONFLICT (source) DO UPDATE SET seq = excluded.seq",
+                    (&s, seq),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The manifest whose record has key `rkey`: `(repo, digest, record CID)`.
+    pub async fn manifest_by_record(
+        &self,
+        did: &str,
+        rkey: &str,
+    ) -> Result<Option<(String, String, String)>> {
+        let (d, k) = (did.to_owned(), rkey.to_owned());
+        self.db
+            .read(move |c| {
+                c.prepare_cached(
+                    "SELECT repo, digest, record_cid FROM manifest WHERE did = ?1 AND record_rkey = ?2",
+                )?
+                .query_row((&d, &k), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Every tag of an owner: `(repo, tag, record CID)`.
+    pub async fn owner_tags(&self, did: &str) -> Result<Vec<(String, String, String)>> {
+        let d = did.to_owned();
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare_cached(
+                    "SELECT repo, tag, record_cid FROM tag WHERE did = ?1 ORDER BY repo, tag",
+                )?;
+                let rows = s.query_map([&d], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Every manifest of an owner that has a record: `(record key, record CID)`.
+    pub async fn owner_manifest_records(&self, did: &str) -> Result<Vec<(String, String)>> {
+        let d = did.to_owned();
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare_cached(
+                    "SELECT record_rkey, record_cid FROM manifest WHERE did = ?1 AND record_rkey != ''",
+                )?;
+                let rows = s.query_map([&d], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Owners with anything in the index.
+    pub async fn owners(&self) -> Result<Vec<String>> {
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare_cached("SELECT DISTINCT did FROM repository ORDER BY did")?;
+                let rows = s.query_map([], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Sets a tag to `digest` under the tag record `cid`, or removes it
+    /// (`None`), as the owner's PDS says. True when the index changed.
+    pub async fn settle_tag(
+        &self,
+        did: &str,
+        repo: &str,
+        tag: &str,
+        to: Option<(String, String)>,
+    ) -> Result<bool> {
+        let (d, r, t) = (did.to_owned(), repo.to_owned(), tag.to_owned());
+        self.db
+            .write(move |tx| {
+                let n = match &to {
+                    None => tx.execute(
+                        "DELETE FROM tag WHERE did = ?1 AND repo = ?2 AND tag = ?3",
+                        (&d, &r, &t),
+                    )?,
+                    Some((digest, cid)) => tx.execute(
+                        "INSERT INTO tag (did, repo, tag, digest, record_cid, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (did, repo, tag) DO UPDATE SET digest = excluded.digest,
+                           record_cid = excluded.record_cid, updated_at = excluded.updated_at
+                         WHERE tag.record_cid != excluded.record_cid OR tag.digest != excluded.digest",
+                        (&d, &r, &t, digest, cid, now()),
+                    )?,
+                };
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    /// Removes a manifest whose record is gone from the owner's PDS, with
+    /// the tags naming it and the registry's signature artifacts for it.
+    pub async fn remove_manifest(&self, did: &str, repo: &str, digest: &str) -> Result<bool> {
+        let (d, r, g) = (did.to_owned(), repo.to_owned(), digest.to_owned());
+        self.db
+            .write(move |tx| {
+                let n = tx.execute(
+                    "DELETE FROM manifest WHERE did = ?1 AND repo = ?2 AND digest = ?3",
+                    (&d, &r, &g),
+                )?;
+                tx.execute(
+                    "DELETE FROM manifest WHERE did = ?1 AND repo = ?2 AND subject = ?3
+                       AND artifact_type = ?4 AND record_rkey = ''",
+                    (&d, &r, &g, atcr_oci::signature::SIGNATURE_ARTIFACT_TYPE),
+                )?;
+                tx.execute(
+                    "DELETE FROM tag WHERE did = ?1 AND repo = ?2 AND digest = ?3",
+                    (&d, &r, &g),
+                )?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    /// Records a manifest record's new CID (rewritten in the PDS, still
+    /// signing the same manifest).
+    pub async fn set_manifest_record(&self, did: &str, rkey: &str, cid: &str) -> Result<()> {
+        let (d, k, c) = (did.to_owned(), rkey.to_owned(), cid.to_owned());
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE manifest SET record_cid = ?3 WHERE did = ?1 AND record_rkey = ?2",
+                    (&d, &k, &c),
+                )?;
+                Ok(())
             })
             .await
     }

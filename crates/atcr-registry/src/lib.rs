@@ -14,6 +14,7 @@
 //!   DID) and an app password, checked by the owner's PDS.
 
 pub mod egress;
+pub mod follow;
 pub mod gc;
 pub mod index;
 pub mod metrics;

@@ -473,6 +473,12 @@ pub async fn serve_on(
             })
         })
     });
+    // The index follows what happens in the embedded PDS: records changed
+    // there with any ATProto client reach the registry.
+    let _follower = services.pds.as_ref().map(|_| {
+        let reg = services.registry.clone();
+        AbortOnDrop(tokio::spawn(async move { reg.follow_embedded().await }))
+    });
     // Relays are asked to crawl the embedded PDS (`pds.crawlers`).
     let _crawl = services
         .pds

@@ -1,0 +1,373 @@
+//! Following the owners' PDS: records changed outside the registry (a tag
+//! record deleted with any ATProto client, a manifest record removed) are
+//! applied to the index, so the index keeps equalling the owner's records.
+//!
+//! Events are only a trigger. Whatever an event says, the record's current
+//! state is read back from the owner's repository, under the owner's commit
+//! lock, and that state is what the index takes: a replayed, reordered or
+//! forged event can make the follower look, never make it believe. The
+//! registry's own writes are recognised cheaply (the index already holds the
+//! record CID the event names) and cost no PDS read.
+
+use crate::records::OwnerPds;
+use crate::{Registry, Result, from_record};
+use atcr_oci::records::{ManifestRecord, TagRecord, from_json};
+use atcr_oci::{Digest, MANIFEST_COLLECTION, TAG_COLLECTION};
+use atcr_pds::events::CursorStart;
+use atcr_repo::firehose::{CommitEvent, Frame, decode_frame};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The cursor name of the embedded PDS's stream in the index.
+pub const EMBEDDED_SOURCE: &str = "embedded";
+
+/// Events read per batch; the cursor is saved after each.
+const BATCH: usize = 256;
+
+/// Largest CAR slice accepted in a frame (the embedded PDS writes at most
+/// 200 operations of records under 1 MiB).
+const MAX_FRAME_BLOCKS: usize = 32 << 20;
+
+/// Most records listed per collection when re-reading an owner.
+const MAX_RESYNC_RECORDS: usize = 100_000;
+
+/// `REPO`, `TAG` of a tag record key ([`atcr_oci::tag_rkey`]).
+fn parse_tag_rkey(rkey: &str) -> Option<(String, String)> {
+    let (repo, tag) = rkey.split_once(':')?;
+    let repo = repo.replace('~', "/");
+    (atcr_oci::tag_rkey(&repo, tag) == rkey && !tag.is_empty()).then(|| (repo, tag.to_owned()))
+}
+
+impl Registry {
+    /// Follows the embedded PDS's event stream for as long as it runs,
+    /// resuming after the last event applied (kept in the index).
+    pub async fn follow_embedded(&self) {
+        let Some(pds) = self.inner.pds.clone() else {
+            return;
+        };
+        let mut watch = pds.event_watch();
+        let mut after = loop {
+            match self.follow_start(&pds).await {
+                Ok(a) => break a,
+                Err(e) => {
+                    tracing::warn!("following the embedded PDS: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let batch = match pds.events_after(after, BATCH).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("reading the embedded PDS's events: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            let full = batch.len() == BATCH;
+            let mut failed = false;
+            for (seq, frame) in batch {
+                if let Err(e) = self.apply_frame(&frame).await {
+                    // Not skipped: the same event is applied again after a pause.
+                    tracing::warn!(seq, "applying a PDS event to the index: {e}; retrying");
+                    failed = true;
+                    break;
+                }
+                after = seq;
+            }
+            if let Err(e) = self.index().set_follow_cursor(EMBEDDED_SOURCE, after).await {
+                tracing::warn!("saving the follow cursor: {e}");
+            }
+            if failed {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            if !full {
+                // Wait for news; the value itself is re-read from the log.
+                if *watch.borrow_and_update() <= after && watch.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Where following starts: after the saved cursor, or, when the PDS no
+    /// longer holds the events after it (pruned, or a different PDS log),
+    /// after a full re-read of every owner hosted there.
+    async fn follow_start(&self, pds: &atcr_pds::Pds) -> Result<i64> {
+        let saved = self.index().follow_cursor(EMBEDDED_SOURCE).await?;
+        let start = pds
+            .cursor_start(Some(saved.unwrap_or(0)))
+            .await
+            .map_err(|e| crate::err(atcr_oci::ErrorCode::Unavailable, e.to_string()))?;
+        let after = match start {
+            CursorStart::After(a) => return Ok(a),
+            CursorStart::Outdated(first) => first,
+            CursorStart::Future => pds.latest_seq(),
+        };
+        tracing::info!(
+            ?saved,
+            "the embedded PDS no longer has the events after the registry's cursor; re-reading every owner"
+        );
+        for did in self.index().owners().await? {
+            if pds.lookup_did(&did).await.is_ok() {
+                self.resync_owner(&did).await?;
+            }
+        }
+        self.index()
+            .set_follow_cursor(EMBEDDED_SOURCE, after)
+            .await?;
+        Ok(after)
+    }
+
+    /// Applies one event-stream frame; returns the index rows changed.
+    /// Frames that do not decode are skipped (logged): they cannot name a
+    /// record to look at.
+    pub async fn apply_frame(&self, frame: &[u8]) -> Result<usize> {
+        match decode_frame(frame, MAX_FRAME_BLOCKS) {
+            Ok(Frame::Commit(ev)) => self.apply_commit(&ev).await,
+            Ok(Frame::Account {
+                did,
+                active: false,
+                status,
+                ..
+            }) if status.as_deref() == Some("deleted") => {
+                // Only an account the embedded PDS really no longer has.
+                match &self.inner.pds {
+                    Some(p) if p.lookup_did(&did).await.is_err() => self.forget_owner(&did).await,
+                    _ => Ok(0),
+                }
+            }
+            Ok(_) => Ok(0),
+            Err(e) => {
+                tracing::warn!("an event that does not decode: {e}");
+                Ok(0)
+            }
+        }
+    }
+
+    /// Applies the `io.atcr.tag` / `io.atcr.manifest` operations of a commit.
+    pub async fn apply_commit(&self, ev: &CommitEvent) -> Result<usize> {
+        let did = ev.repo.as_str();
+        let mut changed = 0;
+        for op in &ev.ops {
+            let Some((collection, rkey)) = op.path.split_once('/') else {
+                continue;
+            };
+            let op_cid = op.cid.as_ref().map(ToString::to_string);
+            if collection == TAG_COLLECTION {
+                let Some((repo, tag)) = parse_tag_rkey(rkey) else {
+                    continue;
+                };
+                let known = self.index().tag(did, &repo, &tag).await?;
+                let agrees = match (&known, &op_cid) {
+                    (None, None) => true,
+                    (Some((_, cid)), Some(op_cid)) => cid == op_cid,
+                    _ => false,
+                };
+                if agrees {
+                    continue;
+                }
+                let Ok(owner) = self.owner_pds(did).await else {
+                    continue; // not an owner this registry writes for
+                };
+                let queue = self.owner_queue(did);
+                let _guard = queue.commit.lock().await;
+                let current = owner
+                    .get_record(TAG_COLLECTION.into(), rkey.to_owned())
+                    .await
+                    .map_err(from_record)?;
+                changed += self.settle_tag(did, &repo, &tag, current).await? as usize;
+            } else if collection == MANIFEST_COLLECTION {
+                let Some((repo, digest, cid)) = self.index().manifest_by_record(did, rkey).await?
+                else {
+                    // A manifest record the registry never wrote: its
+                    // manifest and blobs are not here to serve.
+                    continue;
+                };
+                if op_cid.as_deref() == Some(cid.as_str()) {
+                    continue;
+                }
+                let Ok(owner) = self.owner_pds(did).await else {
+                    continue;
+                };
+                let queue = self.owner_queue(did);
+                let _guard = queue.commit.lock().await;
+                let current = owner
+                    .get_record(MANIFEST_COLLECTION.into(), rkey.to_owned())
+                    .await
+                    .map_err(from_record)?;
+                changed += self
+                    .settle_manifest(did, &repo, &digest, rkey, current)
+                    .await? as usize;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Brings a tag's index row to the record's current state. The caller
+    /// holds the owner's commit lock.
+    async fn settle_tag(
+        &self,
+        did: &str,
+        repo: &str,
+        tag: &str,
+        current: Option<(String, serde_json::Value)>,
+    ) -> Result<bool> {
+        let to = match current {
+            None => None,
+            Some((cid, value)) => {
+                let digest = from_json::<TagRecord>(&value)
+                    .ok()
+                    .and_then(|r| r.digest_for(repo, tag).map(str::to_owned));
+                match digest {
+                    // A tag is served only for a manifest the registry holds.
+                    Some(d) if self.index().manifest(did, repo, &d, false).await?.is_some() => {
+                        Some((d, cid))
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let removed = to.is_none();
+        let changed = self.index().settle_tag(did, repo, tag, to).await?;
+        if changed {
+            tracing::info!(
+                did,
+                repo,
+                tag,
+                removed,
+                "tag changed in the owner's PDS; index updated"
+            );
+        }
+        Ok(changed)
+    }
+
+    /// Brings a manifest's index row to its record's current state: gone
+    /// (or no longer signing this manifest) removes it and its tags.
+    async fn settle_manifest(
+        &self,
+        did: &str,
+        repo: &str,
+        digest: &str,
+        rkey: &str,
+        current: Option<(String, serde_json::Value)>,
+    ) -> Result<bool> {
+        let still = current.and_then(|(cid, value)| {
+            let d = Digest::parse(digest).ok()?;
+            from_json::<ManifestRecord>(&value)
+                .ok()
+                .filter(|r| r.check_names(repo, &d).is_ok())
+                .map(|_| cid)
+        });
+        match still {
+            Some(cid) => {
+                self.index().set_manifest_record(did, rkey, &cid).await?;
+                Ok(false)
+            }
+            None => {
+                let removed = self.index().remove_manifest(did, repo, digest).await?;
+                if removed {
+                    tracing::info!(
+                        did,
+                        repo,
+                        digest,
+                        "manifest record gone from the owner's PDS; manifest removed"
+                    );
+                }
+                Ok(removed)
+            }
+        }
+    }
+
+    /// Re-reads every tag and manifest record of an owner and brings the
+    /// index to them (after missed events). Returns the rows changed.
+    pub async fn resync_owner(&self, did: &str) -> Result<usize> {
+        let owner = self.owner_pds(did).await?;
+        let queue = self.owner_queue(did);
+        let _guard = queue.commit.lock().await;
+        let tags = list_all(owner.as_ref(), TAG_COLLECTION).await?;
+        let manifests = list_all(owner.as_ref(), MANIFEST_COLLECTION).await?;
+        let mut changed = 0;
+        for (rkey, (cid, _)) in &manifests {
+            if let Some((_, _, known)) = self.index().manifest_by_record(did, rkey).await?
+                && &known != cid
+            {
+                self.index().set_manifest_record(did, rkey, cid).await?;
+            }
+        }
+        for (rkey, _) in self.index().owner_manifest_records(did).await? {
+            if let Some((repo, digest, _)) = self.index().manifest_by_record(did, &rkey).await? {
+                let current = manifests.get(&rkey).cloned();
+                changed += self
+                    .settle_manifest(did, &repo, &digest, &rkey, current)
+                    .await? as usize;
+            }
+        }
+        for (repo, tag, _) in self.index().owner_tags(did).await? {
+            let current = tags.get(&atcr_oci::tag_rkey(&repo, &tag)).cloned();
+            changed += self.settle_tag(did, &repo, &tag, current).await? as usize;
+        }
+        // Tags set outside the registry (created, or moved) are taken too.
+        for (rkey, current) in tags {
+            if let Some((repo, tag)) = parse_tag_rkey(&rkey)
+                && self.index().repository_exists(did, &repo).await?
+            {
+                changed += self.settle_tag(did, &repo, &tag, Some(current)).await? as usize;
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// Every record of a collection as `rkey → (cid, value)`.
+async fn list_all(
+    owner: &dyn OwnerPds,
+    collection: &str,
+) -> Result<HashMap<String, (String, serde_json::Value)>> {
+    let mut out = HashMap::new();
+    let mut cursor = None;
+    loop {
+        let (rows, next) = owner
+            .list_records(collection.to_owned(), cursor.take())
+            .await
+            .map_err(from_record)?;
+        for (rkey, value) in rows {
+            // listRecords gives values; the CID is read per record only when
+            // needed, so the value's own CID is computed here instead.
+            let cid = atcr_data::json::from_json(&value)
+                .map(|v| atcr_data::cid_for_cbor(&atcr_data::to_cbor(&v)).to_string())
+                .unwrap_or_default();
+            out.insert(rkey, (cid, value));
+        }
+        match next {
+            Some(c) if out.len() < MAX_RESYNC_RECORDS => cursor = Some(c),
+            Some(_) => {
+                return Err(crate::err(
+                    atcr_oci::ErrorCode::Unavailable,
+                    format!("over {MAX_RESYNC_RECORDS} {collection} records"),
+                ));
+            }
+            None => return Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_rkeys_parse_back_and_reject_others() {
+        assert_eq!(
+            parse_tag_rkey(&atcr_oci::tag_rkey("team/app", "v1.0")),
+            Some(("team/app".into(), "v1.0".into()))
+        );
+        assert_eq!(parse_tag_rkey("3kabcdefghij2"), None);
+        assert_eq!(parse_tag_rkey("app:"), None);
+    }
+}

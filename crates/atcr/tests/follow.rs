@@ -1,0 +1,324 @@
+//! The registry follows the owner's PDS: records changed there with any
+//! ATProto client (here the reference `@atproto/api`) reach the index, also
+//! across a registry restart (from the saved cursor), and hostile events
+//! (replayed, forged, for other DIDs, malformed) never corrupt it.
+
+use common::{account, http, push_image, start, token};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+mod common;
+
+const PW: &str = "correct horse battery";
+
+async fn tags(s: &common::Server, tok: &str, name: &str) -> Vec<String> {
+    let r = http()
+        .get(format!("{}/v2/{name}/tags/list", s.url))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+async fn manifest_status(s: &common::Server, tok: &str, name: &str, reference: &str) -> u16 {
+    http()
+        .get(format!("{}/v2/{name}/manifests/{reference}", s.url))
+        .bearer_auth(tok)
+        .header("accept", atcr_oci::records::MANIFEST_ACCEPT)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls `done` every 20 ms for up to `limit`; returns the time it took.
+async fn within<F, Fut>(limit: Duration, mut done: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !done().await {
+        assert!(t.elapsed() < limit, "not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.elapsed()
+}
+
+async fn record_op(s: &common::Server, args: &[&str]) {
+    let mut a = vec![s.url.clone(), "alice.test".into(), PW.into()];
+    a.extend(args.iter().map(|s| (*s).to_owned()));
+    common::node_json("record-op.js", a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_changed_in_the_pds_reach_the_registry_also_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(
+        "ATCR_SERVER_DATA_DIR",
+        dir.path().join("data").display().to_string(),
+    )];
+    let s = start(&env).await;
+    let did = account(&s, "alice.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push,delete"],
+    )
+    .await;
+    let name = "alice.test/app";
+    let d1 = push_image(&s, &tok, name, "v1", "one").await;
+    let d2 = push_image(&s, &tok, name, "v2", "two").await;
+    let d3 = push_image(&s, &tok, name, "v3", "three").await;
+    push_image(&s, &tok, name, "v1-copy", "one").await;
+    assert_eq!(tags(&s, &tok, name).await, ["v1", "v1-copy", "v2", "v3"]);
+
+    // A tag record deleted with @atproto/api directly in the PDS.
+    let t0 = Instant::now();
+    record_op(
+        &s,
+        &["delete", "io.atcr.tag", &atcr_oci::tag_rkey("app", "v2")],
+    )
+    .await;
+    let took = t0.elapsed();
+    let lag = within(Duration::from_secs(2), || async {
+        !tags(&s, &tok, name).await.contains(&"v2".to_owned())
+    })
+    .await;
+    eprintln!("tag delete visible {lag:?} after the client returned ({took:?} in the client)");
+    assert_eq!(tags(&s, &tok, name).await, ["v1", "v1-copy", "v3"]);
+    assert_eq!(manifest_status(&s, &tok, name, "v2").await, 404);
+    assert_eq!(
+        manifest_status(&s, &tok, name, &d2).await,
+        200,
+        "only the tag went"
+    );
+
+    // A manifest record deleted there: unpullable by tag and by digest, and
+    // its tags leave the list.
+    let digest = atcr_oci::Digest::parse(&d3).unwrap();
+    record_op(
+        &s,
+        &[
+            "delete",
+            "io.atcr.manifest",
+            &atcr_oci::records::manifest_rkey("app", &digest),
+        ],
+    )
+    .await;
+    within(Duration::from_secs(2), || async {
+        manifest_status(&s, &tok, name, "v3").await == 404
+    })
+    .await;
+    assert_eq!(manifest_status(&s, &tok, name, &d3).await, 404);
+    assert_eq!(tags(&s, &tok, name).await, ["v1", "v1-copy"]);
+
+    // A tag moved there (put with another digest the registry holds).
+    let uri = format!(
+        "at://{did}/io.atcr.manifest/{}",
+        atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&d2).unwrap())
+    );
+    let moved = json!({"$type": "io.atcr.tag", "repository": "app", "tag": "v1-copy",
+        "manifestDigest": d2, "manifest": uri, "createdAt": "2026-12-01T00:00:00.000Z"});
+    record_op(
+        &s,
+        &[
+            "put",
+            "io.atcr.tag",
+            &atcr_oci::tag_rkey("app", "v1-copy"),
+            &moved.to_string(),
+        ],
+    )
+    .await;
+    within(Duration::from_secs(2), || async {
+        let (dg, _) = s
+            .services
+            .registry
+            .index()
+            .tag(&did, "app", "v1-copy")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        dg == d2
+    })
+    .await;
+
+    // A tag record naming the wrong tag (a hostile or broken client) is not
+    // taken: the tag leaves the index rather than pointing anywhere else.
+    let wrong = json!({"$type": "io.atcr.tag", "repository": "app", "tag": "other",
+        "manifestDigest": d2, "manifest": uri, "createdAt": "2026-12-01T00:00:00.000Z"});
+    record_op(
+        &s,
+        &[
+            "put",
+            "io.atcr.tag",
+            &atcr_oci::tag_rkey("app", "v1"),
+            &wrong.to_string(),
+        ],
+    )
+    .await;
+    within(Duration::from_secs(2), || async {
+        !tags(&s, &tok, name).await.contains(&"v1".to_owned())
+    })
+    .await;
+    assert_eq!(manifest_status(&s, &tok, name, &d1).await, 200);
+
+    // The registry's own writes go on working and are not undone.
+    push_image(&s, &tok, name, "v4", "four").await;
+    let pushed_again = push_image(&s, &tok, name, "v2", "two").await;
+    assert_eq!(pushed_again, d2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tags(&s, &tok, name).await, ["v1-copy", "v2", "v4"]);
+
+    // Registry down while the PDS changes: the restarted registry catches
+    // up from its cursor.
+    let pds = s.services.pds.clone().unwrap();
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pds.write(
+        &did,
+        vec![atcr_pds::Write::Delete {
+            collection: "io.atcr.tag".into(),
+            rkey: atcr_oci::tag_rkey("app", "v4"),
+            swap: None,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
+    drop(pds);
+    let s = start(&env).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push,delete"],
+    )
+    .await;
+    within(Duration::from_secs(2), || async {
+        tags(&s, &tok, name).await == ["v1-copy", "v2"]
+    })
+    .await;
+    let cursor = s
+        .services
+        .registry
+        .index()
+        .follow_cursor("embedded")
+        .await
+        .unwrap();
+    assert_eq!(
+        cursor,
+        Some(s.services.pds.as_ref().unwrap().latest_seq()),
+        "the cursor is saved up to the newest event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_events_never_corrupt_the_index() {
+    let s = start(&[]).await;
+    let did = account(&s, "alice.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push,delete"],
+    )
+    .await;
+    let name = "alice.test/app";
+    let d1 = push_image(&s, &tok, name, "v1", "one").await;
+    let reg = &s.services.registry;
+    let pds = s.services.pds.as_ref().unwrap();
+    // Every event so far, replayed (the PDS repeating old events): the
+    // registry's own writes are recognised, nothing changes.
+    let events = pds.events_after(0, 1000).await.unwrap();
+    assert!(!events.is_empty());
+    for (_, frame) in &events {
+        assert_eq!(reg.apply_frame(frame).await.unwrap(), 0);
+    }
+    // A forged delete of the tag (the record is still there): the PDS is
+    // read back, the tag stays. Likewise a forged manifest delete.
+    let fake = atcr_data::cid_for_cbor(b"forged");
+    let event = |repo: &str, action: &str, path: String, cid| atcr_repo::firehose::CommitEvent {
+        seq: 999_999,
+        repo: repo.to_owned(),
+        commit: fake,
+        rev: "3zzzzzzzzzzzz".into(),
+        since: None,
+        blocks: atcr_repo::BlockMap::new(),
+        roots: vec![],
+        ops: vec![atcr_repo::firehose::RepoOp {
+            action: action.into(),
+            path,
+            cid,
+            prev: None,
+        }],
+        prev_data: None,
+        time: "2026-12-01T00:00:00.000Z".into(),
+    };
+    let tag_path = format!("io.atcr.tag/{}", atcr_oci::tag_rkey("app", "v1"));
+    let manifest_path = format!(
+        "io.atcr.manifest/{}",
+        atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&d1).unwrap())
+    );
+    assert_eq!(
+        reg.apply_commit(&event(&did, "delete", tag_path.clone(), None))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        reg.apply_commit(&event(&did, "delete", manifest_path.clone(), None))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        reg.apply_commit(&event(&did, "update", tag_path.clone(), Some(fake)))
+            .await
+            .unwrap(),
+        0
+    );
+    // Commits for a DID this registry does not serve, and for another
+    // repository's key spelling.
+    let stranger = "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa";
+    assert_eq!(
+        reg.apply_commit(&event(stranger, "delete", tag_path.clone(), None))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        reg.apply_commit(&event(stranger, "create", tag_path, Some(fake)))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        reg.apply_commit(&event(
+            &did,
+            "create",
+            "io.atcr.tag/not-a-tag-key".into(),
+            Some(fake)
+        ))
+        .await
+        .unwrap(),
+        0
+    );
+    // Malformed frames: skipped, nothing applied.
+    let valid = &events[events.len() - 1].1;
+    for junk in [
+        &b""[..],
+        b"\xa1",
+        b"\xff\xff\xff",
+        &valid[..valid.len() / 2],
+    ] {
+        assert_eq!(reg.apply_frame(junk).await.unwrap(), 0);
+    }
+    assert_eq!(tags(&s, &tok, name).await, ["v1"]);
+    assert_eq!(manifest_status(&s, &tok, name, &d1).await, 200);
+}
