@@ -281,6 +281,7 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
             available_user_domains: pds.config().handle_domains.clone(),
             invite_code_required: true,
             phone_verification_required: false,
+            blob_upload_limit: Some(pds.config().max_blob_bytes as u64),
             links: serde_json::json!({}),
             contact: serde_json::json!({}),
         }),
@@ -485,7 +486,11 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
             json(ApplyWritesOutput { commit, results })
         }
         "com.atproto.repo.getRecord" => {
-            let did = pds.lookup_did(req.param("repo")?).await?;
+            // An unknown repository is InvalidRequest, as the reference answers.
+            let did = pds
+                .lookup_did(req.param("repo")?)
+                .await
+                .map_err(|_| PdsError(XrpcError::invalid("Could not locate record")))?;
             let (collection, rkey) = (req.param("collection")?, req.param("rkey")?);
             match pds.get_record(&did, collection, rkey).await? {
                 Some((cid, value)) => json(RecordOutput {
@@ -619,9 +624,8 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
             let cids = pds
                 .list_blobs(&did, limit, req.query.get("cursor").cloned())
                 .await?;
-            let cursor = (cids.len() == limit)
-                .then(|| cids.last().cloned())
-                .flatten();
+            // As the reference: the last key of every non-empty page.
+            let cursor = cids.last().cloned();
             json(ListBlobsOutput { cids, cursor })
         }
         "com.atproto.sync.listRepos" => {
@@ -633,9 +637,8 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
             let rows = pds
                 .list_repos(limit, req.query.get("cursor").cloned())
                 .await?;
-            let cursor = (rows.len() == limit)
-                .then(|| rows.last().map(|r| r.0.clone()))
-                .flatten();
+            // As the reference: the last key of every non-empty page.
+            let cursor = rows.last().map(|r| r.0.clone());
             let repos = rows
                 .into_iter()
                 .map(|(did, head, rev, active)| RepoInfo {
@@ -656,11 +659,11 @@ async fn dispatch(pds: &Pds, nsid: &str, req: Req) -> Res {
                 .map_err(|_| PdsError(XrpcError::invalid("Unable to resolve handle")))?;
             json(ResolveHandleOutput { did })
         }
-        _ => Err(PdsError(XrpcError::new(
-            501,
-            "MethodNotImplemented",
-            format!("Method Not Implemented: {nsid}"),
-        ))),
+        // The reference PDS's answer: a method it does not serve would be
+        // proxied to an AppView, and there is none.
+        _ => Err(PdsError(XrpcError::invalid(format!(
+            "No service configured for {nsid}"
+        )))),
     }
 }
 

@@ -441,8 +441,8 @@ async fn bad_input_gets_the_right_error_and_changes_nothing() {
         post("com.example.nothing", vec![], "application/json", None)
             .await
             .unwrap(),
-        501,
-        "MethodNotImplemented",
+        400,
+        "InvalidRequest",
     )
     .await;
     let r = http
@@ -679,7 +679,10 @@ async fn blobs_handles_and_server_description() {
         .await
         .unwrap();
     assert!(d["links"].is_object() && d["contact"].is_object(), "{d}");
-    assert_eq!(d["phoneVerificationRequired"], false);
+    // As the reference: phoneVerificationRequired only when true, the
+    // blob limit advertised.
+    assert!(d.get("phoneVerificationRequired").is_none(), "{d}");
+    assert_eq!(d["blobUploadLimit"], 1024 * 1024);
     for (limit, status) in [("0", 400), ("101", 400), ("1", 200), ("100", 200)] {
         let r = http
             .get(format!("{}/xrpc/com.atproto.repo.listRecords", s.url))

@@ -21,7 +21,7 @@ pub struct PlcService {
 
 /// A `plc_operation`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PlcOp {
     /// Keys allowed to sign the next operation, most authoritative first.
     pub rotation_keys: Vec<String>,
@@ -36,6 +36,12 @@ pub struct PlcOp {
     /// Signature (unpadded base64url); empty while unsigned.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sig: String,
+    /// Fields this version does not know. Kept, signed over and hashed
+    /// like the rest, as the reference directory does: an operation is
+    /// accepted when its signature covers them, and its CID stays the one
+    /// its signer computed.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// A `plc_tombstone`: ends the DID.
@@ -133,6 +139,7 @@ impl Operation {
             )]),
             prev,
             sig: String::new(),
+            extra: BTreeMap::new(),
         })
     }
 
@@ -145,6 +152,9 @@ impl Operation {
             .get("type")
             .and_then(|t| t.as_str())
             .ok_or_else(|| improper("missing type"))?;
+        // Every field must be atproto data (no floats): the operation is
+        // hashed and signed as DAG-CBOR.
+        atcr_data::json::from_json(json).map_err(|e| improper(e.to_string()))?;
         let mut rest = obj.clone();
         rest.remove("type");
         let rest = serde_json::Value::Object(rest);
@@ -184,7 +194,7 @@ impl Operation {
             o.remove("sig");
         }
         atcr_data::json::from_json(&json)
-            .expect("operation JSON holds only strings, lists and maps")
+            .expect("operation JSON is atproto data: checked when parsed, built so here")
     }
 
     /// DAG-CBOR of the operation without `sig`: the signed bytes.

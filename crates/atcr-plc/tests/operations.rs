@@ -222,7 +222,8 @@ fn malformed_operations_are_refused() {
         serde_json::json!({"type": "plc_operation", "rotationKeys": ["did:key:zBad"], "verificationMethods": {}, "alsoKnownAs": [], "services": {}, "prev": null, "sig": ""}),
         serde_json::json!({"type": "plc_operation", "rotationKeys": [k], "verificationMethods": {}, "alsoKnownAs": [], "services": {}, "prev": "notacid", "sig": ""}),
         serde_json::json!({"type": "plc_operation", "rotationKeys": [k, k], "verificationMethods": {}, "alsoKnownAs": [], "services": {}, "prev": null, "sig": ""}),
-        serde_json::json!({"type": "plc_operation", "rotationKeys": [k], "verificationMethods": {}, "alsoKnownAs": [], "services": {}, "prev": null, "sig": "", "extra": 1}),
+        // (Unknown fields are kept, as the reference does: see
+        // `unknown_fields_are_kept_signed_and_hashed`.)
         serde_json::json!({"type": "plc_operation", "rotationKeys": [k], "verificationMethods": {}, "alsoKnownAs": ["x".repeat(8000)], "services": {}, "prev": null, "sig": ""}),
     ];
     for c in cases {
@@ -289,4 +290,30 @@ fn at_most_five_rotation_keys_and_ten_verification_methods() {
     assert!(genesis(1, 10).is_ok());
     let e = genesis(1, 11).unwrap_err().to_string();
     assert!(e.contains("verification methods"), "{e}");
+}
+
+/// Unknown fields are kept and covered by the signature and the CID, as the
+/// reference directory does; one that is not atproto data (a float) is refused.
+#[test]
+fn unknown_fields_are_kept_signed_and_hashed() {
+    let rot = Keypair::generate(Algorithm::K256);
+    let mut json = op(&[&rot], &rot, "x.test", None).to_json();
+    json["futureField"] = serde_json::json!({"a": [1, "b"]});
+    let signed = Operation::from_json(&json).unwrap().sign(&rot);
+    let back = Operation::from_json(&signed.to_json()).unwrap();
+    assert_eq!(back, signed);
+    assert_eq!(back.to_json()["futureField"]["a"][1], "b");
+    assert!(back.verify_signature(&[rot.public_key().to_did_key()]).is_ok());
+    let mut stripped = signed.to_json();
+    stripped.as_object_mut().unwrap().remove("futureField");
+    let stripped = Operation::from_json(&stripped).unwrap();
+    assert_ne!(stripped.cid(), signed.cid());
+    assert!(
+        stripped
+            .verify_signature(&[rot.public_key().to_did_key()])
+            .is_err(),
+        "the signature covers the unknown field"
+    );
+    json["futureField"] = serde_json::json!(1.5);
+    assert!(Operation::from_json(&json).is_err());
 }

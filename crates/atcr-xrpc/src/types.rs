@@ -87,9 +87,13 @@ pub struct DescribeServerOutput {
     /// Whether an invite code is needed.
     #[serde(default)]
     pub invite_code_required: bool,
-    /// Whether a phone number is needed.
-    #[serde(default)]
+    /// Whether a phone number is needed (sent only when true, as the
+    /// reference PDS does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub phone_verification_required: bool,
+    /// Largest blob `uploadBlob` accepts, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_upload_limit: Option<u64>,
     /// `privacyPolicy` / `termsOfService` URLs (none here).
     #[serde(default)]
     pub links: serde_json::Value,
