@@ -303,7 +303,10 @@ fn unknown_fields_are_kept_signed_and_hashed() {
     let back = Operation::from_json(&signed.to_json()).unwrap();
     assert_eq!(back, signed);
     assert_eq!(back.to_json()["futureField"]["a"][1], "b");
-    assert!(back.verify_signature(&[rot.public_key().to_did_key()]).is_ok());
+    assert!(
+        back.verify_signature(&[rot.public_key().to_did_key()])
+            .is_ok()
+    );
     let mut stripped = signed.to_json();
     stripped.as_object_mut().unwrap().remove("futureField");
     let stripped = Operation::from_json(&stripped).unwrap();

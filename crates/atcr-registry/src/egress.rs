@@ -50,7 +50,8 @@ impl Egress {
         self.allow.iter().any(|n| n.contains(&ip)) || is_public(ip)
     }
 
-    fn allows_host(&self, host: &str) -> bool {
+    /// Whether `host` is never filtered (the registry's own name).
+    pub fn allows_host(&self, host: &str) -> bool {
         self.allow_hosts
             .iter()
             .any(|h| h.eq_ignore_ascii_case(host))

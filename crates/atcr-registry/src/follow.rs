@@ -324,6 +324,263 @@ impl Registry {
     }
 }
 
+/// Most bytes of one message from a remote PDS's event stream.
+const MAX_REMOTE_MESSAGE: usize = 8 << 20;
+
+/// A remote stream silent this long is reconnected (PDSes ping idle ones).
+const REMOTE_IDLE: Duration = Duration::from_secs(300);
+
+/// Longest pause between reconnections to a remote PDS.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A connection to a remote PDS: plain TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Why a remote stream ended.
+#[derive(Debug)]
+enum StreamEnd {
+    /// The PDS closed it (or went silent): reconnect soon.
+    Closed,
+    /// Anything else: reconnect after a growing pause.
+    Failed(String),
+}
+
+impl<E: std::fmt::Display> From<E> for StreamEnd {
+    fn from(e: E) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+impl Registry {
+    /// Follows the event stream of every remote PDS an owner here logged in
+    /// with (`subscribeRepos` over the network), one task per PDS, each
+    /// resuming from its cursor and reconnecting with backoff. PDSes of new
+    /// sessions are picked up within a second.
+    pub async fn follow_remote(&self) {
+        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        // Tasks end with this one (the caller aborts it on shutdown).
+        struct AbortAll<'a>(&'a mut HashMap<String, tokio::task::JoinHandle<()>>);
+        impl Drop for AbortAll<'_> {
+            fn drop(&mut self) {
+                for t in self.0.values() {
+                    t.abort();
+                }
+            }
+        }
+        let guard = AbortAll(&mut running);
+        loop {
+            match self.index().remote_pdses().await {
+                Ok(list) => {
+                    for pds in list {
+                        if guard.0.get(&pds).is_some_and(|t| !t.is_finished()) {
+                            continue;
+                        }
+                        let Ok(base) = url::Url::parse(&pds) else {
+                            continue;
+                        };
+                        let reg = self.clone();
+                        let source = pds.clone();
+                        let task = tokio::spawn(async move { reg.follow_pds(source, base).await });
+                        guard.0.insert(pds, task);
+                    }
+                }
+                Err(e) => tracing::warn!("listing remote PDSes to follow: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Follows one remote PDS (`source`: its URL as the owners' sessions
+    /// store it) for as long as an owner here uses it.
+    async fn follow_pds(&self, source: String, base: url::Url) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.index().owners_at(&source).await {
+                Ok(o) if o.is_empty() => return,
+                _ => {}
+            }
+            match self.follow_pds_once(&source, &base).await {
+                StreamEnd::Closed => backoff = Duration::from_secs(1),
+                StreamEnd::Failed(e) => {
+                    tracing::warn!(pds = %source, "following the PDS's event stream: {e}; reconnecting in {backoff:?}");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// One connection to a remote PDS's stream, until it ends.
+    async fn follow_pds_once(&self, source: &str, base: &url::Url) -> StreamEnd {
+        use futures_util::StreamExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        let cursor = match self.index().follow_cursor(source).await {
+            Ok(c) => c,
+            Err(e) => return e.into(),
+        };
+        let mut ws = match self.connect_stream(base, cursor).await {
+            Ok(ws) => ws,
+            Err(e) => return StreamEnd::Failed(e),
+        };
+        if cursor.is_none() {
+            // First contact (or the PDS lost our cursor): what changed before
+            // is read from the records themselves.
+            // A failure is logged, not fatal: the stream is still followed,
+            // and the next first contact (no cursor yet) tries again.
+            if let Err(e) = self.resync_pds(source).await {
+                tracing::warn!(pds = %source, "re-reading the owners' records: {}", e.message);
+            }
+        }
+        tracing::info!(pds = %source, ?cursor, "following the PDS's event stream");
+        let mut last = cursor.unwrap_or(0);
+        loop {
+            let msg = match tokio::time::timeout(REMOTE_IDLE, ws.next()).await {
+                Err(_) | Ok(None) => return StreamEnd::Closed,
+                Ok(Some(Err(e))) => return e.into(),
+                Ok(Some(Ok(m))) => m,
+            };
+            let bytes = match msg {
+                Message::Binary(b) => b,
+                Message::Close(_) => return StreamEnd::Closed,
+                _ => continue,
+            };
+            let frame = match decode_frame(&bytes, MAX_REMOTE_MESSAGE) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(pds = %source, "an event that does not decode, skipped: {e}");
+                    continue;
+                }
+            };
+            match &frame {
+                Frame::Error { error, message } => {
+                    if error == "FutureCursor" {
+                        // The PDS's log is not the one our cursor counts in.
+                        if let Err(e) = self.index().clear_follow_cursor(source).await {
+                            return e.into();
+                        }
+                    }
+                    return StreamEnd::Failed(format!(
+                        "error frame {error}: {}",
+                        message.as_deref().unwrap_or("")
+                    ));
+                }
+                Frame::Info { name, .. } if name == "OutdatedCursor" => {
+                    if let Err(e) = self.resync_pds(source).await {
+                        tracing::warn!(pds = %source, "re-reading the owners' records: {}", e.message);
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(seq) = frame.seq() else { continue };
+            if seq <= last {
+                continue; // replayed: already applied
+            }
+            if let Frame::Commit(ev) = &frame {
+                // Only commits of owners whose PDS this is: a PDS speaks for
+                // the repositories it hosts, never for others.
+                let hosted = match self.index().session(&ev.repo).await {
+                    Ok(s) => s.is_some_and(|s| s.pds == source),
+                    Err(e) => return e.into(),
+                };
+                if hosted && let Err(e) = self.apply_commit(ev).await {
+                    return e.message.into();
+                }
+            }
+            last = seq;
+            if let Err(e) = self.index().set_follow_cursor(source, seq).await {
+                return e.into();
+            }
+        }
+    }
+
+    /// Re-reads the records of every owner whose session is with `pds`.
+    async fn resync_pds(&self, pds: &str) -> Result<usize> {
+        let mut changed = 0;
+        for did in self.index().owners_at(pds).await? {
+            changed += self.resync_owner(&did).await?;
+        }
+        Ok(changed)
+    }
+
+    /// Opens `subscribeRepos` on a remote PDS. The egress rules apply as to
+    /// every request the registry makes for a user: the URL's scheme, and
+    /// each address the name resolves to (checked here, then connected to).
+    async fn connect_stream(
+        &self,
+        base: &url::Url,
+        cursor: Option<i64>,
+    ) -> std::result::Result<tokio_tungstenite::WebSocketStream<Box<dyn Io>>, String> {
+        let egress = &self.inner.egress;
+        egress.check_url(base)?;
+        let host = base
+            .host_str()
+            .ok_or("a PDS URL without a host")?
+            .to_owned();
+        let port = base
+            .port_or_known_default()
+            .ok_or("a PDS URL without a port")?;
+        let mut url = base
+            .join("xrpc/com.atproto.sync.subscribeRepos")
+            .map_err(|e| e.to_string())?;
+        if let Some(c) = cursor {
+            url.query_pairs_mut().append_pair("cursor", &c.to_string());
+        }
+        let tls = url.scheme() == "https";
+        url.set_scheme(if tls { "wss" } else { "ws" })
+            .map_err(|()| "cannot make a WebSocket URL".to_owned())?;
+        let trimmed = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((trimmed.as_str(), port))
+            .await
+            .map_err(|e| format!("{host}: {e}"))?
+            .filter(|a| egress.allows_host(&host) || egress.allows_ip(a.ip()))
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!(
+                "{host} has no public address (registry.remote_pds_allow)"
+            ));
+        }
+        let tcp = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::net::TcpStream::connect(&addrs[..]),
+        )
+        .await
+        .map_err(|_| format!("{host}: connect timed out"))?
+        .map_err(|e| format!("{host}: {e}"))?;
+        let io: Box<dyn Io> = if tls {
+            use rustls_platform_verifier::ConfigVerifierExt as _;
+            atcr_http::install_crypto_provider();
+            let config =
+                rustls::ClientConfig::with_platform_verifier().map_err(|e| format!("TLS: {e}"))?;
+            let name = rustls::pki_types::ServerName::try_from(trimmed)
+                .map_err(|e| format!("{host}: {e}"))?;
+            Box::new(
+                tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("{host}: TLS: {e}"))?,
+            )
+        } else {
+            Box::new(tcp)
+        };
+        let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+        config.max_message_size = Some(MAX_REMOTE_MESSAGE);
+        config.max_frame_size = Some(MAX_REMOTE_MESSAGE);
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(config)),
+        )
+        .await
+        .map_err(|_| format!("{host}: WebSocket handshake timed out"))?
+        .map_err(|e| format!("{host}: {e}"))?;
+        Ok(ws)
+    }
+}
+
 /// Every record of a collection as `rkey → (cid, value)`.
 async fn list_all(
     owner: &dyn OwnerPds,

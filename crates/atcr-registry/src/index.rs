@@ -963,6 +963,43 @@ impl Index {
             .await
     }
 
+    /// The remote PDSes (base URLs) of owners with a session here.
+    pub async fn remote_pdses(&self) -> Result<Vec<String>> {
+        self.db
+            .read(move |c| {
+                let mut s =
+                    c.prepare_cached("SELECT DISTINCT pds FROM pds_session ORDER BY pds")?;
+                let rows = s.query_map([], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// The owners whose session is with the PDS at `pds`.
+    pub async fn owners_at(&self, pds: &str) -> Result<Vec<String>> {
+        let p = pds.to_owned();
+        self.db
+            .read(move |c| {
+                let mut s = c.prepare_cached("SELECT did FROM pds_session WHERE pds = ?1")?;
+                let rows = s.query_map([&p], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Forgets the cursor of stream `source` (it starts live next time).
+    pub async fn clear_follow_cursor(&self, source: &str) -> Result<()> {
+        let s = source.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.execute("DELETE FROM follow_cursor WHERE source = ?1", [&s])?;
+                Ok(())
+            })
+            .await
+    }
+
     /// Saves a remote owner's PDS session.
     pub async fn save_session(&self, did: &str, s: &StoredSession) -> Result<()> {
         let (d, s) = (did.to_owned(), s.clone());

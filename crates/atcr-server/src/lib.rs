@@ -479,6 +479,11 @@ pub async fn serve_on(
         let reg = services.registry.clone();
         AbortOnDrop(tokio::spawn(async move { reg.follow_embedded().await }))
     });
+    // And the event streams of the remote PDSes owners log in with.
+    let _remote_follower = AbortOnDrop({
+        let reg = services.registry.clone();
+        tokio::spawn(async move { reg.follow_remote().await })
+    });
     // Relays are asked to crawl the embedded PDS (`pds.crawlers`).
     let _crawl = services
         .pds

@@ -322,3 +322,203 @@ async fn hostile_events_never_corrupt_the_index() {
     assert_eq!(tags(&s, &tok, name).await, ["v1"]);
     assert_eq!(manifest_status(&s, &tok, name, &d1).await, 200);
 }
+
+/// A user of the reference PDS (npm) pushes through the registry, then
+/// deletes a tag record with `@atproto/api` in their own PDS: the registry,
+/// following that PDS's `subscribeRepos` over the network, drops the tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_deleted_in_a_remote_reference_pds_leaves_the_registry() {
+    use atcr_xrpc::types::CreateAccountInput;
+    let stack = tokio::task::spawn_blocking(common::RefStack::start)
+        .await
+        .unwrap();
+    let c = atcr_xrpc::PdsClient::new(stack.pds.parse().unwrap(), http());
+    let input = CreateAccountInput {
+        handle: "carol.test".into(),
+        password: Some("carol-password-1".into()),
+        email: Some("carol@example.test".into()),
+        invite_code: None,
+    };
+    c.create_account(&input, None).await.unwrap();
+    let pds_port = stack.pds.rsplit(':').next().unwrap().to_owned();
+    let s = start(&[
+        ("ATCR_PDS_ENABLED", "false".into()),
+        ("ATCR_PLC_EMBEDDED", "false".into()),
+        ("ATCR_PLC_URL", stack.plc.clone()),
+        ("ATCR_IDENTITY_ALLOW_PLAIN_HTTP", "true".into()),
+        (
+            "ATCR_IDENTITY_HOST_OVERRIDES",
+            format!("carol.test=127.0.0.1:{pds_port}"),
+        ),
+        ("ATCR_REGISTRY_REMOTE_PDS_ALLOW", "127.0.0.0/8".into()),
+    ])
+    .await;
+    let tok = token(
+        &s,
+        Some(("carol.test", "carol-password-1")),
+        &["repository:carol.test/web:pull,push"],
+    )
+    .await;
+    let name = "carol.test/web";
+    push_image(&s, &tok, name, "v1", "one").await;
+    push_image(&s, &tok, name, "v2", "two").await;
+    // The follower is connected (it starts live) once it has seen one of
+    // the registry's own commits: re-tag until it has.
+    let index = s.services.registry.index();
+    let probes = std::sync::atomic::AtomicUsize::new(0);
+    within(Duration::from_secs(10), || async {
+        let n = probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        push_image(&s, &tok, name, &format!("probe{n}"), "two").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match index.remote_pdses().await.unwrap().first() {
+            Some(p) => index.follow_cursor(p).await.unwrap().is_some(),
+            None => false,
+        }
+    })
+    .await;
+    let before = tags(&s, &tok, name).await;
+    assert!(before.contains(&"v1".to_owned()) && before.contains(&"v2".to_owned()));
+    common::node_json(
+        "record-op.js",
+        vec![
+            stack.pds.clone(),
+            "carol.test".into(),
+            "carol-password-1".into(),
+            "delete".into(),
+            "io.atcr.tag".into(),
+            atcr_oci::tag_rkey("web", "v1"),
+        ],
+    )
+    .await;
+    let lag = within(Duration::from_secs(2), || async {
+        !tags(&s, &tok, name).await.contains(&"v1".to_owned())
+    })
+    .await;
+    eprintln!("remote tag delete visible {lag:?} after the client returned");
+    let mut after = before;
+    after.retain(|t| t != "v1");
+    assert_eq!(tags(&s, &tok, name).await, after);
+}
+
+/// A hostile remote PDS: garbage frames, a commit for a DID it does not
+/// host (deleting another owner's tag), a commit for its own owner, an old
+/// event replayed, then `FutureCursor`. The index is untouched, the cursor
+/// only moves forward, and the follower reconnects without its cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_remote_pds_cannot_corrupt_the_index() {
+    use atcr_repo::firehose::{RepoOp, commit_body, error_frame, message_frame, with_seq};
+    use futures_util::SinkExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = start(&[("ATCR_REGISTRY_REMOTE_PDS_ALLOW", "127.0.0.0/8".into())]).await;
+    let alice = account(&s, "alice.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push"],
+    )
+    .await;
+    let d1 = push_image(&s, &tok, "alice.test/app", "v1", "one").await;
+
+    // The fake PDS: records each connection's query string.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+    let owner = "did:plc:bbbbbbbbbbbbbbbbbbbbbbbb".to_owned();
+    let (alice2, owner2) = (alice.clone(), owner.clone());
+    tokio::spawn(async move {
+        let mut n = 0;
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let seen_tx = seen_tx.clone();
+            let mut query = None;
+            let cb = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                query = Some(req.uri().query().map(str::to_owned));
+                Ok(resp)
+            };
+            // Plain XRPC requests (the follower's first re-read) fail here.
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, cb).await else {
+                continue;
+            };
+            let _ = seen_tx.send(query.flatten());
+            n += 1;
+            if n > 1 {
+                tokio::spawn(async move {
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+                });
+                continue;
+            }
+            let fake = atcr_data::cid_for_cbor(b"fake commit");
+            let commit = |repo: &str, seq: i64, action: &str, path: String| {
+                let ops = [RepoOp {
+                    action: action.into(),
+                    path,
+                    cid: (action != "delete").then_some(fake),
+                    prev: None,
+                }];
+                let body = commit_body(
+                    repo,
+                    &fake,
+                    "3zzzzzzzzzzzz",
+                    None,
+                    &atcr_repo::BlockMap::new(),
+                    &ops,
+                    &[],
+                    None,
+                    "2026-12-01T00:00:00.000Z",
+                );
+                message_frame("#commit", &with_seq(body, seq))
+            };
+            let tag_path = |t: &str| format!("io.atcr.tag/{}", atcr_oci::tag_rkey("app", t));
+            for frame in [
+                b"\xff\x00garbage".to_vec(),
+                commit(&alice2, 4, "delete", tag_path("v1")),
+                commit(&owner2, 5, "delete", tag_path("x")),
+                commit(&alice2, 3, "delete", tag_path("v1")),
+                error_frame("FutureCursor", "Cursor in the future."),
+            ] {
+                if ws.send(Message::Binary(frame.into())).await.is_err() {
+                    break;
+                }
+            }
+            let _ = ws.close(None).await;
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/");
+    s.services
+        .registry
+        .index()
+        .save_session(
+            &owner,
+            &atcr_registry::index::StoredSession {
+                pds: url.clone(),
+                handle: "mallory.test".into(),
+                access_jwt: "x".into(),
+                refresh_jwt: "x".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, None, "first contact starts live");
+    let second = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, None, "after FutureCursor the cursor is dropped");
+    assert_eq!(tags(&s, &tok, "alice.test/app").await, ["v1"]);
+    assert_eq!(manifest_status(&s, &tok, "alice.test/app", &d1).await, 200);
+    assert_eq!(
+        s.services
+            .registry
+            .index()
+            .follow_cursor(&url)
+            .await
+            .unwrap(),
+        None
+    );
+}
