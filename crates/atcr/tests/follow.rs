@@ -405,6 +405,8 @@ async fn a_tag_deleted_in_a_remote_reference_pds_leaves_the_registry() {
 /// event replayed, then `FutureCursor`. The index is untouched, the cursor
 /// only moves forward, and the follower reconnects without its cursor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The handshake callback's error type is tungstenite's (a whole response).
+#[allow(clippy::result_large_err)]
 async fn a_hostile_remote_pds_cannot_corrupt_the_index() {
     use atcr_repo::firehose::{RepoOp, commit_body, error_frame, message_frame, with_seq};
     use futures_util::SinkExt as _;
