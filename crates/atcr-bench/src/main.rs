@@ -39,16 +39,18 @@ fn main() -> Result<()> {
         Some("registry") => tokio_main(registry::run(&args[1..])),
         Some("ceiling") => tokio_main(registry::ceiling(&args[1..])),
         Some("gc") => tokio_main(gc::run(&args[1..])),
+        Some("firehose") => tokio_main(firehose::run(&args[1..])),
         Some("verify") => tokio_main(verify::run(&args[1..])),
         Some("service") => tokio_main(service::run(&args[1..])),
         Some("admission") => tokio_main(service::admission(&args[1..])),
         Some("fuzz-seeds") => fuzz_seeds(args.get(1).context("usage: atcr-bench fuzz-seeds DIR")?),
         _ => bail!(
-            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | gc --url URL --user U --password P --atcr BIN [--blobs N] [--kib K] [--concurrency C] | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | fuzz-seeds DIR"
+            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | gc --url URL --user U --password P --atcr BIN [--blobs N] [--kib K] [--concurrency C] | firehose --url URL --user U --password P [--events N] [--lag-samples M] | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | fuzz-seeds DIR"
         ),
     }
 }
 
+mod firehose;
 mod gc;
 mod registry;
 mod service;

@@ -582,7 +582,7 @@ impl Registry {
 }
 
 /// Every record of a collection as `rkey → (cid, value)`.
-async fn list_all(
+pub(crate) async fn list_all(
     owner: &dyn OwnerPds,
     collection: &str,
 ) -> Result<HashMap<String, (String, serde_json::Value)>> {

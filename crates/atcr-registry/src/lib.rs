@@ -18,6 +18,7 @@ pub mod follow;
 pub mod gc;
 pub mod index;
 pub mod metrics;
+pub mod rebuild;
 pub mod records;
 pub mod routes;
 mod signing;

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod backup;
 pub mod observe;
+pub mod rebuild;
 
 use atcr_config::Config;
 use atcr_pds::{Pds, PdsConfig};

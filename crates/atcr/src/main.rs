@@ -72,10 +72,27 @@ enum Command {
         /// The backup directory.
         dir: PathBuf,
     },
+    /// The registry index (server stopped).
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     /// Print an atcr-verify configuration file for this deployment (PLC
     /// directory, handle resolution through this server for its accounts'
     /// domains, plain HTTP on loopback): `atcr-verify --config FILE IMAGE`.
     VerifierConfig,
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Rebuild the index from the owners' PDS records and the blob store
+    /// (disaster recovery); the replaced index is kept as
+    /// registry.sqlite.before-rebuild.
+    Rebuild {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -387,6 +404,39 @@ async fn run(cli: Cli) -> Result<()> {
             .await
             .with_context(|| format!("{addr}: no answer"))?
             .with_context(|| format!("{addr}: not listening"))?;
+        }
+        Command::Index {
+            command: IndexCommand::Rebuild { json },
+        } => {
+            let cfg = load_config(cli.config.as_ref())?;
+            let dir = cfg.server.data_dir.clone();
+            if !dir.is_dir() {
+                bail!(
+                    "no ATCR data directory at {} (server.data_dir): set --config / ATCR_SERVER_DATA_DIR to its data directory",
+                    dir.display()
+                );
+            }
+            let Some(_lock) = lock_data_dir(&dir)? else {
+                bail!(
+                    "atcr serve runs on {}: stop it before `atcr index rebuild`",
+                    dir.display()
+                );
+            };
+            let r = atcr_server::rebuild::rebuild_index(cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "rebuilt the index: {} owners, {} manifests, {} tags; {} records skipped",
+                    r.owners,
+                    r.manifests,
+                    r.tags,
+                    r.skipped.len()
+                );
+                for s in &r.skipped {
+                    println!("  skipped {s}");
+                }
+            }
         }
         Command::Backup { dir } => {
             let cfg = load_config(cli.config.as_ref())?;

@@ -524,3 +524,126 @@ async fn a_hostile_remote_pds_cannot_corrupt_the_index() {
         None
     );
 }
+
+/// Each tag's digest, as the registry serves it.
+async fn tag_digests(s: &common::Server, tok: &str, name: &str) -> Vec<(String, String)> {
+    let mut out = vec![];
+    for t in tags(s, tok, name).await {
+        let r = http()
+            .head(format!("{}/v2/{name}/manifests/{t}", s.url))
+            .bearer_auth(tok)
+            .header("accept", atcr_oci::records::MANIFEST_ACCEPT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        out.push((
+            t,
+            r.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    out
+}
+
+/// `atcr index rebuild` on a deleted `registry.sqlite` serves the same tags
+/// and digests, blobs and signature artifacts as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_rebuild_from_the_pds_serves_what_was_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [("ATCR_SERVER_DATA_DIR", data.display().to_string())];
+    let scopes = [
+        "repository:alice.test/app:pull,push,delete",
+        "repository:alice.test/team/web:pull,push,delete",
+    ];
+    let s = start(&env).await;
+    account(&s, "alice.test", PW).await;
+    let tok = token(&s, Some(("alice.test", PW)), &scopes).await;
+    let d1 = push_image(&s, &tok, "alice.test/app", "v1", "one").await;
+    push_image(&s, &tok, "alice.test/app", "v2", "two").await;
+    push_image(&s, &tok, "alice.test/app", "latest", "one").await;
+    push_image(&s, &tok, "alice.test/team/web", "1.0", "web").await;
+    // One manifest pushed by digest only (untagged) and one deleted.
+    let d3 = push_image(&s, &tok, "alice.test/app", "gone", "three").await;
+    let r = http()
+        .delete(format!("{}/v2/alice.test/app/manifests/{d3}", s.url))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let before_app = tag_digests(&s, &tok, "alice.test/app").await;
+    let before_web = tag_digests(&s, &tok, "alice.test/team/web").await;
+    let referrers = |s: &common::Server, tok: String| {
+        let url = format!("{}/v2/alice.test/app/referrers/{d1}", s.url);
+        async move {
+            let v: serde_json::Value = http()
+                .get(url)
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["manifests"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(
+        referrers(&s, tok.clone()).await,
+        1,
+        "the signature artifact"
+    );
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for f in [
+        "registry.sqlite",
+        "registry.sqlite-wal",
+        "registry.sqlite-shm",
+    ] {
+        let _ = std::fs::remove_file(data.join(f));
+    }
+    let cfg_env: std::collections::HashMap<String, String> = [(
+        "ATCR_SERVER_DATA_DIR".to_owned(),
+        data.display().to_string(),
+    )]
+    .into();
+    let cfg = atcr_config::Config::load(None, &cfg_env).unwrap();
+    let report = atcr_server::rebuild::rebuild_index(cfg).await.unwrap();
+    assert_eq!(
+        (report.owners, report.manifests, report.tags),
+        (1, 3, 4),
+        "{report:?}"
+    );
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert!(data.join("registry.sqlite").exists());
+    assert!(!data.join("registry.sqlite.rebuild").exists());
+
+    let s = start(&env).await;
+    let tok = token(&s, Some(("alice.test", PW)), &scopes).await;
+    assert_eq!(tag_digests(&s, &tok, "alice.test/app").await, before_app);
+    assert_eq!(
+        tag_digests(&s, &tok, "alice.test/team/web").await,
+        before_web
+    );
+    assert_eq!(manifest_status(&s, &tok, "alice.test/app", &d3).await, 404);
+    assert_eq!(
+        referrers(&s, tok.clone()).await,
+        1,
+        "the signature artifact again"
+    );
+    // The blobs are linked again: a pull of the layer works.
+    let layer = common::sha256(b"layer of one");
+    let r = http()
+        .get(format!("{}/v2/alice.test/app/blobs/{layer}", s.url))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], b"layer of one");
+}
