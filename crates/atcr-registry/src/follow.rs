@@ -182,6 +182,22 @@ impl Registry {
                     .await
                     .map_err(from_record)?;
                 changed += self.settle_tag(did, &repo, &tag, current).await? as usize;
+            } else if collection == atcr_oci::SIGNATURE_COLLECTION && op.action == "create" {
+                // A co-signature: made into an artifact when it signs a
+                // manifest held here; a refusal is the signer's, not the
+                // stream's, so it is logged and the stream goes on.
+                match self
+                    .cosign_from_record(did, rkey, &ev.commit.to_string())
+                    .await
+                {
+                    Ok(added) => changed += added as usize,
+                    Err(e) => tracing::info!(
+                        signer = did,
+                        rkey,
+                        "co-signature record not taken: {}",
+                        e.message
+                    ),
+                }
             } else if collection == MANIFEST_COLLECTION {
                 let Some((repo, digest, cid)) = self.index().manifest_by_record(did, rkey).await?
                 else {

@@ -26,6 +26,40 @@ pub(crate) struct Signer {
     public_key: String,
 }
 
+impl Signer {
+    /// The artifact layer (DESIGN §5) pointing at `record_uri`.
+    fn layer(
+        &self,
+        digest: &str,
+        media_type: &str,
+        record_uri: &str,
+        commit_cid: &str,
+        signed_at: &str,
+    ) -> SignatureLayer {
+        SignatureLayer {
+            type_: SIGNATURE_LAYER_TYPE.into(),
+            version: SIGNATURE_VERSION.into(),
+            subject: SignatureSubject {
+                digest: digest.to_owned(),
+                media_type: media_type.to_owned(),
+            },
+            atproto: AtprotoPointer {
+                did: self.did.clone(),
+                handle: self.handle.clone(),
+                pds_endpoint: self.pds.clone(),
+                record_uri: record_uri.to_owned(),
+                commit_cid: commit_cid.to_owned(),
+                signed_at: signed_at.to_owned(),
+            },
+            signature: SignatureKey {
+                algorithm: self.algorithm.into(),
+                key_id: format!("{}#atproto", self.did),
+                public_key_multibase: self.public_key.clone(),
+            },
+        }
+    }
+}
+
 /// Most co-signers (other than the owner) one subject takes: what a
 /// verifier reads stays bounded, whatever identities push.
 pub const MAX_COSIGNERS: usize = 32;
@@ -129,27 +163,7 @@ impl Registry {
         for s in signed {
             let digest = Digest::parse(s.digest)
                 .map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?;
-            let layer = SignatureLayer {
-                type_: SIGNATURE_LAYER_TYPE.into(),
-                version: SIGNATURE_VERSION.into(),
-                subject: SignatureSubject {
-                    digest: s.digest.to_owned(),
-                    media_type: s.media_type.to_owned(),
-                },
-                atproto: AtprotoPointer {
-                    did: signer.did.clone(),
-                    handle: signer.handle.clone(),
-                    pds_endpoint: signer.pds.clone(),
-                    record_uri: s.record_uri.clone(),
-                    commit_cid: commit_cid.to_owned(),
-                    signed_at: now.clone(),
-                },
-                signature: SignatureKey {
-                    algorithm: signer.algorithm.into(),
-                    key_id: format!("{}#atproto", signer.did),
-                    public_key_multibase: signer.public_key.clone(),
-                },
-            };
+            let layer = signer.layer(s.digest, s.media_type, &s.record_uri, commit_cid, &now);
             let built = build_artifact(
                 &layer,
                 Descriptor {
@@ -202,6 +216,84 @@ impl Registry {
 }
 
 impl Registry {
+    /// Picks up an `io.atcr.signature` record created in `signer`'s PDS
+    /// without `atcr sign` (which pushes the artifact itself): the registry
+    /// makes the co-signature artifact `atcr sign` would have pushed and
+    /// takes it through every check of [`Self::cosign_put`]. The record is
+    /// read from the signer's repository, never taken from the event.
+    /// True when an artifact was added.
+    pub(crate) async fn cosign_from_record(
+        &self,
+        signer_did: &str,
+        rkey: &str,
+        commit_cid: &str,
+    ) -> Result<bool> {
+        let uri = crate::at_uri(signer_did, atcr_oci::SIGNATURE_COLLECTION, rkey);
+        let Some(record) = self.signer_record(signer_did, rkey).await? else {
+            return Ok(false);
+        };
+        let Ok(r) = atcr_oci::records::from_json::<SignatureRecord>(&record) else {
+            return Ok(false);
+        };
+        let Ok(name) = atcr_oci::RepoName::parse(&r.subject.repository) else {
+            return Ok(false);
+        };
+        let atcr_oci::Owner::Did(owner) = name.owner() else {
+            return Ok(false); // records name the owner by DID
+        };
+        let (owner, repo) = (owner.to_string(), name.repo());
+        if owner == signer_did {
+            return Ok(false); // the owner's own artifacts are the registry's
+        }
+        let Some(subject) = self
+            .inner
+            .index
+            .manifest(&owner, repo, &r.subject.digest, false)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let referrers = self
+            .inner
+            .index
+            .referrers(&owner, repo, &subject.digest)
+            .await?;
+        if referrers
+            .iter()
+            .any(|m| m.annotations.as_deref().is_some_and(|a| a.contains(&uri)))
+        {
+            return Ok(false); // `atcr sign` pushed it already
+        }
+        let signer = self.signer(signer_did).await?;
+        let digest = Digest::parse(&subject.digest)
+            .map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?;
+        let now = atcr_syntax::Datetime::now().to_string();
+        let layer = signer.layer(&subject.digest, &subject.media_type, &uri, commit_cid, &now);
+        let artifact = build_artifact(
+            &layer,
+            Descriptor {
+                media_type: subject.media_type.clone(),
+                digest,
+                size: subject.size,
+                artifact_type: None,
+                annotations: BTreeMap::new(),
+            },
+            true,
+        )
+        .manifest;
+        let ad = Digest::sha256_of(&artifact);
+        self.cosign_put(
+            &name,
+            &owner,
+            signer_did,
+            &atcr_oci::Reference::Digest(ad),
+            Some(OCI_MANIFEST),
+            artifact,
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// A co-signature artifact pushed by `signer` (not the owner) with the
     /// `sign` scope. Accepted only when it is a signature artifact for a
     /// manifest of this repository, carries its layer inline (descriptor

@@ -647,3 +647,78 @@ async fn index_rebuild_from_the_pds_serves_what_was_served() {
     assert_eq!(r.status(), 200);
     assert_eq!(&r.bytes().await.unwrap()[..], b"layer of one");
 }
+
+/// A co-signature record written straight into the signer's PDS (with
+/// `@atproto/api`, not `atcr sign`) becomes a co-signature artifact on the
+/// image; one naming a manifest the registry does not hold changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cosignature_record_made_outside_atcr_sign_is_picked_up() {
+    let s = start(&[]).await;
+    let alice = account(&s, "alice.test", PW).await;
+    let bob = account(&s, "bob.test", PW).await;
+    let tok = token(
+        &s,
+        Some(("alice.test", PW)),
+        &["repository:alice.test/app:pull,push"],
+    )
+    .await;
+    let d = push_image(&s, &tok, "alice.test/app", "v1", "one").await;
+    let referrers = || async {
+        let v: serde_json::Value = http()
+            .get(format!("{}/v2/alice.test/app/referrers/{d}", s.url))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["manifests"].as_array().unwrap().clone()
+    };
+    assert_eq!(referrers().await.len(), 1);
+    let owner = atcr_syntax::Did::new(&alice).unwrap();
+    let sign = |digest: &str, rkey: &str| {
+        let record = atcr_oci::records::SignatureRecord::new(
+            &owner,
+            "app",
+            &atcr_oci::Digest::parse(digest).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json",
+            Some("reviewed".into()),
+            "2026-12-01T00:00:00.000Z",
+        );
+        vec![
+            s.url.clone(),
+            "bob.test".into(),
+            PW.into(),
+            "put".into(),
+            "io.atcr.signature".into(),
+            rkey.to_owned(),
+            serde_json::to_string(&record).unwrap(),
+        ]
+    };
+    // A subject the registry does not hold: nothing happens.
+    let unknown = common::sha256(b"no such manifest");
+    common::node_json("record-op.js", sign(&unknown, "3lbbbbbbbbbb2")).await;
+    common::node_json("record-op.js", sign(&d, "3lbbbbbbbbbb3")).await;
+    let arts = {
+        let t = Instant::now();
+        loop {
+            let r = referrers().await;
+            if r.len() == 2 {
+                break r;
+            }
+            assert!(t.elapsed() < Duration::from_secs(2), "{r:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let cosig = arts
+        .iter()
+        .find(|m| m["annotations"].to_string().contains(&bob))
+        .expect("bob's artifact");
+    assert!(
+        cosig["annotations"]
+            .to_string()
+            .contains(&format!("at://{bob}/io.atcr.signature/3lbbbbbbbbbb3")),
+        "{cosig}"
+    );
+}
