@@ -1746,7 +1746,7 @@ impl Registry {
         let mut commits = vec![];
         // (repo, display, digest, media type, size, rkey) of manifests that
         // get a signature artifact.
-        let mut to_sign: Vec<(String, String, String, String, u64, String)> = vec![];
+        let mut to_sign: Vec<ToSign> = vec![];
         for op in ops {
             match op {
                 PendingOp::Put {
@@ -1820,26 +1820,43 @@ impl Registry {
                 }
             }
         }
-        if !to_sign.is_empty() {
-            // The exact commit is not known after a crash; the record is in
-            // the current one (the artifact's commit CID is only a hint).
-            let head = owner.latest_commit().await.map_err(from_record)?;
-            let signer = self.signer(did).await?;
-            let signed = to_sign
-                .iter()
-                .map(|(repo, display, digest, mt, size, rkey)| signing::Signed {
-                    repo,
-                    display,
-                    digest,
-                    media_type: mt,
-                    size: *size,
-                    record_uri: at_uri(did, MANIFEST_COLLECTION, rkey),
-                })
-                .collect();
-            commits.extend(self.signature_artifacts(&signer, &head, signed).await?);
-        }
+        commits.extend(self.artifacts_at_head(did, owner, &to_sign).await?);
         self.inner.index.commit_manifests(id, commits).await?;
         Ok(true)
+    }
+}
+
+/// A manifest that gets a signature artifact: (repo, display, digest,
+/// media type, size, record key).
+pub(crate) type ToSign = (String, String, String, String, u64, String);
+
+impl Registry {
+    /// Signature artifacts for manifests whose records are in the owner's
+    /// current commit, when the commit that wrote them is not known (after a
+    /// crash, in a rebuild): the artifact's commit CID is only a hint.
+    pub(crate) async fn artifacts_at_head(
+        &self,
+        did: &str,
+        owner: &dyn OwnerPds,
+        to_sign: &[ToSign],
+    ) -> Result<Vec<ManifestCommit>> {
+        if to_sign.is_empty() {
+            return Ok(vec![]);
+        }
+        let head = owner.latest_commit().await.map_err(from_record)?;
+        let signer = self.signer(did).await?;
+        let signed = to_sign
+            .iter()
+            .map(|(repo, display, digest, mt, size, rkey)| signing::Signed {
+                repo,
+                display,
+                digest,
+                media_type: mt,
+                size: *size,
+                record_uri: at_uri(did, MANIFEST_COLLECTION, rkey),
+            })
+            .collect();
+        self.signature_artifacts(&signer, &head, signed).await
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::follow::list_all;
 use crate::index::{Index, ManifestCommit, StoredSession};
-use crate::{PushJob, Registry, Result, err, from_record, manifest_row, signing};
+use crate::{PushJob, Registry, Result, err, manifest_row, signing};
 use atcr_oci::manifest::parse_manifest;
 use atcr_oci::records::{ManifestRecord, TagRecord, from_json};
 use atcr_oci::{Digest, DigestHasher, ErrorCode, MANIFEST_COLLECTION, RepoName, TAG_COLLECTION};
@@ -94,8 +94,7 @@ impl Registry {
         let manifests = list_all(owner.as_ref(), MANIFEST_COLLECTION).await?;
         let mut commits = vec![];
         let mut restored: HashSet<(String, String)> = HashSet::new();
-        // (repo, display, digest, media type, size, rkey) to sign again.
-        let mut to_sign = vec![];
+        let mut to_sign: Vec<crate::ToSign> = vec![];
         for (rkey, (cid, value)) in manifests {
             let at = format!("at://{did}/{MANIFEST_COLLECTION}/{rkey}");
             let job = match self.restore_manifest(did, handle, &value, target).await {
@@ -158,22 +157,10 @@ impl Registry {
                 )),
             }
         }
-        if !to_sign.is_empty() {
-            let head = owner.latest_commit().await.map_err(from_record)?;
-            let signer = self.signer(did).await?;
-            let signed = to_sign
-                .iter()
-                .map(|(repo, display, digest, mt, size, rkey)| signing::Signed {
-                    repo,
-                    display,
-                    digest,
-                    media_type: mt,
-                    size: *size,
-                    record_uri: crate::at_uri(did, MANIFEST_COLLECTION, rkey),
-                })
-                .collect();
-            commits.extend(self.signature_artifacts(&signer, &head, signed).await?);
-        }
+        commits.extend(
+            self.artifacts_at_head(did, owner.as_ref(), &to_sign)
+                .await?,
+        );
         let pending = target.begin_pending(did, "[]").await?;
         target.commit_manifests(pending, commits).await?;
         Ok(())

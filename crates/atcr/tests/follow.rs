@@ -125,18 +125,17 @@ async fn records_changed_in_the_pds_reach_the_registry_also_across_a_restart() {
         "at://{did}/io.atcr.manifest/{}",
         atcr_oci::records::manifest_rkey("app", &atcr_oci::Digest::parse(&d2).unwrap())
     );
-    let moved = json!({"$type": "io.atcr.tag", "repository": "app", "tag": "v1-copy",
-        "manifestDigest": d2, "manifest": uri, "createdAt": "2026-12-01T00:00:00.000Z"});
-    record_op(
-        &s,
-        &[
-            "put",
-            "io.atcr.tag",
-            &atcr_oci::tag_rkey("app", "v1-copy"),
-            &moved.to_string(),
-        ],
-    )
-    .await;
+    // `put_tag(key, record's tag)`: a tag record under key `app:KEY`.
+    let put_tag = |key: &'static str, named: &'static str| {
+        let record = json!({"$type": "io.atcr.tag", "repository": "app", "tag": named,
+            "manifestDigest": d2, "manifest": uri, "createdAt": "2026-12-01T00:00:00.000Z"});
+        let s = &s;
+        async move {
+            let rkey = atcr_oci::tag_rkey("app", key);
+            record_op(s, &["put", "io.atcr.tag", &rkey, &record.to_string()]).await
+        }
+    };
+    put_tag("v1-copy", "v1-copy").await;
     within(Duration::from_secs(2), || async {
         let (dg, _) = s
             .services
@@ -152,18 +151,7 @@ async fn records_changed_in_the_pds_reach_the_registry_also_across_a_restart() {
 
     // A tag record naming the wrong tag (a hostile or broken client) is not
     // taken: the tag leaves the index rather than pointing anywhere else.
-    let wrong = json!({"$type": "io.atcr.tag", "repository": "app", "tag": "other",
-        "manifestDigest": d2, "manifest": uri, "createdAt": "2026-12-01T00:00:00.000Z"});
-    record_op(
-        &s,
-        &[
-            "put",
-            "io.atcr.tag",
-            &atcr_oci::tag_rkey("app", "v1"),
-            &wrong.to_string(),
-        ],
-    )
-    .await;
+    put_tag("v1", "other").await;
     within(Duration::from_secs(2), || async {
         !tags(&s, &tok, name).await.contains(&"v1".to_owned())
     })
