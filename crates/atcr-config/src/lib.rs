@@ -184,6 +184,9 @@ pub struct RegistrySection {
     /// Non-public networks remote PDSes may be reached on (loopback,
     /// private, link-local are refused otherwise).
     pub remote_pds_allow: Vec<String>,
+    /// Follow the owners' PDS event streams, so records changed there with
+    /// any client reach the index.
+    pub follow_pds: bool,
 }
 
 impl Default for RegistrySection {
@@ -194,6 +197,7 @@ impl Default for RegistrySection {
             chunk_min_length: 5 * 1024 * 1024,
             upload_ttl_secs: 24 * 3600,
             remote_pds_allow: vec![],
+            follow_pds: true,
             max_uploads_per_user: 100,
             foreign_layer_urls_allow: vec![],
             foreign_layer_urls_deny: vec![],
@@ -424,6 +428,7 @@ impl Config {
                 "PLC_URL" => self.plc.url = value.clone(),
                 "REGISTRY_TOKEN_TTL_SECS" => self.registry.token_ttl_secs = num(value)?,
                 "REGISTRY_ANONYMOUS_PULL" => self.registry.anonymous_pull = parse_bool(value)?,
+                "REGISTRY_FOLLOW_PDS" => self.registry.follow_pds = parse_bool(value)?,
                 "REGISTRY_CHUNK_MIN_LENGTH" => self.registry.chunk_min_length = num(value)?,
                 "REGISTRY_UPLOAD_TTL_SECS" => self.registry.upload_ttl_secs = num(value)?,
                 "REGISTRY_REMOTE_PDS_ALLOW" => self.registry.remote_pds_allow = list(value),

@@ -264,7 +264,9 @@ impl Registry {
     }
 
     /// Brings a manifest's index row to its record's current state: gone
-    /// (or no longer signing this manifest) removes it and its tags.
+    /// (or no longer signing this manifest) is a revocation: its tags go, so
+    /// it is not pullable by tag; by digest it still is, and a verifier then
+    /// reports it revoked.
     async fn settle_manifest(
         &self,
         did: &str,
@@ -286,16 +288,16 @@ impl Registry {
                 Ok(false)
             }
             None => {
-                let removed = self.index().remove_manifest(did, repo, digest).await?;
-                if removed {
+                let untagged = self.index().untag_manifest(did, repo, digest).await?;
+                if untagged {
                     tracing::info!(
                         did,
                         repo,
                         digest,
-                        "manifest record gone from the owner's PDS; manifest removed"
+                        "manifest record gone from the owner's PDS (revoked); its tags removed"
                     );
                 }
-                Ok(removed)
+                Ok(untagged)
             }
         }
     }

@@ -924,22 +924,14 @@ impl Index {
             .await
     }
 
-    /// Removes a manifest whose record is gone from the owner's PDS, with
-    /// the tags naming it and the registry's signature artifacts for it.
-    pub async fn remove_manifest(&self, did: &str, repo: &str, digest: &str) -> Result<bool> {
+    /// Removes every tag naming a manifest whose record is gone from the
+    /// owner's PDS (revoked): it stays pullable by digest, so a verifier
+    /// given the digest reports it revoked. True when a tag went.
+    pub async fn untag_manifest(&self, did: &str, repo: &str, digest: &str) -> Result<bool> {
         let (d, r, g) = (did.to_owned(), repo.to_owned(), digest.to_owned());
         self.db
             .write(move |tx| {
                 let n = tx.execute(
-                    "DELETE FROM manifest WHERE did = ?1 AND repo = ?2 AND digest = ?3",
-                    (&d, &r, &g),
-                )?;
-                tx.execute(
-                    "DELETE FROM manifest WHERE did = ?1 AND repo = ?2 AND subject = ?3
-                       AND artifact_type = ?4 AND record_rkey = ''",
-                    (&d, &r, &g, atcr_oci::signature::SIGNATURE_ARTIFACT_TYPE),
-                )?;
-                tx.execute(
                     "DELETE FROM tag WHERE did = ?1 AND repo = ?2 AND digest = ?3",
                     (&d, &r, &g),
                 )?;

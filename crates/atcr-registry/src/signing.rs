@@ -389,7 +389,11 @@ impl Registry {
             )));
         }
         // One current artifact per signer and subject: a new one replaces the
-        // signer's earlier ones; and a bounded number of co-signers.
+        // signer's earlier ones; and a bounded number of co-signers. Decided
+        // and committed under the owner's commit lock, so two pushes of one
+        // signer (or a push and the follower) cannot both add one.
+        let queue = self.owner_queue(owner);
+        let _guard = queue.commit.lock().await;
         let existing = self
             .inner
             .index

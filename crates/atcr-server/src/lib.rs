@@ -476,14 +476,15 @@ pub async fn serve_on(
     });
     // The index follows what happens in the embedded PDS: records changed
     // there with any ATProto client reach the registry.
-    let _follower = services.pds.as_ref().map(|_| {
+    let follow = services.config.registry.follow_pds;
+    let _follower = services.pds.as_ref().filter(|_| follow).map(|_| {
         let reg = services.registry.clone();
         AbortOnDrop(tokio::spawn(async move { reg.follow_embedded().await }))
     });
     // And the event streams of the remote PDSes owners log in with.
-    let _remote_follower = AbortOnDrop({
+    let _remote_follower = follow.then(|| {
         let reg = services.registry.clone();
-        tokio::spawn(async move { reg.follow_remote().await })
+        AbortOnDrop(tokio::spawn(async move { reg.follow_remote().await }))
     });
     // Relays are asked to crawl the embedded PDS (`pds.crawlers`).
     let _crawl = services

@@ -101,8 +101,8 @@ async fn records_changed_in_the_pds_reach_the_registry_also_across_a_restart() {
         "only the tag went"
     );
 
-    // A manifest record deleted there: unpullable by tag and by digest, and
-    // its tags leave the list.
+    // A manifest record deleted there (revoked): unpullable by tag, its tags
+    // leave the list; by digest the verifier reports it revoked.
     let digest = atcr_oci::Digest::parse(&d3).unwrap();
     record_op(
         &s,
@@ -117,8 +117,22 @@ async fn records_changed_in_the_pds_reach_the_registry_also_across_a_restart() {
         manifest_status(&s, &tok, name, "v3").await == 404
     })
     .await;
-    assert_eq!(manifest_status(&s, &tok, name, &d3).await, 404);
     assert_eq!(tags(&s, &tok, name).await, ["v1", "v1-copy"]);
+    let verifier =
+        atcr_verify::Verifier::new(common::verifier_config(&s, Some(("alice.test", PW)))).unwrap();
+    let image = format!("{}/{}/app@{d3}", s.host, common::path_did(&did));
+    let r = verifier
+        .verify(
+            &atcr_verify::ImageRef::parse(&image).unwrap(),
+            &atcr_verify::policy::TrustPolicy::owner_only(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.reasons.first(),
+        Some(&atcr_verify::Reason::Revoked),
+        "{r:#?}"
+    );
 
     // A tag moved there (put with another digest the registry holds).
     let uri = format!(

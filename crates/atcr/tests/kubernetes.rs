@@ -209,7 +209,11 @@ fn webhooks(port: u16, ca: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_on_a_real_api_server() {
-    let s = start(&[]).await;
+    // Records are changed behind the registry's back below: it must keep
+    // serving what the owner no longer signs (as a stale or hostile registry
+    // would), so the verifier's refusal is what is tested. It does not
+    // follow the PDS.
+    let s = start(&[("ATCR_REGISTRY_FOLLOW_PDS", "false".into())]).await;
     let (alice, tok, good) =
         owner_with_image(&s, "alice.test", PW, "pull,push,delete", "good").await;
     let name = |repo: &str| format!("alice.test/{repo}");

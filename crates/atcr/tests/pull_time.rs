@@ -184,7 +184,11 @@ fn settings(dir: &Path, s: &Server, registry: &str, extra: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_pulls_only_verified_images() {
-    let s = start(&[]).await;
+    // Records are changed behind the registry's back below: it must keep
+    // serving what the owner no longer signs (as a stale or hostile registry
+    // would), so the verifier's refusal is what is tested. It does not
+    // follow the PDS.
+    let s = start(&[("ATCR_REGISTRY_FOLLOW_PDS", "false".into())]).await;
     let alice = account(&s, "alice.test", PW).await;
     let tok = token(
         &s,

@@ -74,7 +74,11 @@ async fn pushed_images_verify_for_k256_and_p256_and_after_key_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_chains_are_rejected_with_their_reason() {
-    let s = start(&[]).await;
+    // Records are changed behind the registry's back below: it must keep
+    // serving what the owner no longer signs (as a stale or hostile registry
+    // would), so the verifier's refusal is what is tested. It does not
+    // follow the PDS.
+    let s = start(&[("ATCR_REGISTRY_FOLLOW_PDS", "false".into())]).await;
     let pds = s.services.pds.as_ref().unwrap();
     let did = account(&s, "alice.test", PW).await;
     let tok = token(
