@@ -14,7 +14,7 @@ use crate::{Registry, Result, from_record};
 use atcr_oci::records::{ManifestRecord, TagRecord, from_json};
 use atcr_oci::{Digest, MANIFEST_COLLECTION, TAG_COLLECTION};
 use atcr_pds::events::CursorStart;
-use atcr_repo::firehose::{CommitEvent, Frame, decode_frame};
+use atcr_repo::firehose::{CommitEvent, Frame, decode_frame_ops};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -128,7 +128,7 @@ impl Registry {
     /// Frames that do not decode are skipped (logged): they cannot name a
     /// record to look at.
     pub async fn apply_frame(&self, frame: &[u8]) -> Result<usize> {
-        match decode_frame(frame, MAX_FRAME_BLOCKS) {
+        match decode_frame_ops(frame, MAX_FRAME_BLOCKS) {
             Ok(Frame::Commit(ev)) => self.apply_commit(&ev).await,
             Ok(Frame::Account {
                 did,
@@ -463,7 +463,7 @@ impl Registry {
                 Message::Close(_) => return StreamEnd::Closed,
                 _ => continue,
             };
-            let frame = match decode_frame(&bytes, MAX_REMOTE_MESSAGE) {
+            let frame = match decode_frame_ops(&bytes, MAX_REMOTE_MESSAGE) {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(pds = %source, "an event that does not decode, skipped: {e}");

@@ -306,6 +306,19 @@ fn opt_link(m: &BTreeMap<String, Value>, k: &'static str) -> Result<Option<Cid>,
 
 /// Decodes a frame. `max_blocks_bytes` bounds a commit's CAR slice.
 pub fn decode_frame(bytes: &[u8], max_blocks_bytes: usize) -> Result<Frame, FrameError> {
+    decode(bytes, max_blocks_bytes, true)
+}
+
+/// Decodes a frame without reading a commit's CAR slice (its `blocks` and
+/// `roots` come back empty; its size is still bounded): for a consumer that
+/// reads the records an event names back from their repository instead of
+/// trusting the event, as the registry's follower does. Hashing every block
+/// would be work thrown away.
+pub fn decode_frame_ops(bytes: &[u8], max_blocks_bytes: usize) -> Result<Frame, FrameError> {
+    decode(bytes, max_blocks_bytes, false)
+}
+
+fn decode(bytes: &[u8], max_blocks_bytes: usize, with_blocks: bool) -> Result<Frame, FrameError> {
     let (header, used) = from_cbor_prefix(bytes)?;
     let body = atcr_data::from_cbor(&bytes[used..])?;
     let header = header.as_map().ok_or(FrameError::Field("header"))?;
@@ -327,7 +340,11 @@ pub fn decode_frame(bytes: &[u8], max_blocks_bytes: usize) -> Result<Frame, Fram
                 Value::Bytes(b) if b.len() <= max_blocks_bytes => b,
                 _ => return Err(FrameError::Field("blocks")),
             };
-            let (roots, blocks) = read_car(blocks_bytes)?;
+            let (roots, blocks) = if with_blocks {
+                read_car(blocks_bytes)?
+            } else {
+                (vec![], BlockMap::new())
+            };
             let Value::List(raw_ops) = get(body, "ops")? else {
                 return Err(FrameError::Field("ops"));
             };
