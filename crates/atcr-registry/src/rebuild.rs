@@ -235,10 +235,9 @@ impl Registry {
         let base = url::Url::parse(&s.pds).map_err(|e| e.to_string())?;
         self.inner.egress.check_url(&base)?;
         let client = atcr_xrpc::PdsClient::new(base, self.inner.http.clone());
-        let b = client.get_blob(did, cid).await.map_err(|e| e.to_string())?;
-        if b.len() > MAX_MANIFEST_BYTES {
-            return Err(format!("manifest blob over {MAX_MANIFEST_BYTES} bytes"));
-        }
-        Ok(b)
+        client
+            .get_blob_at_most(did, cid, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

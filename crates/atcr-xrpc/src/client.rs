@@ -493,6 +493,45 @@ impl PdsClient {
         .await
     }
 
+    /// `com.atproto.sync.getBlob`, refused once the body passes `max` bytes.
+    /// Read as it arrives, so a PDS that answers with more cannot make the
+    /// caller hold more.
+    pub async fn get_blob_at_most(
+        &self,
+        did: &str,
+        cid: &str,
+        max: usize,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut resp = self
+            .call(
+                true,
+                "com.atproto.sync.getBlob",
+                &[("did", did), ("cid", cid)],
+                Body::None,
+                Auth::None,
+            )
+            .await?;
+        let url = resp.url().to_string();
+        let too_big = || ClientError::Decode {
+            url: url.clone(),
+            reason: format!("blob larger than {max} bytes"),
+        };
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_big());
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            reason: e.to_string(),
+        })? {
+            if out.len() + chunk.len() > max {
+                return Err(too_big());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
     /// `com.atproto.sync.listBlobs`.
     pub async fn list_blobs(&self, did: &str) -> Result<ListBlobsOutput, ClientError> {
         self.query("com.atproto.sync.listBlobs", &[("did", did)], false)
