@@ -3,7 +3,7 @@
 //! across a registry restart (from the saved cursor), and hostile events
 //! (replayed, forged, for other DIDs, malformed) never corrupt it.
 
-use common::{account, http, push_image, start, token};
+use common::{account, http, manifest_status, push_image, start, token};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -24,18 +24,6 @@ async fn tags(s: &common::Server, tok: &str, name: &str) -> Vec<String> {
         .as_array()
         .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
         .unwrap_or_default()
-}
-
-async fn manifest_status(s: &common::Server, tok: &str, name: &str, reference: &str) -> u16 {
-    http()
-        .get(format!("{}/v2/{name}/manifests/{reference}", s.url))
-        .bearer_auth(tok)
-        .header("accept", atcr_oci::records::MANIFEST_ACCEPT)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// Polls `done` every 20 ms for up to `limit`; returns the time it took.

@@ -450,18 +450,6 @@ async fn image_body(s: &Server, tok: &str, name: &str, seed: &str) -> serde_json
     image_manifest(config.as_bytes(), &sha256(layer.as_bytes()), layer.len())
 }
 
-async fn status(s: &Server, tok: &str, name: &str, reference: &str) -> u16 {
-    http()
-        .head(format!("{}/v2/{name}/manifests/{reference}", s.url))
-        .bearer_auth(tok)
-        .header("accept", atcr_oci::records::MANIFEST_ACCEPT)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_dry_run_equals_the_real_run() {
     let toml = r#"
@@ -593,13 +581,16 @@ keep_last = 1
         tagged[1].as_str(),
         stray.as_str(),
     ] {
-        assert_eq!(status(&s, &tok, app, gone).await, 404, "{gone}");
+        assert_eq!(manifest_status(&s, &tok, app, gone).await, 404, "{gone}");
     }
     for kept in ["t3", "t4", "v1.0", "v2-multi", &release, &index, &amd, &arm] {
-        assert_eq!(status(&s, &tok, app, kept).await, 200, "{kept}");
+        assert_eq!(manifest_status(&s, &tok, app, kept).await, 200, "{kept}");
     }
     for kept in ["a", "b"] {
-        assert_eq!(status(&s, &tok, "alice.test/other", kept).await, 200);
+        assert_eq!(
+            manifest_status(&s, &tok, "alice.test/other", kept).await,
+            200
+        );
     }
     // The owner's PDS records went too (the normal delete path).
     let pds = s.services.pds.as_ref().unwrap();

@@ -255,6 +255,19 @@ impl Drop for RefStack {
     }
 }
 
+/// The status of a `HEAD` of `name`'s manifest `reference`.
+pub async fn manifest_status(s: &Server, tok: &str, name: &str, reference: &str) -> u16 {
+    http()
+        .head(format!("{}/v2/{name}/manifests/{reference}", s.url))
+        .bearer_auth(tok)
+        .header("accept", atcr_oci::records::MANIFEST_ACCEPT)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Pushes a blob monolithically (POST then PUT); returns its digest.
 pub async fn push_blob(s: &Server, tok: &str, name: &str, data: &[u8]) -> String {
     push_blob_at(&s.url, tok, name, data).await
