@@ -15,8 +15,9 @@ use atcr_oci::records::{ManifestRecord, TagRecord, from_json};
 use atcr_oci::{Digest, MANIFEST_COLLECTION, TAG_COLLECTION};
 use atcr_pds::events::CursorStart;
 use atcr_repo::firehose::{CommitEvent, Frame, decode_frame_ops};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+use std::time::Instant;
 
 /// The cursor name of the embedded PDS's stream in the index.
 pub const EMBEDDED_SOURCE: &str = "embedded";
@@ -67,6 +68,7 @@ impl Registry {
                 }
             };
             let full = batch.len() == BATCH;
+            let before = after;
             let mut failed = false;
             for (seq, frame) in batch {
                 if let Err(e) = self.apply_frame(&frame).await {
@@ -77,7 +79,9 @@ impl Registry {
                 }
                 after = seq;
             }
-            if let Err(e) = self.index().set_follow_cursor(EMBEDDED_SOURCE, after).await {
+            if after != before
+                && let Err(e) = self.index().set_follow_cursor(EMBEDDED_SOURCE, after).await
+            {
                 tracing::warn!("saving the follow cursor: {e}");
             }
             if failed {
@@ -348,6 +352,9 @@ const MAX_REMOTE_MESSAGE: usize = 8 << 20;
 /// A remote stream silent this long is reconnected (PDSes ping idle ones).
 const REMOTE_IDLE: Duration = Duration::from_secs(300);
 
+/// How often the set of owners a remote PDS hosts is re-read.
+const HOSTED_REFRESH: Duration = Duration::from_secs(5);
+
 /// Longest pause between reconnections to a remote PDS.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -452,15 +459,20 @@ impl Registry {
         }
         tracing::info!(pds = %source, ?cursor, "following the PDS's event stream");
         let mut last = cursor.unwrap_or(0);
-        loop {
+        let mut saved = (last, Instant::now());
+        // The owners this PDS hosts, re-read every few seconds: a busy PDS's
+        // stream is mostly other people's commits, skipped without a query.
+        let mut hosted = (HashSet::new(), Instant::now() - HOSTED_REFRESH);
+        let mut forget_cursor = false;
+        let end = loop {
             let msg = match tokio::time::timeout(REMOTE_IDLE, ws.next()).await {
-                Err(_) | Ok(None) => return StreamEnd::Closed,
-                Ok(Some(Err(e))) => return e.into(),
+                Err(_) | Ok(None) => break StreamEnd::Closed,
+                Ok(Some(Err(e))) => break e.into(),
                 Ok(Some(Ok(m))) => m,
             };
             let bytes = match msg {
                 Message::Binary(b) => b,
-                Message::Close(_) => return StreamEnd::Closed,
+                Message::Close(_) => break StreamEnd::Closed,
                 _ => continue,
             };
             let frame = match decode_frame_ops(&bytes, MAX_REMOTE_MESSAGE) {
@@ -472,13 +484,10 @@ impl Registry {
             };
             match &frame {
                 Frame::Error { error, message } => {
-                    if error == "FutureCursor" {
-                        // The PDS's log is not the one our cursor counts in.
-                        if let Err(e) = self.index().clear_follow_cursor(source).await {
-                            return e.into();
-                        }
-                    }
-                    return StreamEnd::Failed(format!(
+                    // After FutureCursor the PDS's log is not the one our
+                    // cursor counts in.
+                    forget_cursor = error == "FutureCursor";
+                    break StreamEnd::Failed(format!(
                         "error frame {error}: {}",
                         message.as_deref().unwrap_or("")
                     ));
@@ -496,21 +505,41 @@ impl Registry {
                 continue; // replayed: already applied
             }
             if let Frame::Commit(ev) = &frame {
+                if hosted.1.elapsed() >= HOSTED_REFRESH {
+                    match self.index().owners_at(source).await {
+                        Ok(o) => hosted = (o.into_iter().collect(), Instant::now()),
+                        Err(e) => break e.into(),
+                    }
+                }
                 // Only commits of owners whose PDS this is: a PDS speaks for
                 // the repositories it hosts, never for others.
-                let hosted = match self.index().session(&ev.repo).await {
-                    Ok(s) => s.is_some_and(|s| s.pds == source),
-                    Err(e) => return e.into(),
-                };
-                if hosted && let Err(e) = self.apply_commit(ev).await {
-                    return e.message.into();
+                if hosted.0.contains(&ev.repo)
+                    && let Err(e) = self.apply_commit(ev).await
+                {
+                    break e.message.into();
                 }
             }
             last = seq;
-            if let Err(e) = self.index().set_follow_cursor(source, seq).await {
-                return e.into();
+            // Saved at most once a second: at worst a second of events is
+            // looked at again after a restart (applying is idempotent).
+            if saved.1.elapsed() >= Duration::from_secs(1) {
+                if let Err(e) = self.index().set_follow_cursor(source, last).await {
+                    break e.into();
+                }
+                saved = (last, Instant::now());
             }
+        };
+        let kept = if forget_cursor {
+            self.index().clear_follow_cursor(source).await
+        } else if last != saved.0 {
+            self.index().set_follow_cursor(source, last).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = kept {
+            tracing::warn!(pds = %source, "saving the follow cursor: {e}");
         }
+        end
     }
 
     /// Re-reads the records of every owner whose session is with `pds`.
