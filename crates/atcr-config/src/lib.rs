@@ -205,6 +205,29 @@ impl Default for RegistrySection {
     }
 }
 
+/// `[web]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Serve the web UI and its JSON API.
+    pub enabled: bool,
+    /// How long a web sign-in lasts, seconds.
+    pub session_ttl_secs: u64,
+    /// How long a verification badge is shown before the image is verified
+    /// again, seconds.
+    pub badge_ttl_secs: u64,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_ttl_secs: 7 * 24 * 3600,
+            badge_ttl_secs: 300,
+        }
+    }
+}
+
 /// `[gc]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -332,10 +355,13 @@ pub struct Config {
     pub identity: IdentitySection,
     /// Garbage collection and retention.
     pub gc: GcSection,
+    /// The web UI.
+    pub web: WebSection,
 }
 
 /// Environment prefixes of the configuration sections.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
+    "WEB_",
     "SERVER_",
     "PDS_",
     "PLC_",
@@ -456,6 +482,9 @@ impl Config {
                 "IDENTITY_CACHE_TTL_SECS" => self.identity.cache_ttl_secs = num(value)?,
                 "GC_INTERVAL_SECS" => self.gc.interval_secs = num(value)?,
                 "GC_GRACE_SECS" => self.gc.grace_secs = num(value)?,
+                "WEB_ENABLED" => self.web.enabled = parse_bool(value)?,
+                "WEB_SESSION_TTL_SECS" => self.web.session_ttl_secs = num(value)?,
+                "WEB_BADGE_TTL_SECS" => self.web.badge_ttl_secs = num(value)?,
                 // A typo inside a configuration section is an error; other
                 // ATCR_* variables (ATCR_CONFIG, ATCR_LOG, command flags such as
                 // ATCR_ACCOUNT_PASSWORD, tooling) are not configuration keys.
@@ -513,6 +542,7 @@ impl Config {
                 self.server.body_read_timeout_secs,
             ),
             ("server.idle_timeout_secs", self.server.idle_timeout_secs),
+            ("web.session_ttl_secs", self.web.session_ttl_secs),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1".into()));

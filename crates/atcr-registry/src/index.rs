@@ -11,7 +11,9 @@ use atcr_sqlite::{Db, DbError, Migration};
 use std::path::Path;
 
 mod gc;
+mod web;
 pub use gc::{BlobRow, LinkRow, MarkRow, RetentionManifest, RetentionView};
+pub use web::{CosignRow, OwnerRepo, TagRow, WebSession};
 
 const MIGRATIONS: &[Migration] = &[
     (
@@ -83,6 +85,21 @@ const MIGRATIONS: &[Migration] = &[
         // per stream, and manifests looked up by their record key.
         "CREATE TABLE follow_cursor (source TEXT PRIMARY KEY, seq INTEGER NOT NULL);
     CREATE INDEX manifest_record ON manifest (did, record_rkey);",
+    ),
+    (
+        5,
+        // The web UI: recent pushes, co-signatures by signer, and signed-in
+        // browser sessions (shared by every replica; the cookie's token is
+        // stored only as its SHA-256).
+        "CREATE INDEX tag_updated ON tag (updated_at);
+    CREATE INDEX manifest_signer ON manifest (json_extract(annotations, '$.\"io.atcr.atproto.did\"'))
+        WHERE artifact_type = 'application/vnd.atproto.signature.v1+json';
+    CREATE TABLE web_session (
+        id TEXT PRIMARY KEY, did TEXT NOT NULL, handle TEXT NOT NULL,
+        full_access INTEGER NOT NULL, csrf TEXT NOT NULL,
+        created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX web_session_did ON web_session (did, created_at);",
     ),
 ];
 

@@ -403,6 +403,27 @@ impl Registry {
         &self.inner.index
     }
 
+    /// The identity resolver (DID documents, handles), shared with pushes.
+    pub fn resolver(&self) -> &IdentityResolver {
+        &self.inner.resolver
+    }
+
+    /// The embedded PDS, when this registry runs one.
+    pub fn pds(&self) -> Option<&Pds> {
+        self.inner.pds.as_ref()
+    }
+
+    /// When `did`'s credentials were last revoked (Unix seconds), if they
+    /// were since this process started: sessions begun before are void.
+    pub fn revoked_at(&self, did: &str) -> Option<u64> {
+        self.inner
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(did)
+            .copied()
+    }
+
     // ---- identity and auth ----
 
     /// The DID a repository name belongs to.

@@ -100,6 +100,8 @@ pub struct Services {
     pub registry: atcr_registry::Registry,
     /// Request metrics (`/metrics`).
     pub metrics: Arc<observe::Metrics>,
+    /// The web UI, if enabled.
+    pub web: Option<atcr_web::Web>,
 }
 
 fn blob_store(config: &Config, dir: &Path) -> Result<atcr_blobstore::BlobStore, ServerError> {
@@ -127,7 +129,7 @@ fn blob_store(config: &Config, dir: &Path) -> Result<atcr_blobstore::BlobStore, 
         .map_err(|e| ServerError::Service(format!("blob storage: {e}")))
 }
 
-fn resolver(config: &Config) -> Result<atcr_identity::IdentityResolver, ServerError> {
+fn resolver_config(config: &Config) -> Result<atcr_identity::ResolverConfig, ServerError> {
     let id = &config.identity;
     // The embedded directory is reached at the public URL: plain http off
     // loopback needs TLS or an explicit opt-in, named here.
@@ -163,8 +165,59 @@ fn resolver(config: &Config) -> Result<atcr_identity::IdentityResolver, ServerEr
         cache_ttl: Duration::from_secs(id.cache_ttl_secs),
         ..Default::default()
     };
-    atcr_identity::IdentityResolver::new(rc)
+    Ok(rc)
+}
+
+fn resolver(config: &Config) -> Result<atcr_identity::IdentityResolver, ServerError> {
+    atcr_identity::IdentityResolver::new(resolver_config(config)?)
         .map_err(|e| ServerError::Service(format!("identity resolver: {e}")))
+}
+
+/// The web UI (`[web]`), its badges computed by the shared verifier over
+/// this registry's public URL: the same check `atcr-verify` makes.
+fn web(
+    config: &Config,
+    registry: &atcr_registry::Registry,
+) -> Result<Option<atcr_web::Web>, ServerError> {
+    if !config.web.enabled {
+        return Ok(None);
+    }
+    let public_url = config.public_url()?;
+    let loopback = match public_url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    let (verifier, why_not) = if !config.registry.anonymous_pull {
+        (
+            None,
+            "pulling needs credentials here (registry.anonymous_pull = false)",
+        )
+    } else if public_url.scheme() == "http" && !loopback {
+        (
+            None,
+            "the registry is served over plain http off loopback (serve HTTPS: server.tls_cert)",
+        )
+    } else {
+        let cfg = atcr_verify::VerifierConfig {
+            identity: resolver_config(config)?,
+            plain_http_loopback: true,
+            ..Default::default()
+        };
+        let v = atcr_verify::Verifier::new(cfg)
+            .map_err(|e| ServerError::Service(format!("web UI verifier: {e}")))?;
+        (Some(v), "")
+    };
+    let cfg = atcr_web::WebConfig {
+        public_url,
+        session_ttl: Duration::from_secs(config.web.session_ttl_secs),
+        badge_ttl: Duration::from_secs(config.web.badge_ttl_secs),
+        public: config.registry.anonymous_pull,
+    };
+    atcr_web::Web::new(registry.clone(), cfg, verifier, why_not)
+        .map(Some)
+        .map_err(|e| ServerError::Service(format!("web UI: {e}")))
 }
 
 fn regexes(key: &str, list: &[String]) -> Result<Vec<regex::Regex>, ServerError> {
@@ -283,12 +336,14 @@ impl Services {
             metrics.register(c);
         }
         let metrics = Arc::new(metrics);
+        let web = web(&config, &registry)?;
         Ok(Self {
             config,
             pds,
             plc,
             registry,
             metrics,
+            web,
         })
     }
 
@@ -353,6 +408,9 @@ impl Services {
             .merge(atcr_registry::routes::router(self.registry.clone()));
         if let Some(pds) = &self.pds {
             app = app.merge(atcr_pds::routes::router(pds.clone()));
+        }
+        if let Some(web) = &self.web {
+            app = app.merge(atcr_web::router(web.clone()));
         }
         if let Some(plc) = &self.plc {
             app = app.nest(

@@ -829,6 +829,14 @@ impl Verifier {
         }
     }
 
+    /// The PDS endpoint in `did`'s DID document (resolved and cached as
+    /// for verification), for linking to a signer's records.
+    pub async fn pds_of(&self, did: &str) -> Option<url::Url> {
+        let did = atcr_syntax::Did::new(did).ok()?;
+        let document = self.resolver.resolve_did(&did).await.ok()?;
+        document.pds_endpoint().ok()
+    }
+
     /// Fetches and verifies a record proof from `who`'s PDS against their
     /// current key.
     async fn record(

@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 # Writes an OCI image layout (gzip layers of random files) for client tests:
-#   mkimage.py DIR [LAYERS] [BYTES_PER_LAYER] [--index]; prints the manifest
-#   digest, or with --index the digest of an image index of two platform
-#   manifests (linux/amd64, linux/arm64), as `skopeo copy --all` pushes it.
+#   mkimage.py DIR [LAYERS] [BYTES_PER_LAYER] [--index] [--annotations=JSON];
+#   prints the manifest digest, or with --index the digest of an image index
+#   of two platform manifests (linux/amd64, linux/arm64), as `skopeo copy
+#   --all` pushes it. --annotations go on the top manifest (or index).
 import hashlib, json, os, sys, tarfile, io
 index = "--index" in sys.argv
-sys.argv = [a for a in sys.argv if a != "--index"]
+annotations = {}
+for a in sys.argv:
+    if a.startswith("--annotations="):
+        annotations = json.loads(a[len("--annotations="):])
+sys.argv = [a for a in sys.argv if a != "--index" and not a.startswith("--annotations=")]
 out = sys.argv[1]; nlayers = int(sys.argv[2]) if len(sys.argv) > 2 else 2; size = int(sys.argv[3]) if len(sys.argv) > 3 else 100000
 os.makedirs(out + "/blobs/sha256", exist_ok=True)
 def put(b):
@@ -27,15 +32,21 @@ def image(arch):
         # The diff ID is the digest of the uncompressed layer.
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
     cfg = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}}).encode()
-    man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg), "size": len(cfg)}, "layers": layers}).encode()
+    m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg), "size": len(cfg)}, "layers": layers}
+    if annotations and not index:
+        m["annotations"] = annotations
+    man = json.dumps(m).encode()
     return man, put(man)
 if index:
     entries = []
     for arch in ("amd64", "arm64"):
         man, d = image(arch)
         entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": len(man), "platform": {"architecture": arch, "os": "linux"}})
-    top = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}).encode()
+    ix = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+    if annotations:
+        ix["annotations"] = annotations
+    top = json.dumps(ix).encode()
     mt, md = "application/vnd.oci.image.index.v1+json", put(top)
     size_top = len(top)
 else:
