@@ -42,10 +42,11 @@ fn main() -> Result<()> {
         Some("firehose") => tokio_main(firehose::run(&args[1..])),
         Some("verify") => tokio_main(verify::run(&args[1..])),
         Some("service") => tokio_main(service::run(&args[1..])),
+        Some("web") => tokio_main(web::run(&args[1..])),
         Some("admission") => tokio_main(service::admission(&args[1..])),
         Some("fuzz-seeds") => fuzz_seeds(args.get(1).context("usage: atcr-bench fuzz-seeds DIR")?),
         _ => bail!(
-            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | gc --url URL --user U --password P --atcr BIN [--blobs N] [--kib K] [--concurrency C] | firehose --url URL --user U --password P [--events N] [--lag-samples M] | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | fuzz-seeds DIR"
+            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | gc --url URL --user U --password P --atcr BIN [--blobs N] [--kib K] [--concurrency C] | firehose --url URL --user U --password P [--events N] [--lag-samples M] | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | web --url URL --users A,B --password P [--repos R] [--tags T] [--samples S] | fuzz-seeds DIR"
         ),
     }
 }
@@ -55,6 +56,7 @@ mod gc;
 mod registry;
 mod service;
 mod verify;
+mod web;
 
 fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
     atcr_http::install_crypto_provider();

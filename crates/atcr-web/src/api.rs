@@ -91,19 +91,31 @@ pub(crate) async fn search(
     Ok(Json(web.find(&q.q).await?).into_response())
 }
 
-/// `GET /api/v1/owners/OWNER`: an owner and their repositories.
+/// `GET /api/v1/owners/OWNER?page=N`: an owner and 100 of their
+/// repositories, by name.
 pub(crate) async fn owner(
     State(web): State<Web>,
     headers: HeaderMap,
     Path(seg): Path<String>,
+    Query(q): Query<RepoQuery>,
 ) -> ApiResult {
     web.gate(&headers).await?;
     let did = web.owner_did(&seg).await?;
     let mut repos = vec![];
-    for r in web.inner.registry.index().owner_repos(&did).await? {
+    let page = q.page.min(100_000);
+    for r in web
+        .inner
+        .registry
+        .index()
+        .owner_repos(&did, page * 100, 100)
+        .await?
+    {
         repos.push(web.repo_summary(&r).await);
     }
-    Ok(Json(json!({ "owner": web.owner_view(&did).await, "repositories": repos })).into_response())
+    Ok(
+        Json(json!({ "owner": web.owner_view(&did).await, "page": page, "repositories": repos }))
+            .into_response(),
+    )
 }
 
 #[derive(Deserialize)]

@@ -105,6 +105,8 @@ struct Inner {
     templates: minijinja::Environment<'static>,
     badges: badge::Badges,
     handles: TtlCache<String, Option<String>>,
+    /// Image configurations by digest.
+    configs: TtlCache<String, view::ConfigView>,
     /// `host[:port]` of the public URL (image references).
     host: String,
     /// The public URL's origin (form checks).
@@ -155,6 +157,7 @@ impl Web {
                 origin: cfg.public_url.origin().ascii_serialization(),
                 secure: cfg.public_url.scheme() == "https",
                 handles: TtlCache::new(Duration::from_secs(60), 100_000),
+                configs: TtlCache::new(Duration::from_secs(3600), 10_000),
                 host,
                 registry,
                 templates,

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Longest web session of an account on another PDS (12 h).
+const REMOTE_SESSION_SECS: i64 = 12 * 3600;
 /// Tags per repository page.
 const PAGE: usize = 50;
 /// Longest search text taken.
@@ -214,10 +216,14 @@ struct Identity {
     error: Option<String>,
 }
 
+/// Repositories per owner page.
+const OWNER_PAGE: usize = 100;
+
 pub(crate) async fn owner(
     State(web): State<Web>,
     headers: HeaderMap,
     Path(seg): Path<String>,
+    Query(p): Query<PageQuery>,
 ) -> Response {
     let w = web.clone();
     web.page(&headers, "owner.html", &seg.clone(), async move |_| {
@@ -225,9 +231,16 @@ pub(crate) async fn owner(
         let owner = w.owner_view(&did).await;
         let index = w.inner.registry.index();
         let mut repos = vec![];
-        for r in index.owner_repos(&did).await? {
+        let page = p.page.min(100_000);
+        // One more than shown: whether there is a next page.
+        for r in index
+            .owner_repos(&did, page * OWNER_PAGE, OWNER_PAGE + 1)
+            .await?
+        {
             repos.push(w.repo_summary(&r).await);
         }
+        let next = (repos.len() > OWNER_PAGE).then_some(page + 1);
+        repos.truncate(OWNER_PAGE);
         let mut identity = Identity::default();
         match atcr_syntax::Did::new(&did) {
             Ok(d) => match tokio::time::timeout(
@@ -256,7 +269,10 @@ pub(crate) async fn owner(
                 record_uri => c.record_uri,
             });
         }
-        Ok(context! { owner => ser(&owner), repos => ser(&repos), identity => ser(&identity), cosigned => cosigned })
+        Ok(context! {
+            owner => ser(&owner), repos => ser(&repos), identity => ser(&identity),
+            cosigned => cosigned, next => next, prev => page.checked_sub(1),
+        })
     })
     .await
 }
@@ -291,7 +307,8 @@ impl Web {
 
     /// The description of a repository: the newest tag's
     /// `org.opencontainers.image.description` annotation (an index's own,
-    /// else its first image's).
+    /// else its first image's), else the same label of its image
+    /// configuration.
     async fn description(
         &self,
         did: &str,
@@ -303,16 +320,25 @@ impl Web {
         if let Some((_, d)) = info.annotations.iter().find(|(k, _)| k == DESCRIPTION) {
             return Some(d.clone());
         }
-        let child = info.children.first()?;
-        let m = self
-            .inner
-            .registry
-            .index()
-            .manifest(did, repo, &child.digest, true)
-            .await
-            .ok()??;
-        parse_manifest(&m.bytes)
-            .annotations
+        let image = match info.children.first() {
+            Some(child) => {
+                let m = self
+                    .inner
+                    .registry
+                    .index()
+                    .manifest(did, repo, &child.digest, true)
+                    .await
+                    .ok()??;
+                parse_manifest(&m.bytes)
+            }
+            None => info,
+        };
+        if let Some((_, d)) = image.annotations.iter().find(|(k, _)| k == DESCRIPTION) {
+            return Some(d.clone());
+        }
+        let config = self.config_view(image.config.as_ref()?).await?;
+        config
+            .labels
             .into_iter()
             .find(|(k, _)| k == DESCRIPTION)
             .map(|(_, d)| d)
@@ -382,6 +408,10 @@ async fn manifest_page(
     if info.kind == "index" {
         w.size_children(&did, &repo, &mut info).await;
     }
+    let config = match &info.config {
+        Some(c) => w.config_view(c).await,
+        None => None,
+    };
     let tags = index.tags_of(&did, &repo, &digest).await?;
     let mut referrers = vec![];
     for r in index.referrers(&did, &repo, &digest).await? {
@@ -416,6 +446,7 @@ async fn manifest_page(
         media_type => m.media_type,
         manifest_size => m.size,
         info => ser(&info),
+        config => ser(&config),
         size_human => view::human_size(info.size),
         tags => tags,
         referrers => referrers,
@@ -464,9 +495,13 @@ pub(crate) async fn signin_form(State(web): State<Web>, headers: HeaderMap) -> R
 
 impl Web {
     /// Checks a handle and password: `(DID, handle, signed in with the
-    /// account password)`. This registry's own accounts are checked by its
+    /// account password, an account of this registry's PDS)`. This registry's own accounts are checked by its
     /// PDS; others by theirs, as `docker login` is.
-    async fn login(&self, user: &str, password: &str) -> Result<(String, String, bool), WebError> {
+    async fn login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<(String, String, bool, bool), WebError> {
         let denied = || WebError::Forbidden("wrong handle or password".into());
         if let Some(pds) = self.inner.registry.pds()
             && pds.lookup_did(user).await.is_ok()
@@ -475,7 +510,7 @@ impl Web {
             let full = pds
                 .verify_token(&s.access_jwt, &[atcr_pds::AuthScope::Access])
                 .is_ok();
-            return Ok((s.did, s.handle, full));
+            return Ok((s.did, s.handle, full, true));
         }
         match self.inner.registry.authenticate(user, password).await {
             Ok(did) => {
@@ -483,7 +518,7 @@ impl Web {
                     Ok(Some(s)) => s.handle,
                     _ => user.to_owned(),
                 };
-                Ok((did, handle, false))
+                Ok((did, handle, false, false))
             }
             Err(e) if e.code == atcr_oci::ErrorCode::Unavailable => {
                 Err(WebError::Unavailable(e.message))
@@ -498,9 +533,16 @@ impl Web {
         did: &str,
         handle: &str,
         full_access: bool,
+        embedded: bool,
     ) -> Result<axum::http::HeaderValue, WebError> {
         let token = session::random_token();
-        let ttl = self.inner.cfg.session_ttl.as_secs() as i64;
+        let mut ttl = self.inner.cfg.session_ttl.as_secs() as i64;
+        // A remote PDS does not tell this registry when an app password is
+        // revoked there: such sessions are checked again at the next
+        // sign-in, at most REMOTE_SESSION_SECS later.
+        if !embedded {
+            ttl = ttl.min(REMOTE_SESSION_SECS);
+        }
         self.inner
             .registry
             .index()
@@ -566,10 +608,10 @@ pub(crate) async fn signin(
         return signin_page(&web, StatusCode::TOO_MANY_REQUESTS, Some(&msg), &user);
     }
     match web.login(&user, &f.password).await {
-        Ok((did, handle, full)) => {
+        Ok((did, handle, full, embedded)) => {
             throttle.succeeded(&user);
             tracing::info!(target: "atcr::auth", %did, full, "signed in to the web UI");
-            match web.start_session(&did, &handle, full).await {
+            match web.start_session(&did, &handle, full, embedded).await {
                 Ok(cookie) => {
                     let mut r = Redirect::to("/me").into_response();
                     r.headers_mut().append(header::SET_COOKIE, cookie);
@@ -669,7 +711,7 @@ impl Web {
         let did = &v.session.did;
         let index = self.inner.registry.index();
         let mut repos = vec![];
-        for r in index.owner_repos(did).await? {
+        for r in index.owner_repos(did, 0, OWNER_PAGE).await? {
             repos.push(self.repo_summary(&r).await);
         }
         let mut pushes = vec![];
@@ -851,7 +893,7 @@ pub(crate) async fn revoke_app_password(
     // password sessions among them); this one continues under a new cookie.
     let _ = web.inner.registry.index().delete_web_session(&v.id).await;
     match web
-        .start_session(&v.session.did, &v.session.handle, true)
+        .start_session(&v.session.did, &v.session.handle, true, true)
         .await
     {
         Ok(cookie) => {

@@ -84,3 +84,73 @@ pub struct Visitor {
     /// Its stored id (the cookie token's hash).
     pub id: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name() {
+        let h = headers(&[
+            ("cookie", "a=1; atcr_session_x=2"),
+            ("cookie", "atcr_session=abc"),
+        ]);
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
+        assert_eq!(cookie(&h, "b"), None);
+        assert_eq!(
+            cookie(&headers(&[("cookie", "garbage")]), SESSION_COOKIE),
+            None
+        );
+    }
+
+    #[test]
+    fn cookies_are_secure_over_tls_only() {
+        let c = set_cookie(SESSION_COOKIE, "t", 60, true);
+        let c = c.to_str().unwrap();
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax") && c.ends_with("; Secure"));
+        assert!(
+            !set_cookie(SESSION_COOKIE, "t", 60, false)
+                .to_str()
+                .unwrap()
+                .contains("Secure")
+        );
+    }
+
+    #[test]
+    fn only_this_origin_may_post() {
+        let o = "https://r.example";
+        assert!(same_origin(&headers(&[("origin", o)]), o));
+        assert!(!same_origin(
+            &headers(&[("origin", "https://evil.example")]),
+            o
+        ));
+        assert!(!same_origin(&headers(&[("origin", "null")]), o));
+        assert!(!same_origin(
+            &headers(&[("sec-fetch-site", "cross-site")]),
+            o
+        ));
+        assert!(same_origin(
+            &headers(&[("sec-fetch-site", "same-origin")]),
+            o
+        ));
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd") && !same("abc", "ab") && !same("", "a"));
+        assert_ne!(random_token(), random_token());
+        assert_eq!(stored_id("t").len(), 64);
+    }
+}

@@ -401,3 +401,132 @@ impl Web {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_sizes() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_796_169_600), "2026-12-02T00:00:00Z");
+        assert_eq!(human_size(999), "999 B");
+        assert_eq!(human_size(2_345_678), "2.3 MB");
+    }
+
+    #[test]
+    fn manifests_are_taken_apart_leniently() {
+        let idx = br#"{"schemaVersion":2,"manifests":[{"mediaType":"m","digest":"sha256:aa","size":3,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}}],"annotations":{"b":"2","a":"1"}}"#;
+        let i = parse_manifest(idx);
+        assert_eq!(i.kind, "index");
+        assert_eq!(i.children[0].platform.as_deref(), Some("linux/arm64/v8"));
+        assert_eq!(i.annotations[0], ("a".into(), "1".into()));
+        let img = br#"{"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:c","size":10},"layers":[{"digest":"sha256:l","size":90}]}"#;
+        let m = parse_manifest(img);
+        assert_eq!((m.kind, m.size, m.layers.len()), ("image", 100, 1));
+        assert_eq!(parse_manifest(b"not json").kind, "artifact");
+        let art = br#"{"artifactType":"application/spdx+json","config":{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:e","size":2},"layers":[]}"#;
+        assert_eq!(parse_manifest(art).kind, "artifact");
+    }
+}
+
+/// What an image configuration says, for the manifest page.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ConfigView {
+    /// `os/architecture[/variant]`.
+    pub platform: Option<String>,
+    /// `created`.
+    pub created: Option<String>,
+    /// `config.User`.
+    pub user: Option<String>,
+    /// `config.Entrypoint` and `config.Cmd`, joined.
+    pub command: Option<String>,
+    /// `config.WorkingDir`.
+    pub workdir: Option<String>,
+    /// `config.ExposedPorts` keys.
+    pub ports: Vec<String>,
+    /// `config.Labels`, sorted.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Largest image configuration read for display.
+const MAX_CONFIG: u64 = 64 * 1024;
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Takes an image configuration apart (leniently, like manifests).
+pub fn parse_config(bytes: &[u8]) -> ConfigView {
+    let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+        return ConfigView::default();
+    };
+    let c = &v["config"];
+    let mut command = strings(&c["Entrypoint"]);
+    command.extend(strings(&c["Cmd"]));
+    let mut labels: Vec<(String, String)> = c["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    labels.sort();
+    let mut ports: Vec<String> = c["ExposedPorts"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    ports.sort();
+    let text = |x: &Value| x.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    ConfigView {
+        platform: platform(&v),
+        created: text(&v["created"]),
+        user: text(&c["User"]),
+        command: (!command.is_empty()).then(|| command.join(" ")),
+        workdir: text(&c["WorkingDir"]),
+        ports,
+        labels,
+    }
+}
+
+impl Web {
+    /// The image configuration `desc` names, read (at most 64 KiB) from the
+    /// blob store and kept by digest: content-addressed, it never changes.
+    pub async fn config_view(&self, desc: &DescView) -> Option<ConfigView> {
+        use futures_util::StreamExt as _;
+        if !desc.media_type.contains("config") || desc.size > MAX_CONFIG {
+            return None;
+        }
+        if let Some(c) = self.inner.configs.get(&desc.digest) {
+            return Some(c);
+        }
+        let digest = atcr_oci::Digest::parse(&desc.digest).ok()?;
+        let read = self
+            .inner
+            .registry
+            .blob_read(&digest, None, false)
+            .await
+            .ok()?;
+        let atcr_blobstore::BlobRead::Stream { mut body, .. } = read else {
+            return None;
+        };
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            bytes.extend_from_slice(&chunk.ok()?);
+            if bytes.len() as u64 > MAX_CONFIG {
+                return None;
+            }
+        }
+        let c = parse_config(&bytes);
+        self.inner.configs.insert(desc.digest.clone(), c.clone());
+        Some(c)
+    }
+}

@@ -354,6 +354,9 @@ async fn pages_render_verify_and_pass_accessibility_checks_in_chromium() {
     assert!(text("repo-hostile").contains(HOSTILE));
     assert!(text("manifest-hostile").contains(HOSTILE));
     assert!(text("manifest-hostile").contains("org.example.note\"><script>"));
+    // The image configuration: its command and (untrusted) labels.
+    assert!(text("manifest-hostile").contains("/bin/app --serve"));
+    assert!(text("manifest-hostile").contains("Labels of the image configuration"));
     for name in ["manifest-index", "manifest-hostile"] {
         assert_eq!(
             page(name)["badges"],
@@ -425,6 +428,9 @@ async fn pages_render_verify_and_pass_accessibility_checks_in_chromium() {
             .unwrap()
             .contains("The tag was deleted.")
     );
+    // Tokens issued in the second of the flow's app password revocation
+    // count as issued before it (whole seconds): ask for one after it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let tok = token(
         s,
         Some(("alice.test", PW)),

@@ -184,17 +184,18 @@ impl Index {
             .await
     }
 
-    /// An owner's repositories (with a manifest), by name.
-    pub async fn owner_repos(&self, did: &str) -> Result<Vec<OwnerRepo>> {
+    /// An owner's repositories (with a manifest), by name: at most `n`,
+    /// skipping `offset`.
+    pub async fn owner_repos(&self, did: &str, offset: usize, n: usize) -> Result<Vec<OwnerRepo>> {
         let d = did.to_owned();
         self.db
             .read(move |c| {
                 let sql = format!(
                     "SELECT {REPO_COLS} FROM repository r WHERE r.did = ?1 AND {HAS_MANIFEST}
-                     ORDER BY r.repo LIMIT 1000"
+                     ORDER BY r.repo LIMIT ?2 OFFSET ?3"
                 );
                 let mut s = c.prepare_cached(&sql)?;
-                let rows = s.query_map([&d], owner_repo)?;
+                let rows = s.query_map((&d, n as i64, offset as i64), owner_repo)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })

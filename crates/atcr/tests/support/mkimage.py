@@ -3,7 +3,8 @@
 #   mkimage.py DIR [LAYERS] [BYTES_PER_LAYER] [--index] [--annotations=JSON];
 #   prints the manifest digest, or with --index the digest of an image index
 #   of two platform manifests (linux/amd64, linux/arm64), as `skopeo copy
-#   --all` pushes it. --annotations go on the top manifest (or index).
+#   --all` pushes it. --annotations go on the top manifest (or index), and as labels into
+#   the image configurations.
 import hashlib, json, os, sys, tarfile, io
 index = "--index" in sys.argv
 annotations = {}
@@ -31,7 +32,8 @@ def image(arch):
         layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": put(b), "size": len(b)})
         # The diff ID is the digest of the uncompressed layer.
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-    cfg = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}}).encode()
+    cfg = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
+      "config": {"Labels": annotations, "Cmd": ["/bin/app", "--serve"]} if annotations else {}}).encode()
     m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
       "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg), "size": len(cfg)}, "layers": layers}
     if annotations and not index:
