@@ -139,26 +139,11 @@ pub fn human_size(n: u64) -> String {
     }
 }
 
-/// RFC 3339 (UTC, seconds) of Unix seconds. Hand-written (days-from-civil,
-/// a dozen lines) rather than pulling a date crate for one format.
+/// RFC 3339 (UTC, whole seconds) of Unix seconds: the project's one
+/// civil-date formatter, without its milliseconds.
 pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let t = atcr_syntax::Datetime::from_unix_millis(secs.saturating_mul(1000));
+    t.as_str().replacen(".000Z", "Z", 1)
 }
 
 fn short(digest: &str) -> String {
