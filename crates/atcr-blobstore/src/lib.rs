@@ -12,7 +12,9 @@
 //!   verifies the digest, then renames the file into place and fsyncs the
 //!   directory, so a blob is either absent or complete and verified;
 //! * S3: full parts (`part_size`, ≥ 5 MiB) go out as a multipart upload, the
-//!   remainder is spooled to a local file (fsynced) until the next call. The
+//!   remainder is spooled to a local file (fsynced) until the next call, or
+//!   with `shared_uploads` to an object in the bucket (so the next call may
+//!   reach another registry replica). The
 //!   finished object is copied into its content address only after the digest
 //!   matched.
 //!
@@ -85,6 +87,10 @@ pub struct S3Config {
     pub presign_ttl: Duration,
     /// Multipart part size (S3 needs ≥ 5 MiB except for the last part).
     pub part_size: usize,
+    /// Keep upload tails in the bucket (`_uploads/<id>/spool.<offset>`)
+    /// rather than in the local spool directory, so any registry replica
+    /// can continue a session another one started.
+    pub shared_uploads: bool,
 }
 
 /// Where blobs are stored.
@@ -252,6 +258,13 @@ fn digest_of_key(key: &ObjectPath) -> Option<Digest> {
 
 fn staging_key(id: &str) -> ObjectPath {
     ObjectPath::from(format!("_uploads/{id}"))
+}
+
+/// A session's tail in the bucket (shared uploads), named by the offset the
+/// session reached with it: written once, never changed, so the state saved
+/// in the index always names exactly the bytes it counts.
+fn spool_key(id: &str, offset: u64) -> ObjectPath {
+    ObjectPath::from(format!("_uploads/{id}/spool.{offset}"))
 }
 
 /// A blob read: a byte stream plus its total size, or a redirect.
@@ -437,6 +450,10 @@ impl BlobStore {
     /// after the state was last saved (they were never acknowledged).
     pub async fn recover(&self, st: &UploadState) -> Result<(), BlobError> {
         st.hasher()?;
+        if self.shared_spool().is_some() {
+            // Tails in the bucket are immutable and named by offset.
+            return Ok(());
+        }
         let keep = match &*self.backend {
             Backend::Local { .. } => st.offset,
             Backend::S3 { .. } => st.spooled,
@@ -557,20 +574,9 @@ impl BlobStore {
     {
         let mut hasher = st.hasher()?;
         let mut next = st.clone();
-        let spool = self.local_file(&st.id);
         // What is spooled from earlier calls is the head of the next part.
         let mut buf = BytesMut::with_capacity(cfg.part_size);
-        if st.spooled > 0 {
-            let p = spool.clone();
-            let head = tokio::task::spawn_blocking(move || std::fs::read(p))
-                .await
-                .map_err(storage)?
-                .map_err(storage)?;
-            if head.len() as u64 != st.spooled {
-                return Err(BlobError::Session("spool file does not match".into()));
-            }
-            buf.extend_from_slice(&head);
-        }
+        buf.extend_from_slice(&self.read_spool(st).await?);
         let key = staging_key(&st.id);
         while let Some(frame) = body.next().await {
             let mut b = frame.map_err(|e| BlobError::Body(e.to_string()))?;
@@ -601,7 +607,67 @@ impl BlobStore {
         // Spool the remainder durably, then advance the session.
         let tail = buf.freeze();
         let n = tail.len() as u64;
-        let p = spool.clone();
+        let offset = hasher.len();
+        self.write_spool(&st.id, offset, tail).await?;
+        // In the bucket the previous tail is a separate object (locally the
+        // new tail replaced it).
+        if self.shared_spool().is_some() && st.spooled > 0 && offset != st.offset {
+            self.drop_spool(st).await;
+        }
+        next.spooled = n;
+        next.offset = offset;
+        next.hasher = to_hex(&hasher.state());
+        *st = next;
+        Ok(st.offset)
+    }
+
+    /// The bucket, when upload tails are kept there.
+    fn shared_spool(&self) -> Option<&AmazonS3> {
+        match &*self.backend {
+            Backend::S3 { s3, cfg, .. } if cfg.shared_uploads => Some(s3),
+            _ => None,
+        }
+    }
+
+    /// The bytes a session has spooled (at most one part).
+    async fn read_spool(&self, st: &UploadState) -> Result<Vec<u8>, BlobError> {
+        if st.spooled == 0 {
+            return Ok(vec![]);
+        }
+        let head = match self.shared_spool() {
+            Some(s3) => match s3.get(&spool_key(&st.id, st.offset)).await {
+                Ok(r) => r.bytes().await.map_err(storage)?.to_vec(),
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(BlobError::Session("spooled bytes are gone".into()));
+                }
+                Err(e) => return Err(storage(e)),
+            },
+            None => {
+                let p = self.local_file(&st.id);
+                tokio::task::spawn_blocking(move || std::fs::read(p))
+                    .await
+                    .map_err(storage)?
+                    .map_err(storage)?
+            }
+        };
+        if head.len() as u64 != st.spooled {
+            return Err(BlobError::Session("spool file does not match".into()));
+        }
+        Ok(head)
+    }
+
+    /// Stores a session's tail durably (replacing the previous one locally;
+    /// beside it, named by `offset`, in the bucket).
+    async fn write_spool(&self, id: &str, offset: u64, tail: Bytes) -> Result<(), BlobError> {
+        if let Some(s3) = self.shared_spool() {
+            if !tail.is_empty() {
+                s3.put(&spool_key(id, offset), tail.into())
+                    .await
+                    .map_err(storage)?;
+            }
+            return Ok(());
+        }
+        let p = self.local_file(id);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let tmp = p.with_extension("tmp");
             let mut f = std::fs::File::create(&tmp)?;
@@ -611,12 +677,22 @@ impl BlobStore {
         })
         .await
         .map_err(storage)?
-        .map_err(storage)?;
-        next.spooled = n;
-        next.offset = hasher.len();
-        next.hasher = to_hex(&hasher.state());
-        *st = next;
-        Ok(st.offset)
+        .map_err(storage)
+    }
+
+    /// Removes a session's spooled tail (best effort: a leftover in the
+    /// bucket is under the session's prefix, removed with the session).
+    async fn drop_spool(&self, st: &UploadState) {
+        match self.shared_spool() {
+            Some(s3) => {
+                if st.spooled > 0 {
+                    let _ = s3.delete(&spool_key(&st.id, st.offset)).await;
+                }
+            }
+            None => {
+                let _ = tokio::fs::remove_file(self.local_file(&st.id)).await;
+            }
+        }
     }
 
     /// Completes a session: checks the content against `expected` and stores
@@ -662,15 +738,7 @@ impl BlobStore {
                 .map_err(storage)?;
             }
             Backend::S3 { s3, .. } => {
-                let spool = self.local_file(&st.id);
-                let p = spool.clone();
-                let tail = tokio::task::spawn_blocking(move || std::fs::read(p))
-                    .await
-                    .map_err(storage)?
-                    .map_err(storage)?;
-                if tail.len() as u64 != st.spooled {
-                    return Err(BlobError::Session("spool file does not match".into()));
-                }
+                let tail = self.read_spool(&st).await?;
                 match &st.multipart {
                     None => {
                         if rehash {
@@ -717,7 +785,7 @@ impl BlobStore {
                                 Ok(a) if &a == expected => {}
                                 other => {
                                     let _ = s3.delete(&key).await;
-                                    let _ = tokio::fs::remove_file(&spool).await;
+                                    self.drop_spool(&st).await;
                                     return Err(match other {
                                         Ok(a) => mismatch(expected, &a),
                                         Err(e) => e,
@@ -731,7 +799,7 @@ impl BlobStore {
                         let _ = s3.delete(&key).await;
                     }
                 }
-                let _ = tokio::fs::remove_file(&spool).await;
+                self.drop_spool(&st).await;
             }
         }
         Ok(size)
@@ -740,6 +808,7 @@ impl BlobStore {
     /// Discards a session and whatever it stored.
     pub async fn abort(&self, st: UploadState) -> Result<(), BlobError> {
         let _ = tokio::fs::remove_file(self.local_file(&st.id)).await;
+        self.drop_spool(&st).await;
         if let (Backend::S3 { s3, .. }, Some(mp)) = (&*self.backend, &st.multipart) {
             let _ = s3
                 .abort_multipart(&staging_key(&st.id), &mp.upload_id)

@@ -160,6 +160,7 @@ fn s3_config(s: &atcr_testkit::S3Server, redirect: bool) -> S3Config {
         redirect,
         presign_ttl: Duration::from_secs(60),
         part_size: 5 * 1024 * 1024,
+        shared_uploads: false,
     }
 }
 
@@ -176,6 +177,72 @@ async fn s3_multipart_and_restart() {
         13 * 1024 * 1024 + 5,
     )
     .await;
+}
+
+#[tokio::test]
+async fn s3_shared_uploads_continue_on_another_replica() {
+    let s3 = atcr_testkit::S3Server::start();
+    let mut cfg = s3_config(&s3, false);
+    cfg.shared_uploads = true;
+    // The whole exercise (restart included) with tails in the bucket.
+    let spool = tempfile::tempdir().unwrap();
+    exercise(
+        StoreConfig::S3 {
+            s3: cfg.clone(),
+            spool: spool.path().to_owned(),
+        },
+        11 * 1024 * 1024 + 7,
+    )
+    .await;
+    // Two "replicas" with their own (empty) spool directories take turns
+    // on one session; small chunks stay below a part, large ones cross it.
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = BlobStore::open(&StoreConfig::S3 {
+        s3: cfg.clone(),
+        spool: da.path().to_owned(),
+    })
+    .unwrap();
+    let b = BlobStore::open(&StoreConfig::S3 {
+        s3: cfg,
+        spool: db.path().to_owned(),
+    })
+    .unwrap();
+    let data = random(12 * 1024 * 1024 + 3);
+    let digest = Digest::sha256(&data);
+    let mut st = a.begin("shared-1", DigestAlgorithm::Sha256).await.unwrap();
+    let cuts = [0, 1000, 3 * 1024 * 1024, 7 * 1024 * 1024, 7 * 1024 * 1024 + 1, data.len()];
+    for (i, w) in cuts.windows(2).enumerate() {
+        let store = if i % 2 == 0 { &a } else { &b };
+        // Each call sees only the state saved by the previous one.
+        let mut resumed = UploadState::from_json(&st.to_json()).unwrap();
+        store
+            .append(&mut resumed, body(vec![Bytes::copy_from_slice(&data[w[0]..w[1]])]))
+            .await
+            .unwrap();
+        st = resumed;
+    }
+    assert_eq!(st.offset, data.len() as u64);
+    assert_eq!(b.finish(st, &digest).await.unwrap(), data.len() as u64);
+    assert_eq!(read_all(&a, &digest, None).await, data);
+    // Nothing was spooled locally, and no tail is left in the bucket.
+    for d in [&da, &db] {
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+    let left = walk(&std::path::Path::new(&s3.dir()).join(&s3.bucket).join("_uploads"));
+    assert!(left.is_empty(), "{left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[tokio::test]

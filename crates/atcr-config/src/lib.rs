@@ -228,6 +228,31 @@ impl Default for WebSection {
     }
 }
 
+/// `[index]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IndexSection {
+    /// `sqlite` (default) or `postgres`.
+    pub backend: String,
+    /// PostgreSQL connection URL (`backend = "postgres"`).
+    pub postgres_url: Option<String>,
+    /// Most PostgreSQL connections per process.
+    pub pool_size: u64,
+    /// Seconds a request waits for a database connection.
+    pub timeout_secs: u64,
+}
+
+impl Default for IndexSection {
+    fn default() -> Self {
+        Self {
+            backend: "sqlite".into(),
+            postgres_url: None,
+            pool_size: 16,
+            timeout_secs: 5,
+        }
+    }
+}
+
 /// `[gc]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -355,12 +380,15 @@ pub struct Config {
     pub identity: IdentitySection,
     /// Garbage collection and retention.
     pub gc: GcSection,
+    /// The registry index database.
+    pub index: IndexSection,
     /// The web UI.
     pub web: WebSection,
 }
 
 /// Environment prefixes of the configuration sections.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
+    "INDEX_",
     "WEB_",
     "SERVER_",
     "PDS_",
@@ -482,6 +510,10 @@ impl Config {
                 "IDENTITY_CACHE_TTL_SECS" => self.identity.cache_ttl_secs = num(value)?,
                 "GC_INTERVAL_SECS" => self.gc.interval_secs = num(value)?,
                 "GC_GRACE_SECS" => self.gc.grace_secs = num(value)?,
+                "INDEX_BACKEND" => self.index.backend = value.clone(),
+                "INDEX_POSTGRES_URL" => self.index.postgres_url = Some(value.clone()),
+                "INDEX_POOL_SIZE" => self.index.pool_size = num(value)?,
+                "INDEX_TIMEOUT_SECS" => self.index.timeout_secs = num(value)?,
                 "WEB_ENABLED" => self.web.enabled = parse_bool(value)?,
                 "WEB_SESSION_TTL_SECS" => self.web.session_ttl_secs = num(value)?,
                 "WEB_BADGE_TTL_SECS" => self.web.badge_ttl_secs = num(value)?,
@@ -610,6 +642,31 @@ impl Config {
                 return Err(invalid(
                     "storage.backend",
                     format!("{other:?}: expected \"local\" or \"s3\""),
+                ));
+            }
+        }
+        match (self.index.backend.as_str(), &self.index.postgres_url) {
+            ("sqlite", _) => {}
+            ("postgres", None) => {
+                return Err(invalid(
+                    "index.postgres_url",
+                    "required with backend = \"postgres\"".into(),
+                ));
+            }
+            ("postgres", Some(_)) => {
+                for (key, v) in [
+                    ("index.pool_size", self.index.pool_size),
+                    ("index.timeout_secs", self.index.timeout_secs),
+                ] {
+                    if v == 0 {
+                        return Err(invalid(key, "must be at least 1".into()));
+                    }
+                }
+            }
+            (other, _) => {
+                return Err(invalid(
+                    "index.backend",
+                    format!("{other:?}: expected \"sqlite\" or \"postgres\""),
                 ));
             }
         }

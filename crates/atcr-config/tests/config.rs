@@ -65,3 +65,33 @@ fn errors_name_file_line_and_key() {
     let e = Config::load(None, &env(&[("ATCR_PLC_EMBEDDED", "maybe")])).unwrap_err();
     assert!(e.to_string().contains("true or false"));
 }
+
+#[test]
+fn the_index_backend_is_sqlite_or_postgres_with_a_url() {
+    let cfg = Config::load(None, &HashMap::new()).unwrap();
+    assert_eq!(cfg.index.backend, "sqlite");
+    let cfg = Config::load(
+        None,
+        &env(&[
+            ("ATCR_INDEX_BACKEND", "postgres"),
+            ("ATCR_INDEX_POSTGRES_URL", "postgres://atcr@db/atcr"),
+            ("ATCR_INDEX_POOL_SIZE", "32"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(cfg.index.pool_size, 32);
+    let e = Config::load(None, &env(&[("ATCR_INDEX_BACKEND", "postgres")])).unwrap_err();
+    assert!(e.to_string().contains("index.postgres_url"), "{e}");
+    let e = Config::load(None, &env(&[("ATCR_INDEX_BACKEND", "mysql")])).unwrap_err();
+    assert!(e.to_string().contains("index.backend"), "{e}");
+    let e = Config::load(
+        None,
+        &env(&[
+            ("ATCR_INDEX_BACKEND", "postgres"),
+            ("ATCR_INDEX_POSTGRES_URL", "postgres://atcr@db/atcr"),
+            ("ATCR_INDEX_POOL_SIZE", "0"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("index.pool_size"), "{e}");
+}

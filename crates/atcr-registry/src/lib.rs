@@ -317,15 +317,14 @@ fn new_id() -> String {
 }
 
 impl Registry {
-    /// Opens the registry over its index file and blob store.
+    /// Opens the registry over its index and blob store.
     pub fn open(
         cfg: RegistryConfig,
-        index_path: &std::path::Path,
+        index: Index,
         blobs: BlobStore,
         pds: Option<Pds>,
         resolver: IdentityResolver,
     ) -> std::result::Result<Self, String> {
-        let index = Index::open(index_path).map_err(|e| e.to_string())?;
         let service = cfg
             .public_url
             .host_str()

@@ -51,7 +51,7 @@ async fn setup(dir: &std::path::Path) -> (Registry, Pds, String) {
             foreign_urls: Default::default(),
             gc: Default::default(),
         },
-        &dir.join("registry.sqlite"),
+        atcr_registry::index::Index::open(&dir.join("registry.sqlite")).unwrap(),
         BlobStore::open(&StoreConfig::Local(dir.join("blobs"))).unwrap(),
         Some(pds.clone()),
         atcr_identity::IdentityResolver::new(Default::default()).unwrap(),

@@ -28,6 +28,17 @@ pub struct Copied {
     pub s3: bool,
 }
 
+/// A backup without the registry index would restore to a registry that
+/// forgot every image: with the index in PostgreSQL, refuse and say how.
+fn refuse_shared_index(config: &Config) -> Result<(), BackupError> {
+    if config.index.backend == "postgres" {
+        return Err(BackupError(
+            "index.backend = \"postgres\": the registry index is in PostgreSQL, which `atcr backup` does not copy; back it up with pg_dump and the blob bucket with the storage provider's means (docs/scale-out.md)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Why a backup or restore failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -107,6 +118,7 @@ fn snapshot(src: &Path, dest: &Path) -> Result<(), BackupError> {
 /// Backs the data directory of `config` up into `dest` (created; may hold
 /// an earlier backup, whose blobs are kept). Safe while the server runs.
 pub fn backup(config: &Config, dest: &Path) -> Result<Copied, BackupError> {
+    refuse_shared_index(config)?;
     let data = &config.server.data_dir;
     std::fs::create_dir_all(dest).map_err(|e| err(dest, e))?;
     #[cfg(unix)]
@@ -145,6 +157,7 @@ pub fn backup(config: &Config, dest: &Path) -> Result<Copied, BackupError> {
 /// Restores a backup into the (empty or absent) data directory of `config`.
 /// Refuses a data directory that already holds databases.
 pub fn restore(config: &Config, src: &Path) -> Result<Copied, BackupError> {
+    refuse_shared_index(config)?;
     let data = &config.server.data_dir;
     if DATABASES.iter().any(|d| data.join(d).exists()) {
         return Err(BackupError(format!(

@@ -87,6 +87,27 @@ fn secret(dir: &Path) -> Result<Vec<u8>, ServerError> {
     Ok(s)
 }
 
+/// Opens the registry index `[index]` names: `<data_dir>/registry.sqlite`,
+/// or the PostgreSQL database shared by replicas (migrated on open).
+async fn open_index(config: &Config, dir: &Path) -> Result<atcr_registry::index::Index, ServerError> {
+    match (config.index.backend.as_str(), &config.index.postgres_url) {
+        ("postgres", Some(url)) => {
+            let opts = atcr_sql::PgOptions {
+                url: url.clone(),
+                pool_size: usize::try_from(config.index.pool_size).unwrap_or(usize::MAX),
+                timeout: Duration::from_secs(config.index.timeout_secs),
+            };
+            atcr_registry::index::Index::postgres(&opts).await.map_err(|e| {
+                ServerError::Service(format!(
+                    "registry index on PostgreSQL (index.postgres_url): {e}"
+                ))
+            })
+        }
+        _ => atcr_registry::index::Index::open(&dir.join("registry.sqlite"))
+            .map_err(|e| ServerError::Service(format!("registry index: {e}"))),
+    }
+}
+
 /// The running services.
 #[derive(Clone)]
 pub struct Services {
@@ -118,6 +139,8 @@ fn blob_store(config: &Config, dir: &Path) -> Result<atcr_blobstore::BlobStore, 
                 redirect: st.s3_redirect,
                 presign_ttl: Duration::from_secs(st.s3_presign_ttl_secs),
                 part_size: st.s3_part_size,
+                // Replicas on a shared index continue each other's uploads.
+                shared_uploads: config.index.backend == "postgres",
             },
             spool: dir.join("upload-spool"),
         },
@@ -251,7 +274,7 @@ fn gc_config(config: &Config) -> Result<atcr_registry::gc::GcConfig, ServerError
 
 impl Services {
     /// Opens every configured service over the data directory.
-    pub fn open(config: Config) -> Result<Self, ServerError> {
+    pub async fn open(config: Config) -> Result<Self, ServerError> {
         let dir = prepare_data_dir(&config.server.data_dir)?;
         let plc = if config.plc.embedded {
             Some(
@@ -297,9 +320,19 @@ impl Services {
         } else {
             None
         };
+        let index = open_index(&config, &dir).await?;
+        let mut secret = secret(&dir)?;
+        if index.shared() {
+            // Replicas accept each other's tokens: the first replica's
+            // secret becomes everyone's, kept in the shared index.
+            secret = index
+                .shared_secret(secret)
+                .await
+                .map_err(|e| ServerError::Service(format!("registry index: {e}")))?;
+        }
         let reg_cfg = atcr_registry::RegistryConfig {
             public_url: config.public_url()?,
-            secret: secret(&dir)?,
+            secret,
             token_ttl: Duration::from_secs(config.registry.token_ttl_secs),
             anonymous_pull: config.registry.anonymous_pull,
             chunk_min_length: config.registry.chunk_min_length,
@@ -325,7 +358,7 @@ impl Services {
         };
         let registry = atcr_registry::Registry::open(
             reg_cfg,
-            &dir.join("registry.sqlite"),
+            index,
             blob_store(&config, &dir)?,
             pds.clone(),
             resolver(&config)?,

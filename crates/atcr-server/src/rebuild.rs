@@ -48,6 +48,11 @@ fn rename_db(from: &Path, to: &Path) -> std::io::Result<()> {
 /// Rebuilds the registry index of `config`'s data directory. The caller
 /// makes sure no server runs on it.
 pub async fn rebuild_index(config: Config) -> Result<RebuildReport, ServerError> {
+    if config.index.backend == "postgres" {
+        return Err(ServerError::Service(
+            "index.backend = \"postgres\": `atcr index rebuild` replaces the SQLite index file; with PostgreSQL, restore the database from its backup instead (docs/scale-out.md)".into(),
+        ));
+    }
     let dir = crate::prepare_data_dir(&config.server.data_dir)?;
     let io = |what: &str, e: std::io::Error| ServerError::Service(format!("{what}: {e}"));
     let current = dir.join("registry.sqlite");
@@ -55,7 +60,7 @@ pub async fn rebuild_index(config: Config) -> Result<RebuildReport, ServerError>
     let before = dir.join("registry.sqlite.before-rebuild");
     remove_db(&fresh).map_err(|e| io("removing an unfinished rebuild", e))?;
     let report = {
-        let services = Services::open(config)?;
+        let services = Services::open(config).await?;
         let target = Index::open(&fresh).map_err(|e| ServerError::Service(e.to_string()))?;
         services
             .registry

@@ -148,9 +148,279 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// The directory the server stores buckets in (one subdirectory each).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real PostgreSQL server (Debian's `postgresql` package, installed by
+/// `scripts/test`) running as a child process on 127.0.0.1 over a temporary
+/// directory, as an unprivileged user when the tests run as root (PostgreSQL
+/// refuses root). Stopped (fast shutdown) on drop.
+///
+/// The cluster is copied from a template made once per machine with
+/// `initdb` (C locale, trust authentication on 127.0.0.1 only), so a test
+/// pays for a start-up, not for an `initdb`.
+pub struct PgServer {
+    child: Option<std::process::Child>,
+    /// `postgres://atcr@127.0.0.1:PORT/atcr`
+    pub url: String,
+    /// The TCP port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    user: Option<(u32, u32)>,
+}
+
+/// The directory with `initdb` and `postgres` (`ATCR_PG_BIN`, else the
+/// newest `/usr/lib/postgresql/*/bin`).
+///
+/// # Panics
+/// When PostgreSQL is not installed: the tests must not silently skip.
+pub fn pg_bin() -> PathBuf {
+    if let Some(d) = std::env::var_os("ATCR_PG_BIN") {
+        return PathBuf::from(d);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, p)| p)
+        .expect("PostgreSQL not found: run scripts/test (it installs Debian's postgresql) or set ATCR_PG_BIN")
+}
+
+/// `(uid, gid)` to run PostgreSQL as: `nobody` when this process is root.
+fn pg_user() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    // Files this process creates are owned by its effective user.
+    let probe = tempfile::tempfile().expect("tempfile");
+    if probe.metadata().expect("metadata").uid() != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 4 || f[0] != "nobody" {
+            return None;
+        }
+        Some((f[2].parse().ok()?, f[3].parse().ok()?))
+    })
+}
+
+fn chown_tree(path: &std::path::Path, user: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = user {
+        let ok = std::process::Command::new("chown")
+            .args(["-R", &format!("{uid}:{gid}")])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown -R {uid}:{gid} {}", path.display());
+    }
+}
+
+fn as_user(cmd: &mut std::process::Command, user: Option<(u32, u32)>) {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+}
+
+/// The child gets SIGTERM (PostgreSQL: shut down once clients are gone)
+/// when the thread that started it ends, so a server kept for a whole test
+/// process never outlives it.
+fn end_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only this process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The template cluster, made once (under a lock) per PostgreSQL version.
+fn pg_template(bin: &std::path::Path, user: Option<(u32, u32)>) -> PathBuf {
+    let root = std::env::temp_dir().join(format!(
+        "atcr-pg-template-{}",
+        bin.to_string_lossy().replace('/', "_")
+    ));
+    let data = root.join("data");
+    std::fs::create_dir_all(&root).expect("template dir");
+    let lock = std::fs::File::create(root.join(".lock")).expect("lock file");
+    // Test processes making the template at once: one does, the others wait.
+    lock.lock().expect("locking the PostgreSQL template");
+    if !data.join("PG_VERSION").exists() {
+        let tmp = root.join("tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).expect("template tmp");
+        chown_tree(&tmp, user);
+        let mut cmd = std::process::Command::new(bin.join("initdb"));
+        cmd.arg("-D")
+            .arg(tmp.join("data"))
+            .args(["-U", "atcr", "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"])
+            .stdout(std::process::Stdio::null());
+        as_user(&mut cmd, user);
+        assert!(
+            cmd.status().is_ok_and(|s| s.success()),
+            "initdb of the PostgreSQL template failed"
+        );
+        std::fs::rename(tmp.join("data"), &data).expect("template in place");
+    }
+    data
+}
+
+impl PgServer {
+    /// Starts a server with an empty `atcr` database.
+    pub fn start() -> Self {
+        let bin = pg_bin();
+        let user = pg_user();
+        let template = pg_template(&bin, user);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&template)
+            .arg(&data)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "copying the PostgreSQL template");
+        chown_tree(dir.path(), user);
+        let mut server = Self {
+            child: None,
+            url: String::new(),
+            port: 0,
+            dir,
+            user,
+        };
+        server.boot(free_port());
+        server.url = server.create_database("atcr");
+        server
+    }
+
+    /// Creates an empty database; its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.psql(&format!("CREATE DATABASE \"{name}\""));
+        format!("postgres://atcr@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs `sql` with `psql` as the superuser `atcr`.
+    ///
+    /// # Panics
+    /// When it fails.
+    pub fn psql(&self, sql: &str) {
+        let out = self.psql_command(sql).output().expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn try_psql(&self, sql: &str) -> bool {
+        self.psql_command(sql)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn psql_command(&self, sql: &str) -> std::process::Command {
+        let bin = pg_bin().join("psql");
+        let psql = Some(bin)
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("psql"));
+        let mut cmd = std::process::Command::new(psql);
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "atcr"])
+            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .stdout(std::process::Stdio::null());
+        cmd
+    }
+
+    fn boot(&mut self, port: u16) {
+        let data = self.dir.path().join("data");
+        let mut cmd = std::process::Command::new(pg_bin().join("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            // Sockets in the data directory, not /var/run/postgresql.
+            .arg("-k")
+            .arg(&data)
+            // A test database: fast over durable (the test kills registries,
+            // never PostgreSQL unless it says so).
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=200", "-c", "shared_buffers=32MB"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("postgres.log")).expect("log"));
+        as_user(&mut cmd, self.user);
+        end_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("start postgres");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(s)) = child.try_wait() {
+                panic!(
+                    "postgres exited ({s}): {}",
+                    std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+                );
+            }
+            assert!(std::time::Instant::now() < deadline, "postgres did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        self.port = port;
+        // Listening is not accepting: wait out "the database system is
+        // starting up".
+        while !self.try_psql("SELECT 1") {
+            assert!(std::time::Instant::now() < deadline, "postgres did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (fast shutdown), keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts it again on the same port, over the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.boot(self.port);
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

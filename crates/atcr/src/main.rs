@@ -237,7 +237,7 @@ async fn admin(cfg: Config, req: atcr_server::admin::AdminRequest) -> Result<ser
             shown.display()
         );
     };
-    let services = atcr_server::Services::open(cfg)?;
+    let services = atcr_server::Services::open(cfg).await?;
     atcr_server::admin::apply(&services, req)
         .await
         .map_err(|e| anyhow::anyhow!(e))
@@ -324,7 +324,7 @@ async fn verifier_config(cfg: &Config) -> Result<String> {
         .map(|d| d.trim_start_matches('.').to_ascii_lowercase())
         .collect();
     if cfg.pds.enabled {
-        let services = atcr_server::Services::open(cfg.clone())?;
+        let services = atcr_server::Services::open(cfg.clone()).await?;
         if let Some(pds) = services.pds {
             let mut cursor = None;
             loop {
@@ -489,7 +489,7 @@ async fn run(cli: Cli) -> Result<()> {
                 );
             };
             let url = cfg.public_url()?;
-            let services = atcr_server::Services::open(cfg.clone())?;
+            let services = atcr_server::Services::open(cfg.clone()).await?;
             let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;

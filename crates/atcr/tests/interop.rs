@@ -30,7 +30,7 @@ async fn our_server() -> (String, atcr_server::Services, tempfile::TempDir) {
     ]
     .into();
     let cfg = atcr_config::Config::load(None, &env).unwrap();
-    let services = atcr_server::Services::open(cfg).unwrap();
+    let services = atcr_server::Services::open(cfg).await.unwrap();
     let s = services.clone();
     tokio::spawn(async move {
         atcr_server::serve_on(listener, s, std::future::pending())
@@ -307,7 +307,7 @@ async fn our_pds_registers_and_rotates_dids_at_the_reference_plc() {
     ]
     .into();
     let services =
-        atcr_server::Services::open(atcr_config::Config::load(None, &env).unwrap()).unwrap();
+        atcr_server::Services::open(atcr_config::Config::load(None, &env).unwrap()).await.unwrap();
     assert!(services.plc.is_none());
     let pds = services.pds.clone().unwrap();
     let s = services.clone();

@@ -6,7 +6,7 @@
 //! link and no upload placing it.
 
 use super::{Index, IndexError, Result};
-use atcr_sqlite::rusqlite::{self, OptionalExtension};
+use atcr_sql::{OptionalExtension, Row};
 use std::collections::HashSet;
 
 /// A repository link as GC sees it.
@@ -82,7 +82,7 @@ pub struct RetentionManifest {
 
 const BLOB_COLS: &str = "b.digest, b.size, b.created_at, EXISTS (SELECT 1 FROM inline_blob i WHERE i.digest = b.digest)";
 
-fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
+fn blob_row(r: &Row) -> atcr_sql::Result<BlobRow> {
     Ok(BlobRow {
         digest: r.get(0)?,
         size: r.get::<_, i64>(1)? as u64,
@@ -110,7 +110,7 @@ impl Index {
                         bytes: r.get(5)?,
                     })
                 })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -121,7 +121,7 @@ impl Index {
         self.db
             .read(|c| {
                 let mut s = c.prepare("SELECT did, repo, digest, linked_at FROM repo_blob")?;
-                let rows = s.query_map([], |r| {
+                let rows = s.query_map((), |r| {
                     Ok(LinkRow {
                         did: r.get(0)?,
                         repo: r.get(1)?,
@@ -129,7 +129,7 @@ impl Index {
                         linked_at: r.get(3)?,
                     })
                 })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -142,8 +142,8 @@ impl Index {
                 let mut s = c.prepare(&format!(
                     "SELECT {BLOB_COLS} FROM blob b WHERE b.doomed = 0"
                 ))?;
-                let rows = s.query_map([], blob_row)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                let rows = s.query_map((), blob_row)?;
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -155,8 +155,8 @@ impl Index {
             .read(|c| {
                 let mut s =
                     c.prepare("SELECT finishing FROM upload WHERE finishing IS NOT NULL")?;
-                let rows = s.query_map([], |r| r.get(0))?;
-                rows.collect::<rusqlite::Result<HashSet<_>>>()
+                let rows = s.query_map((), |r| r.get(0))?;
+                rows.collect::<atcr_sql::Result<HashSet<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -259,8 +259,8 @@ impl Index {
                 let mut s = c.prepare(&format!(
                     "SELECT {BLOB_COLS} FROM blob b WHERE b.doomed = 1"
                 ))?;
-                let rows = s.query_map([], blob_row)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                let rows = s.query_map((), blob_row)?;
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -290,7 +290,7 @@ impl Index {
                        NOT EXISTS (SELECT 1 FROM manifest m WHERE m.did = repository.did AND m.repo = repository.repo)
                        AND NOT EXISTS (SELECT 1 FROM repo_blob l WHERE l.did = repository.did AND l.repo = repository.repo)
                        AND NOT EXISTS (SELECT 1 FROM upload u WHERE u.did = repository.did AND u.repo = repository.repo)",
-                    [],
+                    (),
                 )?)
             })
             .await
@@ -302,8 +302,8 @@ impl Index {
             .read(|c| {
                 let mut s =
                     c.prepare("SELECT did, repo, display FROM repository ORDER BY display")?;
-                let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                let rows = s.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -319,7 +319,7 @@ impl Index {
                 )?;
                 let tags = s
                     .query_map((&d, &r), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<atcr_sql::Result<Vec<_>>>()?;
                 let mut s = c.prepare(
                     "SELECT digest, media_type, subject, artifact_type, record_rkey, created_at, bytes
                      FROM manifest WHERE did = ?1 AND repo = ?2 ORDER BY digest",
@@ -336,7 +336,7 @@ impl Index {
                             bytes: r.get(6)?,
                         })
                     })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                    .collect::<atcr_sql::Result<Vec<_>>>()?;
                 Ok(RetentionView { tags, manifests })
             })
             .await

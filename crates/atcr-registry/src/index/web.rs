@@ -3,7 +3,7 @@
 //! browser sessions. Read-only but for the sessions.
 
 use super::{Index, IndexError, Result, now};
-use atcr_sqlite::rusqlite::{self, OptionalExtension};
+use atcr_sql::{Dialect, OptionalExtension, Row};
 
 /// The artifact type of signature artifacts (the partial index's filter).
 const SIG: &str = atcr_oci::signature::SIGNATURE_ARTIFACT_TYPE;
@@ -93,7 +93,7 @@ fn like(text: &str) -> String {
 const TAG_COLS: &str =
     "t.did, t.repo, t.tag, t.digest, t.updated_at, m.media_type, m.size, m.annotations";
 
-fn tag_row(r: &rusqlite::Row<'_>, bytes: bool) -> rusqlite::Result<TagRow> {
+fn tag_row(r: &Row, bytes: bool) -> atcr_sql::Result<TagRow> {
     Ok(TagRow {
         did: r.get(0)?,
         repo: r.get(1)?,
@@ -107,7 +107,7 @@ fn tag_row(r: &rusqlite::Row<'_>, bytes: bool) -> rusqlite::Result<TagRow> {
     })
 }
 
-fn owner_repo(r: &rusqlite::Row<'_>) -> rusqlite::Result<OwnerRepo> {
+fn owner_repo(r: &Row) -> atcr_sql::Result<OwnerRepo> {
     Ok(OwnerRepo {
         did: r.get(0)?,
         repo: r.get(1)?,
@@ -134,12 +134,12 @@ impl Index {
                 let sql = format!(
                     "SELECT {TAG_COLS} FROM tag t JOIN manifest m
                        ON m.did = t.did AND m.repo = t.repo AND m.digest = t.digest
-                     WHERE ?1 IS NULL OR t.did = ?1
+                     WHERE CAST(?1 AS TEXT) IS NULL OR t.did = ?1
                      ORDER BY t.updated_at DESC, t.rowid DESC LIMIT ?2"
                 );
                 let mut s = c.prepare_cached(&sql)?;
                 let rows = s.query_map((&d, n as i64), |r| tag_row(r, false))?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -165,7 +165,7 @@ impl Index {
                 );
                 let mut s = c.prepare_cached(&sql)?;
                 let rows = s.query_map((&d, &r, n as i64, offset as i64), |r| tag_row(r, true))?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -196,7 +196,7 @@ impl Index {
                 );
                 let mut s = c.prepare_cached(&sql)?;
                 let rows = s.query_map((&d, n as i64, offset as i64), owner_repo)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -231,16 +231,23 @@ impl Index {
         let owners = serde_json::to_string(owners).unwrap_or_else(|_| "[]".into());
         self.db
             .read(move |c| {
+                let (like, owners_in) = match c.dialect() {
+                    Dialect::Sqlite => ("LIKE", "SELECT value FROM json_each(?2)"),
+                    Dialect::Postgres => (
+                        "ILIKE",
+                        "SELECT jsonb_array_elements_text(CAST(?2 AS jsonb))",
+                    ),
+                };
                 let sql = format!(
                     "SELECT {REPO_COLS} FROM repository r
-                     WHERE (r.display LIKE ?1 ESCAPE '\\' OR r.repo LIKE ?1 ESCAPE '\\'
-                            OR r.did IN (SELECT value FROM json_each(?2)))
+                     WHERE (r.display {like} ?1 ESCAPE '\\' OR r.repo {like} ?1 ESCAPE '\\'
+                            OR r.did IN ({owners_in}))
                        AND {HAS_MANIFEST}
                      ORDER BY r.display LIMIT ?3"
                 );
                 let mut s = c.prepare_cached(&sql)?;
                 let rows = s.query_map((&pat, &owners, n as i64), owner_repo)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -252,15 +259,20 @@ impl Index {
         let pat = like(text);
         self.db
             .read(move |c| {
+                // SQLite's LIKE ignores ASCII case; PostgreSQL's ILIKE does.
+                let like = match c.dialect() {
+                    Dialect::Sqlite => "LIKE",
+                    Dialect::Postgres => "ILIKE",
+                };
                 let sql = format!(
                     "SELECT {TAG_COLS} FROM tag t JOIN manifest m
                        ON m.did = t.did AND m.repo = t.repo AND m.digest = t.digest
-                     WHERE t.tag LIKE ?1 ESCAPE '\\' OR m.annotations LIKE ?1 ESCAPE '\\'
+                     WHERE t.tag {like} ?1 ESCAPE '\\' OR m.annotations {like} ?1 ESCAPE '\\'
                      ORDER BY t.updated_at DESC LIMIT ?2"
                 );
                 let mut s = c.prepare_cached(&sql)?;
                 let rows = s.query_map((&pat, n as i64), |r| tag_row(r, false))?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -271,15 +283,24 @@ impl Index {
         let d = did.to_owned();
         self.db
             .read(move |c| {
-                let mut s = c.prepare_cached(
-                    "SELECT did, repo, subject, digest,
-                            json_extract(annotations, '$.\"io.atcr.atproto.recordUri\"')
+                // The signer expression is the one the partial index is on.
+                let (uri, signer) = match c.dialect() {
+                    Dialect::Sqlite => (
+                        "json_extract(annotations, '$.\"io.atcr.atproto.recordUri\"')",
+                        "json_extract(annotations, '$.\"io.atcr.atproto.did\"')",
+                    ),
+                    Dialect::Postgres => (
+                        "(annotations::jsonb ->> 'io.atcr.atproto.recordUri')",
+                        "(annotations::jsonb ->> 'io.atcr.atproto.did')",
+                    ),
+                };
+                let mut s = c.prepare_cached(&format!(
+                    "SELECT did, repo, subject, digest, {uri}
                      FROM manifest
-                     WHERE artifact_type = ?1
-                       AND json_extract(annotations, '$.\"io.atcr.atproto.did\"') = ?2
+                     WHERE artifact_type = ?1 AND {signer} = ?2
                        AND did != ?2 AND subject IS NOT NULL
-                     ORDER BY created_at DESC LIMIT ?3",
-                )?;
+                     ORDER BY created_at DESC LIMIT ?3"
+                ))?;
                 let rows = s.query_map((SIG, &d, n as i64), |r| {
                     Ok(CosignRow {
                         did: r.get(0)?,
@@ -289,7 +310,7 @@ impl Index {
                         record_uri: r.get(4)?,
                     })
                 })?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
+                rows.collect::<atcr_sql::Result<Vec<_>>>()
                     .map_err(IndexError::from)
             })
             .await
@@ -316,10 +337,10 @@ impl Index {
                     .prepare_cached(&format!(
                         "SELECT count(*) FROM repository r WHERE {HAS_MANIFEST}"
                     ))?
-                    .query_row([], |r| r.get(0))?;
+                    .query_row((), |r| r.get(0))?;
                 let tags: i64 = c
                     .prepare_cached("SELECT count(*) FROM tag")?
-                    .query_row([], |r| r.get(0))?;
+                    .query_row((), |r| r.get(0))?;
                 Ok((repos as u64, tags as u64))
             })
             .await

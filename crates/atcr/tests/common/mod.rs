@@ -13,6 +13,44 @@ fn free_port() -> u16 {
     atcr_testkit::free_port()
 }
 
+/// The index settings for a server over data directory `data`. With
+/// `ATCR_TEST_INDEX=postgres` (scripts/test's second pass over the registry
+/// suites) every server's index is its own database on one PostgreSQL
+/// server per test process (the same database again when the same data
+/// directory is served again, as after a crash); otherwise nothing (SQLite).
+pub fn index_env(data: &std::path::Path) -> Vec<(&'static str, String)> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    if std::env::var("ATCR_TEST_INDEX").as_deref() != Ok("postgres") {
+        return vec![];
+    }
+    type Pg = (atcr_testkit::PgServer, HashMap<PathBuf, String>);
+    static PG: OnceLock<Mutex<Pg>> = OnceLock::new();
+    let pg = PG.get_or_init(|| {
+        // Started from a thread that lives as long as the process: the
+        // server is stopped when its starting thread ends.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(atcr_testkit::PgServer::start());
+            loop {
+                std::thread::park();
+            }
+        });
+        Mutex::new((rx.recv().expect("PostgreSQL started"), HashMap::new()))
+    });
+    let mut pg = pg.lock().unwrap_or_else(|p| p.into_inner());
+    let (server, dbs) = &mut *pg;
+    let n = dbs.len();
+    let url = dbs
+        .entry(data.to_owned())
+        .or_insert_with(|| server.create_database(&format!("index_{n}")))
+        .clone();
+    vec![
+        ("ATCR_INDEX_BACKEND", "postgres".to_owned()),
+        ("ATCR_INDEX_POSTGRES_URL", url),
+    ]
+}
+
 /// A running server, stopped on drop.
 pub struct Server {
     /// `http://127.0.0.1:PORT`
@@ -45,6 +83,13 @@ pub async fn start_with_file(toml: &str, extra: &[(&str, String)]) -> Server {
 
 /// [`start_with_file`] listening on `addr` (an IP address of this machine).
 pub async fn start_on(addr: &str, toml: &str, extra: &[(&str, String)]) -> Server {
+    // ATCR_TEST_LOG=<filter> shows the in-process server's log.
+    if let Ok(f) = std::env::var("ATCR_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_test_writer()
+            .try_init();
+    }
     let tmp = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -59,11 +104,16 @@ pub async fn start_on(addr: &str, toml: &str, extra: &[(&str, String)]) -> Serve
     for (k, v) in extra {
         env.insert((*k).to_owned(), v.clone());
     }
+    // Keyed by the data directory the server really uses.
+    let data = PathBuf::from(&env["ATCR_SERVER_DATA_DIR"]);
+    for (k, v) in index_env(&data) {
+        env.entry(k.to_owned()).or_insert(v);
+    }
     let file = tmp.path().join("atcr.toml");
     std::fs::write(&file, toml).unwrap();
     let cfg =
         atcr_config::Config::load((!toml.is_empty()).then_some(file.as_path()), &env).unwrap();
-    let services = atcr_server::Services::open(cfg).unwrap();
+    let services = atcr_server::Services::open(cfg).await.unwrap();
     let s = services.clone();
     let task = tokio::spawn(async move {
         atcr_server::serve_on(listener, s, std::future::pending())
@@ -521,6 +571,7 @@ pub fn atcr(data: &std::path::Path, port: u16) -> std::process::Command {
     c.env("ATCR_SERVER_DATA_DIR", data)
         .env("ATCR_SERVER_LISTEN", format!("127.0.0.1:{port}"))
         .env("ATCR_LOG", "warn");
+    c.envs(index_env(data));
     c
 }
 

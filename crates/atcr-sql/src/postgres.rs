@@ -1,0 +1,309 @@
+//! The PostgreSQL store: `tokio-postgres` connections in a `deadpool` pool.
+//!
+//! A unit of work holds one pooled connection for its transaction and runs
+//! on Tokio's blocking pool, where each statement is driven to completion
+//! with `Handle::block_on` (the connection's I/O task runs on the runtime as
+//! usual). That keeps the index's units of work synchronous closures, the
+//! same code for SQLite and PostgreSQL.
+
+use crate::{Conn, Dialect, ErrorKind, Job, Migration, Mode, Row, RunFuture, SqlError, Store, Value};
+use bytes::BytesMut;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use std::time::Duration;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::NoTls;
+
+/// Every write transaction takes this advisory lock (transaction-scoped), so
+/// writes from all replicas are serialized as SQLite serializes them.
+const WRITE_LOCK: i64 = 0x6174_6372_0001;
+/// Held while migrations run, so replicas starting together apply them once.
+const MIGRATE_LOCK: i64 = 0x6174_6372_0002;
+
+/// How to reach PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/database` (or the key=value form).
+    pub url: String,
+    /// Most connections this process opens.
+    pub pool_size: usize,
+    /// How long a request waits for a connection (from the pool, or a new
+    /// one) before the database counts as unavailable.
+    pub timeout: Duration,
+}
+
+impl From<tokio_postgres::Error> for SqlError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let unavailable = e.is_closed()
+            || match e.code() {
+                // No SQLSTATE: the connection itself failed (I/O, TLS, a
+                // timeout), not the statement.
+                None => true,
+                Some(c) => {
+                    let c = c.code();
+                    // Connection exceptions, shutdown and start-up, too many
+                    // connections, out of disk or memory.
+                    c.starts_with("08")
+                        || c.starts_with("57P")
+                        || c.starts_with("53")
+                }
+            };
+        let message = match e.as_db_error() {
+            Some(db) => format!("postgres: {}: {}", db.code().code(), db.message()),
+            None => format!("postgres: {e}"),
+        };
+        SqlError::new(
+            if unavailable {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Other
+            },
+            message,
+        )
+    }
+}
+
+impl From<PoolError> for SqlError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => e.into(),
+            e => SqlError::new(ErrorKind::Unavailable, format!("postgres pool: {e}")),
+        }
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                _ => Err(format!("an integer cannot be bound to a {ty} parameter").into()),
+            },
+            Value::Text(s) => match *ty {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    s.as_str().to_sql(ty, out)
+                }
+                Type::JSONB | Type::JSON => {
+                    // The text form of JSON, as the server parses it.
+                    if *ty == Type::JSONB {
+                        out.extend_from_slice(&[1]);
+                    }
+                    out.extend_from_slice(s.as_bytes());
+                    Ok(IsNull::No)
+                }
+                _ => Err(format!("text cannot be bound to a {ty} parameter").into()),
+            },
+            Value::Bytes(b) => match *ty {
+                Type::BYTEA => b.as_slice().to_sql(ty, out),
+                _ => Err(format!("bytes cannot be bound to a {ty} parameter").into()),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        // Checked per value in `to_sql`, with an error naming the mismatch.
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// `?N` placeholders (both engines' spelling in our SQL) to PostgreSQL's
+/// `$N`; quoted text is left alone.
+fn translate(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => quoted = !quoted,
+            '?' if !quoted && chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push('$');
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) fn translate_for_tests(sql: &str) -> String {
+    translate(sql)
+}
+
+fn column(row: &tokio_postgres::Row, i: usize) -> crate::Result<Value> {
+    let ty = row.columns()[i].type_().clone();
+    let v = match ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+        Type::INT4 => row.try_get::<_, Option<i32>>(i)?.map(|v| Value::Int(v.into())),
+        Type::INT2 => row.try_get::<_, Option<i16>>(i)?.map(|v| Value::Int(v.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+            row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        }
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Bytes),
+        ty => {
+            return Err(SqlError::new(
+                ErrorKind::Other,
+                format!("column {i}: type {ty} is not used (cast it in the query)"),
+            ));
+        }
+    };
+    Ok(v.unwrap_or(Value::Null))
+}
+
+struct PgConn<'a> {
+    client: &'a Object,
+    rt: &'a tokio::runtime::Handle,
+}
+
+impl PgConn<'_> {
+    fn statement(&self, sql: &str) -> crate::Result<tokio_postgres::Statement> {
+        Ok(self.rt.block_on(self.client.prepare_cached(&translate(sql)))?)
+    }
+}
+
+fn refs(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+impl Conn for PgConn<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn exec(&self, sql: &str, params: &[Value]) -> crate::Result<usize> {
+        let stmt = self.statement(sql)?;
+        let n = self.rt.block_on(self.client.execute(&stmt, &refs(params)))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn rows(&self, sql: &str, params: &[Value]) -> crate::Result<Vec<Row>> {
+        let stmt = self.statement(sql)?;
+        let rows = self.rt.block_on(self.client.query(&stmt, &refs(params)))?;
+        rows.iter()
+            .map(|r| (0..r.len()).map(|i| column(r, i)).collect::<crate::Result<_>>().map(Row))
+            .collect()
+    }
+}
+
+pub(crate) struct PgStore {
+    pool: Pool,
+}
+
+impl PgStore {
+    pub(crate) async fn open(opts: &PgOptions, migrations: &[Migration]) -> crate::Result<Self> {
+        let mut cfg: tokio_postgres::Config = opts.url.parse().map_err(|e| {
+            SqlError::new(
+                ErrorKind::Other,
+                format!("index.postgres_url is not a PostgreSQL URL: {e}"),
+            )
+        })?;
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(opts.timeout);
+        }
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("atcr");
+        }
+        let manager = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .wait_timeout(Some(opts.timeout))
+            .create_timeout(Some(opts.timeout))
+            .recycle_timeout(Some(opts.timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| SqlError::new(ErrorKind::Other, format!("postgres pool: {e}")))?;
+        let store = Self { pool };
+        store.migrate(migrations).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self, migrations: &[Migration]) -> crate::Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS atcr_schema (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let current: i64 = tx
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM atcr_schema", &[])
+            .await?
+            .try_get(0)?;
+        for (version, sql) in migrations {
+            if *version > current {
+                tracing::info!(version, "index: applying PostgreSQL migration");
+                tx.batch_execute(sql).await?;
+                tx.execute("INSERT INTO atcr_schema (version) VALUES ($1)", &[version])
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store for PgStore {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn run(&self, mode: Mode, job: Job) -> RunFuture<'_> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            let rt = tokio::runtime::Handle::current();
+            let begin = match mode {
+                // One snapshot for every statement of the job.
+                Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned(),
+                Mode::Write => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
+                Mode::WriteRelaxed => format!(
+                    "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                ),
+            };
+            tokio::task::spawn_blocking(move || {
+                rt.block_on(client.batch_execute(&begin))?;
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    job(&PgConn {
+                        client: &client,
+                        rt: &rt,
+                    })
+                }));
+                let (ok, out) = match ran {
+                    Ok(r) => r,
+                    Err(panic) => {
+                        // Never back to the pool inside a transaction.
+                        drop(Object::take(client));
+                        std::panic::resume_unwind(panic);
+                    }
+                };
+                let end = if ok { "COMMIT" } else { "ROLLBACK" };
+                if let Err(e) = rt.block_on(client.batch_execute(end)) {
+                    drop(Object::take(client));
+                    return Err(e.into());
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| SqlError::new(ErrorKind::Other, format!("database task failed: {e}")))?
+        })
+    }
+}
