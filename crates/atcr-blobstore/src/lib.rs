@@ -87,7 +87,7 @@ pub struct S3Config {
     pub presign_ttl: Duration,
     /// Multipart part size (S3 needs ≥ 5 MiB except for the last part).
     pub part_size: usize,
-    /// Keep upload tails in the bucket (`_uploads/<id>/spool.<offset>`)
+    /// Keep upload tails in the bucket (`_spool/<id>/<offset>`)
     /// rather than in the local spool directory, so any registry replica
     /// can continue a session another one started.
     pub shared_uploads: bool,
@@ -262,9 +262,11 @@ fn staging_key(id: &str) -> ObjectPath {
 
 /// A session's tail in the bucket (shared uploads), named by the offset the
 /// session reached with it: written once, never changed, so the state saved
-/// in the index always names exactly the bytes it counts.
+/// in the index always names exactly the bytes it counts. Not under the
+/// staging key (file-system-backed S3 servers cannot hold both a key and
+/// keys below it).
 fn spool_key(id: &str, offset: u64) -> ObjectPath {
-    ObjectPath::from(format!("_uploads/{id}/spool.{offset}"))
+    ObjectPath::from(format!("_spool/{id}/{offset}"))
 }
 
 /// A blob read: a byte stream plus its total size, or a redirect.
@@ -421,14 +423,16 @@ impl BlobStore {
         {
             return Err(BlobError::Session(format!("bad session id {id:?}")));
         }
-        let path = self.local_file(id);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(storage)?;
-        drop(f);
+        if self.shared_spool().is_none() {
+            let path = self.local_file(id);
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(storage)?;
+            drop(f);
+        }
         Ok(UploadState {
             id: id.to_owned(),
             offset: 0,

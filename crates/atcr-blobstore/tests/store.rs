@@ -228,7 +228,8 @@ async fn s3_shared_uploads_continue_on_another_replica() {
     for d in [&da, &db] {
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
-    let left = walk(&std::path::Path::new(&s3.dir()).join(&s3.bucket).join("_uploads"));
+    let bucket = s3.dir().join(&s3.bucket);
+    let left = [walk(&bucket.join("_uploads")), walk(&bucket.join("_spool"))].concat();
     assert!(left.is_empty(), "{left:?}");
 }
 

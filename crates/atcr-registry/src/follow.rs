@@ -181,6 +181,8 @@ impl Registry {
                 };
                 let queue = self.owner_queue(did);
                 let _guard = queue.commit.lock().await;
+                // Across replicas too (a shared index).
+                let _owner = self.inner.index.lock_owner(did).await?;
                 let current = owner
                     .get_record(TAG_COLLECTION.into(), rkey.to_owned())
                     .await
@@ -217,6 +219,8 @@ impl Registry {
                 };
                 let queue = self.owner_queue(did);
                 let _guard = queue.commit.lock().await;
+                // Across replicas too (a shared index).
+                let _owner = self.inner.index.lock_owner(did).await?;
                 let current = owner
                     .get_record(MANIFEST_COLLECTION.into(), rkey.to_owned())
                     .await
@@ -312,6 +316,8 @@ impl Registry {
         let owner = self.owner_pds(did).await?;
         let queue = self.owner_queue(did);
         let _guard = queue.commit.lock().await;
+        // Across replicas too (a shared index).
+        let _owner = self.inner.index.lock_owner(did).await?;
         let tags = list_all(owner.as_ref(), TAG_COLLECTION).await?;
         let manifests = list_all(owner.as_ref(), MANIFEST_COLLECTION).await?;
         let mut changed = 0;

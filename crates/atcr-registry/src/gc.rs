@@ -194,6 +194,8 @@ impl Registry {
     /// reports what a run would do. Runs are serialised.
     pub async fn gc(&self, dry_run: bool) -> Result<GcReport> {
         let _one = self.inner.gc_lock.lock().await;
+        // And one across replicas sharing the index.
+        let _global = self.inner.index.lock_gc().await?;
         let started = Instant::now();
         let mut report = GcReport {
             dry_run,

@@ -102,8 +102,13 @@ const MIGRATIONS: &[Migration] = &[
     ),
     (
         6,
-        // The registry secret, shared by every process on a shared index.
-        "CREATE TABLE registry_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret BLOB NOT NULL);",
+        // Replicas on one index: the registry secret they share, upload
+        // sessions leased to the replica serving a request on them, and
+        // credential revocations every replica applies.
+        "CREATE TABLE registry_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret BLOB NOT NULL);
+    ALTER TABLE upload ADD COLUMN busy_until INTEGER;
+    CREATE TABLE revocation (did TEXT PRIMARY KEY, at INTEGER NOT NULL);
+    CREATE INDEX revocation_at ON revocation (at);",
     ),
 ];
 
@@ -159,7 +164,8 @@ const PG_MIGRATIONS: &[Migration] = &[(
     CREATE TABLE upload (
         id TEXT COLLATE "C" PRIMARY KEY, did TEXT COLLATE "C" NOT NULL,
         repo TEXT COLLATE "C" NOT NULL,
-        state TEXT NOT NULL, updated_at BIGINT NOT NULL, finishing TEXT COLLATE "C"
+        state TEXT NOT NULL, updated_at BIGINT NOT NULL, finishing TEXT COLLATE "C",
+        busy_until BIGINT
     );
     CREATE INDEX upload_did ON upload (did);
     CREATE INDEX upload_finishing ON upload (finishing) WHERE finishing IS NOT NULL;
@@ -180,7 +186,9 @@ const PG_MIGRATIONS: &[Migration] = &[(
         created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL
     );
     CREATE INDEX web_session_did ON web_session (did, created_at);
-    CREATE TABLE registry_secret (id BIGINT PRIMARY KEY CHECK (id = 1), secret BYTEA NOT NULL);"#,
+    CREATE TABLE registry_secret (id BIGINT PRIMARY KEY CHECK (id = 1), secret BYTEA NOT NULL);
+    CREATE TABLE revocation (did TEXT COLLATE "C" PRIMARY KEY, at BIGINT NOT NULL);
+    CREATE INDEX revocation_at ON revocation (at);"#,
 )];
 
 /// An index error. When the database cannot be reached it maps to
@@ -935,6 +943,91 @@ impl Index {
                     tx.execute(&format!("DELETE FROM {t} WHERE did = ?1"), [&d])?;
                 }
                 Ok(n)
+            })
+            .await
+    }
+
+    /// Waits for the lock of `did`'s record writes, held across replicas
+    /// from the journal entry to the index update of each PDS commit.
+    pub async fn lock_owner(&self, did: &str) -> Result<atcr_sql::Lock> {
+        Ok(self.db.lock(&format!("atcr:owner:{did}")).await?)
+    }
+
+    /// Waits for the garbage-collection lock (one run at a time across
+    /// replicas).
+    pub async fn lock_gc(&self) -> Result<atcr_sql::Lock> {
+        Ok(self.db.lock("atcr:gc").await?)
+    }
+
+    /// Leases upload session `id` to this process for `secs` (a request is
+    /// writing to it). `Some(false)`: another holds a live lease; `None`:
+    /// no such session.
+    pub async fn lease_upload(&self, id: &str, secs: i64) -> Result<Option<bool>> {
+        let i = id.to_owned();
+        let now = now();
+        self.db
+            .write_relaxed(move |tx| {
+                let n = tx.execute(
+                    "UPDATE upload SET busy_until = ?2 WHERE id = ?1 AND (busy_until IS NULL OR busy_until <= ?3)",
+                    (&i, now + secs, now),
+                )?;
+                if n > 0 {
+                    return Ok(Some(true));
+                }
+                let exists = tx
+                    .query_row("SELECT 1 FROM upload WHERE id = ?1", [&i], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                Ok(exists.then_some(false))
+            })
+            .await
+    }
+
+    /// Ends this process's lease of upload session `id`.
+    pub async fn release_upload(&self, id: &str) -> Result<()> {
+        let i = id.to_owned();
+        self.db
+            .write_relaxed(move |tx| {
+                tx.execute("UPDATE upload SET busy_until = NULL WHERE id = ?1", [&i])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records that `did`'s credentials were revoked at `at` (Unix seconds).
+    pub async fn save_revocation(&self, did: &str, at: i64) -> Result<()> {
+        let d = did.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO revocation (did, at) VALUES (?1, ?2)
+                     ON CONFLICT (did) DO UPDATE SET at = excluded.at WHERE revocation.at < excluded.at",
+                    (&d, at),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Revocations at or after `since`: `(did, at)`.
+    pub async fn revocations_since(&self, since: i64) -> Result<Vec<(String, i64)>> {
+        self.db
+            .read(move |c| {
+                c.prepare_cached("SELECT did, at FROM revocation WHERE at >= ?1")?
+                    .query_map([since], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<atcr_sql::Result<Vec<_>>>()
+                    .map_err(IndexError::from)
+            })
+            .await
+    }
+
+    /// Whether journal entry `id` is still open.
+    pub async fn pending_open(&self, id: i64) -> Result<bool> {
+        self.db
+            .read(move |c| {
+                Ok(c.query_row("SELECT 1 FROM pending WHERE id = ?1", [id], |_| Ok(()))
+                    .optional()?
+                    .is_some())
             })
             .await
     }

@@ -285,11 +285,18 @@ const CREDENTIAL_CACHE: Duration = Duration::from_secs(300);
 /// handles are cached by the identity resolver).
 const HANDLE_CACHE: Duration = Duration::from_secs(10);
 
-/// Marks an upload session busy for the guard's lifetime.
+/// How long a replica may hold an upload session it serves a request on
+/// (shared index). Released when the request ends; a replica that dies
+/// mid-request blocks its session for at most this long.
+const UPLOAD_LEASE_SECS: i64 = 1800;
+
+/// Marks an upload session busy for the guard's lifetime: in this process,
+/// and on a shared index leased in the database too.
 struct Busy<'a> {
     set: &'a Mutex<HashSet<String>>,
     id: String,
     gauge: &'a prometheus::IntGauge,
+    lease: Option<Index>,
 }
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
@@ -298,7 +305,22 @@ impl Drop for Busy<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
+        if let (Some(index), Ok(rt)) = (self.lease.take(), tokio::runtime::Handle::try_current()) {
+            let id = std::mem::take(&mut self.id);
+            rt.spawn(async move {
+                if let Err(e) = index.release_upload(&id).await {
+                    tracing::warn!("upload {id}: lease not released ({e}); it lapses by itself");
+                }
+            });
+        }
     }
+}
+
+fn writing_elsewhere() -> RegistryError {
+    err(
+        ErrorCode::BlobUploadInvalid,
+        "another request is writing to this upload session",
+    )
 }
 
 fn new_id() -> String {
@@ -612,6 +634,48 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, (d, _)| d != did);
         tracing::info!(target: "atcr::auth", did, "credentials revoked: tokens and cached logins dropped");
+        if self.inner.index.shared() {
+            // Every replica applies it (see `sync_revocations`).
+            let (index, did) = (self.inner.index.clone(), did.to_owned());
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Err(e) = index.save_revocation(&did, now as i64).await {
+                        tracing::error!(target: "atcr::auth", did, "revocation not shared with other replicas: {e}");
+                    }
+                });
+            }
+        }
+    }
+
+    /// Applies revocations other replicas recorded since `since` (Unix
+    /// seconds); returns the newest seen. Run every second on a shared
+    /// index: a token or cached login revoked elsewhere is refused here
+    /// within about a second.
+    pub async fn sync_revocations(&self, since: i64) -> Result<i64> {
+        let mut newest = since;
+        for (did, at) in self.inner.index.revocations_since(since).await? {
+            newest = newest.max(at);
+            let known = self.revoked_at(&did);
+            if known.is_some_and(|k| k >= at as u64) {
+                continue;
+            }
+            self.inner
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(did.clone(), at as u64);
+            self.inner
+                .credentials
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, (d, _)| *d != did);
+            self.inner
+                .handles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, (d, _)| *d != did);
+        }
+        Ok(newest)
     }
 
     /// Verifies a bearer token: signature, audience, lifetime, and not
@@ -832,7 +896,7 @@ impl Registry {
         let ttl = self.inner.cfg.upload_ttl.as_secs() as i64;
         let mut gone = 0;
         for (id, state) in self.inner.index.idle_uploads(ttl).await? {
-            let Ok(_busy) = self.mark_busy(&id) else {
+            let Ok(_busy) = self.mark_busy(&id).await else {
                 continue;
             };
             self.inner.index.delete_upload(&id).await?;
@@ -884,13 +948,18 @@ impl Registry {
                 "blob upload unknown to registry",
             )
         };
-        let cached = self
-            .inner
-            .uploads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned();
+        // On a shared index another replica may have moved the session on:
+        // only the database is the truth.
+        let cached = if self.inner.index.shared() {
+            None
+        } else {
+            self.inner
+                .uploads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(id)
+                .cloned()
+        };
         let (d, r, st) = match cached {
             Some(c) => c,
             None => {
@@ -905,6 +974,9 @@ impl Registry {
     }
 
     fn cache_upload(&self, did: &str, repo: &str, st: Option<&UploadState>, id: &str) {
+        if self.inner.index.shared() {
+            return;
+        }
         let mut m = self.inner.uploads.lock().unwrap_or_else(|p| p.into_inner());
         match st {
             Some(st) => {
@@ -919,19 +991,37 @@ impl Registry {
         }
     }
 
-    fn mark_busy(&self, id: &str) -> Result<Busy<'_>> {
+    /// [`Registry::mark_local`], and on a shared index a lease in the
+    /// database: another replica serving a request on the session is
+    /// refused as another request of this process is.
+    async fn mark_busy(&self, id: &str) -> Result<Busy<'_>> {
+        let mut busy = self.mark_local(id)?;
+        if self.inner.index.shared() {
+            match self.inner.index.lease_upload(id, UPLOAD_LEASE_SECS).await? {
+                Some(true) => busy.lease = Some(self.inner.index.clone()),
+                Some(false) => return Err(writing_elsewhere()),
+                None => {
+                    return Err(err(
+                        ErrorCode::BlobUploadUnknown,
+                        "blob upload unknown to registry",
+                    ));
+                }
+            }
+        }
+        Ok(busy)
+    }
+
+    fn mark_local(&self, id: &str) -> Result<Busy<'_>> {
         let mut set = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(id.to_owned()) {
-            return Err(err(
-                ErrorCode::BlobUploadInvalid,
-                "another request is writing to this upload session",
-            ));
+            return Err(writing_elsewhere());
         }
         self.inner.metrics.uploads_in_progress.inc();
         Ok(Busy {
             set: &self.inner.busy,
             gauge: &self.inner.metrics.uploads_in_progress,
             id: id.to_owned(),
+            lease: None,
         })
     }
 
@@ -954,7 +1044,7 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let _busy = self.mark_busy(id)?;
+        let _busy = self.mark_busy(id).await?;
         let mut st = self.session(did, repo, id).await?;
         if let Some(s) = start
             && s != st.offset
@@ -990,7 +1080,7 @@ impl Registry {
         E: std::fmt::Display,
     {
         let repo = name.repo();
-        let _busy = self.mark_busy(id)?;
+        let _busy = self.mark_busy(id).await?;
         let mut st = self.session(did, repo, id).await?;
         // Whatever happens next, the cached state is no longer the truth.
         self.cache_upload(did, repo, None, id);
@@ -1057,7 +1147,7 @@ impl Registry {
 
     /// Cancels a session.
     pub async fn upload_cancel(&self, did: &str, repo: &str, id: &str) -> Result<()> {
-        let _busy = self.mark_busy(id)?;
+        let _busy = self.mark_busy(id).await?;
         let st = self.session(did, repo, id).await?;
         self.cache_upload(did, repo, None, id);
         self.inner.index.delete_upload(id).await?;
@@ -1277,6 +1367,19 @@ impl Registry {
         let started = Instant::now();
         let n = batch.len();
         let (jobs, replies): (Vec<PushJob>, Vec<Reply>) = batch.into_iter().unzip();
+        // Replicas on a shared index: one PDS commit of an owner at a time,
+        // from its journal entry to its index update, so the index follows
+        // the PDS's commit order.
+        let _owner = match self.inner.index.lock_owner(did).await {
+            Ok(l) => l,
+            Err(e) => {
+                let e = RegistryError::from(e);
+                for r in replies {
+                    let _ = r.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
         let span = tracing::info_span!("manifest_batch", did, pushes = n);
         match tracing::Instrument::instrument(self.write_batch(did, &jobs), span).await {
             Ok(()) => {
@@ -1528,6 +1631,7 @@ impl Registry {
     ) -> Result<()> {
         let queue = self.owner_queue(did);
         let _guard = queue.commit.lock().await;
+        let _owner = self.inner.index.lock_owner(did).await?;
         let (digest, tags) = match reference {
             Reference::Digest(d) => {
                 let m = self
@@ -1609,6 +1713,7 @@ impl Registry {
     pub async fn forget_owner(&self, did: &str) -> Result<usize> {
         let queue = self.owner_queue(did);
         let _guard = queue.commit.lock().await;
+        let _owner = self.inner.index.lock_owner(did).await?;
         self.revoke(did);
         Ok(self.inner.index.forget_owner(did).await?)
     }
@@ -1656,8 +1761,24 @@ impl Registry {
     /// upload sessions and removes expired or orphaned ones. Returns
     /// (operations completed, operations dropped, sessions kept).
     pub async fn recover(&self) -> Result<(usize, usize, usize)> {
+        let (done, dropped) = self.recover_journal().await?;
+        let kept = self.recover_uploads().await?;
+        Ok((done, dropped, kept))
+    }
+
+    /// Settles the open journal entries: (completed, dropped). Each under
+    /// its owner's lock, so on a shared index an entry a live replica is
+    /// still working on is left to it (it is closed by the time the lock is
+    /// granted), while one whose replica died (its locks died with it) is
+    /// settled here. Run at start-up, and every few seconds by every
+    /// replica on a shared index.
+    pub async fn recover_journal(&self) -> Result<(usize, usize)> {
         let (mut done, mut dropped) = (0, 0);
         for (id, did, ops) in self.inner.index.pending().await? {
+            let _owner = self.inner.index.lock_owner(&did).await?;
+            if !self.inner.index.pending_open(id).await? {
+                continue;
+            }
             let Ok(ops) = serde_json::from_str::<Vec<PendingOp>>(&ops) else {
                 self.inner.index.drop_pending(id).await?;
                 dropped += 1;
@@ -1676,6 +1797,12 @@ impl Registry {
                 Err(e) => tracing::warn!("recovery of {did}: {e}; retried at next start"),
             }
         }
+        Ok((done, dropped))
+    }
+
+    /// Restores upload sessions after a restart and removes expired or
+    /// orphaned ones; returns how many were kept.
+    async fn recover_uploads(&self) -> Result<usize> {
         let ttl = self.inner.cfg.upload_ttl.as_secs() as i64;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1701,7 +1828,7 @@ impl Registry {
                 self.inner.blobs.remove_local_session(&id);
             }
         }
-        Ok((done, dropped, kept.len()))
+        Ok(kept.len())
     }
 
     /// Settles one journal entry (one PDS commit): if its records are in

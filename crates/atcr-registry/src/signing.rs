@@ -394,6 +394,8 @@ impl Registry {
         // signer (or a push and the follower) cannot both add one.
         let queue = self.owner_queue(owner);
         let _guard = queue.commit.lock().await;
+        // Across replicas too (a shared index).
+        let _owner = self.inner.index.lock_owner(owner).await?;
         let existing = self
             .inner
             .index

@@ -108,6 +108,32 @@ async fn open_index(config: &Config, dir: &Path) -> Result<atcr_registry::index:
     }
 }
 
+/// What every replica on a shared index does besides serving: every second
+/// it applies the revocations others recorded; every 5 seconds it settles
+/// journal entries left open by a replica that died mid-push.
+async fn replica_duties(reg: atcr_registry::Registry) {
+    let mut since = 0i64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for n in 0u64.. {
+        tick.tick().await;
+        match reg.sync_revocations(since).await {
+            // Re-read a minute back: replicas' clocks may differ a little.
+            Ok(newest) => since = newest.saturating_sub(60).max(since),
+            Err(e) => tracing::warn!(target: "atcr::auth", "reading revocations: {}", e.message),
+        }
+        if n % 5 == 0 {
+            match reg.recover_journal().await {
+                Ok((0, 0)) => {}
+                Ok((done, dropped)) => tracing::info!(
+                    "settled journal entries of another replica: {done} completed, {dropped} dropped"
+                ),
+                Err(e) => tracing::warn!("settling the journal: {}", e.message),
+            }
+        }
+    }
+}
+
 /// The running services.
 #[derive(Clone)]
 pub struct Services {
@@ -547,6 +573,12 @@ pub async fn serve_on(
                 }
             }
         })
+    });
+    // Replicas sharing a PostgreSQL index: apply each other's credential
+    // revocations, and settle the journal entries of a replica that died.
+    let _replica = services.registry.index().shared().then(|| {
+        let reg = services.registry.clone();
+        AbortOnDrop(tokio::spawn(replica_duties(reg)))
     });
     // Scheduled garbage collection (`gc.interval_secs`; 0: off).
     let collector = (services.config.gc.interval_secs > 0).then(|| {

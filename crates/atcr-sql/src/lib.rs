@@ -219,6 +219,32 @@ pub trait Store: Send + Sync + 'static {
     /// so and rolled back otherwise. An error here means the job may not
     /// have run and nothing was committed.
     fn run(&self, mode: Mode, job: Job) -> RunFuture<'_>;
+    /// Takes the lock named `key`, held by at most one holder among all the
+    /// processes sharing the database until the returned guard is dropped
+    /// (or its holder dies). `wait`: wait for it, else `None` when taken.
+    /// A database only one process uses returns a guard at once: the
+    /// process serializes itself.
+    fn lock(&self, key: String, wait: bool) -> LockFuture<'_>;
+}
+
+/// A boxed future returned by [`Store::lock`].
+pub type LockFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<Lock>>> + Send + 'a>>;
+
+/// A held lock (see [`Database::lock`]); released on drop.
+pub struct Lock {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl Lock {
+    /// A guard that holds nothing (single-process stores).
+    pub fn local() -> Self {
+        Self { _held: None }
+    }
+
+    /// A guard whose drop releases `held`.
+    pub fn holding(held: Box<dyn Send + Sync>) -> Self {
+        Self { _held: Some(held) }
+    }
 }
 
 /// A database handle (cheap to clone).
@@ -246,6 +272,20 @@ impl Database {
     /// The engine.
     pub fn dialect(&self) -> Dialect {
         self.store.dialect()
+    }
+
+    /// Waits for the lock named `key`, shared by every process on this
+    /// database (see [`Store::lock`]).
+    pub async fn lock(&self, key: &str) -> Result<Lock> {
+        match self.store.lock(key.to_owned(), true).await? {
+            Some(l) => Ok(l),
+            None => Err(SqlError::new(ErrorKind::Other, "lock not granted")),
+        }
+    }
+
+    /// The lock named `key` if no one holds it.
+    pub async fn try_lock(&self, key: &str) -> Result<Option<Lock>> {
+        self.store.lock(key.to_owned(), false).await
     }
 
     /// Runs `f` on a read-only snapshot.

@@ -306,4 +306,53 @@ impl Store for PgStore {
             .map_err(|e| SqlError::new(ErrorKind::Other, format!("database task failed: {e}")))?
         })
     }
+    fn lock(&self, key: String, wait: bool) -> crate::LockFuture<'_> {
+        Box::pin(async move {
+            let client = self.pool.get().await?;
+            // A transaction-level lock on a connection kept for the guard:
+            // released by ROLLBACK on drop, or by the server if this process
+            // dies (its connection closes).
+            client.batch_execute("BEGIN").await?;
+            let f = if wait {
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), true"
+            } else {
+                "SELECT NULL::int, pg_try_advisory_xact_lock(hashtextextended($1, 0))"
+            };
+            let got: bool = match client.query_one(f, &[&key]).await {
+                Ok(r) => r.try_get(1)?,
+                Err(e) => {
+                    drop(Object::take(client));
+                    return Err(e.into());
+                }
+            };
+            if !got {
+                client.batch_execute("ROLLBACK").await?;
+                return Ok(None);
+            }
+            Ok(Some(crate::Lock::holding(Box::new(PgLock(Some(client))))))
+        })
+    }
+}
+
+/// A connection in a transaction holding an advisory lock.
+struct PgLock(Option<Object>);
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(client));
+                    }
+                });
+            }
+            // No runtime to end the transaction on: close the connection,
+            // which releases the lock.
+            Err(_) => drop(Object::take(client)),
+        }
+    }
 }

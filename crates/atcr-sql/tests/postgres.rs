@@ -100,3 +100,43 @@ async fn a_stopped_server_is_unavailable_then_recovers() {
     let e = Database::postgres(&opts(&pg.url), MIGRATIONS).await.err().unwrap();
     assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_locks_exclude_across_pools_and_die_with_their_holder() {
+    let pg = atcr_testkit::PgServer::start();
+    let a = Database::postgres(&opts(&pg.url), MIGRATIONS).await.unwrap();
+    let b = Database::postgres(&opts(&pg.url), MIGRATIONS).await.unwrap();
+    let held = a.lock("owner:did:plc:x").await.unwrap();
+    assert!(b.try_lock("owner:did:plc:x").await.unwrap().is_none());
+    // Another name is independent.
+    assert!(b.try_lock("owner:did:plc:y").await.unwrap().is_some());
+    // A waiter gets it once the holder lets go.
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock("owner:did:plc:x").await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "the lock is held");
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("granted after release")
+        .unwrap()
+        .unwrap();
+    // The holder's pool going away (its process dying) releases it too.
+    let c = Database::postgres(&opts(&pg.url), MIGRATIONS).await.unwrap();
+    let held = c.lock("gc").await.unwrap();
+    assert!(a.try_lock("gc").await.unwrap().is_none());
+    std::mem::forget(held);
+    drop(c);
+    pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE state = 'idle in transaction'");
+    let mut ok = false;
+    for _ in 0..50 {
+        if a.try_lock("gc").await.unwrap().is_some() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a dead holder's lock is released");
+}

@@ -7,6 +7,8 @@
 
 use std::path::PathBuf;
 
+pub mod proxy;
+
 /// The interop-vectors directory.
 ///
 /// # Panics
