@@ -17,6 +17,9 @@
 //! the same serving layer and nothing else (see [`registry`]); `scripts/bench-registry` runs them side by side with CNCF
 //! Distribution.
 //!
+//! `atcr-bench front --listen ADDR --backend URL …` is a round-robin HTTP
+//! front (no stickiness) for registry replicas (`scripts/bench-scale-out`).
+//!
 //! `atcr-bench gc …` measures garbage collection against a running `atcr
 //! serve` (see [`gc`]; `scripts/bench-gc` runs it).
 //!
@@ -38,6 +41,7 @@ fn main() -> Result<()> {
         Some("pds") => pds_bench(&args[1..]),
         Some("registry") => tokio_main(registry::run(&args[1..])),
         Some("ceiling") => tokio_main(registry::ceiling(&args[1..])),
+        Some("front") => tokio_main(front(&args[1..])),
         Some("gc") => tokio_main(gc::run(&args[1..])),
         Some("firehose") => tokio_main(firehose::run(&args[1..])),
         Some("verify") => tokio_main(verify::run(&args[1..])),
@@ -46,7 +50,7 @@ fn main() -> Result<()> {
         Some("admission") => tokio_main(service::admission(&args[1..])),
         Some("fuzz-seeds") => fuzz_seeds(args.get(1).context("usage: atcr-bench fuzz-seeds DIR")?),
         _ => bail!(
-            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | gc --url URL --user U --password P --atcr BIN [--blobs N] [--kib K] [--concurrency C] | firehose --url URL --user U --password P [--events N] [--lag-samples M] | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | web --url URL --users A,B --password P [--repos R] [--tags T] [--samples S] | fuzz-seeds DIR"
+            "usage: atcr-bench repo [--records N] [--proofs M] [--json] | pds [--records N] [--json] | registry --url URL [--repo NAME] [--user U --password P] [--pid PID] [--sizes 1,64,512] [--chunk MIB] [--reps N] [--phases blobs,manifests,images] [--ceiling-url URL] | ceiling --listen ADDR --dir DIR | front --listen ADDR --backend URL [--backend URL …] | gc --url URL --user U --password P --atcr BIN [--blobs N] [--kib K] [--concurrency C] | firehose --url URL --user U --password P [--events N] [--lag-samples M] | verify --url URL --user U --password P [--cold N] [--warm N] [--concurrency C] | service --registry URL --user U --password P --service URL [--cold-service URL] [--pid PID] [--warm N] [--concurrency C] [--cached-verdicts N] | admission --apiserver URL --token T --ca FILE --registry URL --user U --password P --namespaces A,B [--n N] | web --url URL --users A,B --password P [--repos R] [--tags T] [--samples S] | fuzz-seeds DIR"
         ),
     }
 }
@@ -57,6 +61,23 @@ mod registry;
 mod service;
 mod verify;
 mod web;
+
+/// A round-robin front for replicas, until killed.
+async fn front(args: &[String]) -> Result<()> {
+    let listen = registry::arg(args, "--listen").context("--listen is required")?;
+    let backends: Vec<String> = args
+        .windows(2)
+        .filter(|w| w[0] == "--backend")
+        .map(|w| w[1].clone())
+        .collect();
+    if backends.is_empty() {
+        bail!("at least one --backend URL is required");
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let _front = atcr_testkit::proxy::RoundRobin::start(listener, backends);
+    std::future::pending::<()>().await;
+    Ok(())
+}
 
 fn tokio_main<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
     atcr_http::install_crypto_provider();

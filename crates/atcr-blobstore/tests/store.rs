@@ -210,13 +210,23 @@ async fn s3_shared_uploads_continue_on_another_replica() {
     let data = random(12 * 1024 * 1024 + 3);
     let digest = Digest::sha256(&data);
     let mut st = a.begin("shared-1", DigestAlgorithm::Sha256).await.unwrap();
-    let cuts = [0, 1000, 3 * 1024 * 1024, 7 * 1024 * 1024, 7 * 1024 * 1024 + 1, data.len()];
+    let cuts = [
+        0,
+        1000,
+        3 * 1024 * 1024,
+        7 * 1024 * 1024,
+        7 * 1024 * 1024 + 1,
+        data.len(),
+    ];
     for (i, w) in cuts.windows(2).enumerate() {
         let store = if i % 2 == 0 { &a } else { &b };
         // Each call sees only the state saved by the previous one.
         let mut resumed = UploadState::from_json(&st.to_json()).unwrap();
         store
-            .append(&mut resumed, body(vec![Bytes::copy_from_slice(&data[w[0]..w[1]])]))
+            .append(
+                &mut resumed,
+                body(vec![Bytes::copy_from_slice(&data[w[0]..w[1]])]),
+            )
             .await
             .unwrap();
         st = resumed;

@@ -1025,9 +1025,11 @@ impl Index {
     pub async fn pending_open(&self, id: i64) -> Result<bool> {
         self.db
             .read(move |c| {
-                Ok(c.query_row("SELECT 1 FROM pending WHERE id = ?1", [id], |_| Ok(()))
-                    .optional()?
-                    .is_some())
+                Ok(
+                    c.query_row("SELECT 1 FROM pending WHERE id = ?1", [id], |_| Ok(()))
+                        .optional()?
+                        .is_some(),
+                )
             })
             .await
     }

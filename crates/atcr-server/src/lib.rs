@@ -89,7 +89,10 @@ fn secret(dir: &Path) -> Result<Vec<u8>, ServerError> {
 
 /// Opens the registry index `[index]` names: `<data_dir>/registry.sqlite`,
 /// or the PostgreSQL database shared by replicas (migrated on open).
-async fn open_index(config: &Config, dir: &Path) -> Result<atcr_registry::index::Index, ServerError> {
+async fn open_index(
+    config: &Config,
+    dir: &Path,
+) -> Result<atcr_registry::index::Index, ServerError> {
     match (config.index.backend.as_str(), &config.index.postgres_url) {
         ("postgres", Some(url)) => {
             let opts = atcr_sql::PgOptions {
@@ -97,11 +100,13 @@ async fn open_index(config: &Config, dir: &Path) -> Result<atcr_registry::index:
                 pool_size: usize::try_from(config.index.pool_size).unwrap_or(usize::MAX),
                 timeout: Duration::from_secs(config.index.timeout_secs),
             };
-            atcr_registry::index::Index::postgres(&opts).await.map_err(|e| {
-                ServerError::Service(format!(
-                    "registry index on PostgreSQL (index.postgres_url): {e}"
-                ))
-            })
+            atcr_registry::index::Index::postgres(&opts)
+                .await
+                .map_err(|e| {
+                    ServerError::Service(format!(
+                        "registry index on PostgreSQL (index.postgres_url): {e}"
+                    ))
+                })
         }
         _ => atcr_registry::index::Index::open(&dir.join("registry.sqlite"))
             .map_err(|e| ServerError::Service(format!("registry index: {e}"))),

@@ -17,7 +17,11 @@ pub async fn units_of_work(db: &Database) {
     .await
     .unwrap();
     let (n, b): (i64, Option<Vec<u8>>) = db
-        .read(|c| c.query_row("SELECT n, b FROM t WHERE k = ?1", ["a"], |r| Ok((r.get(0)?, r.get(1)?))))
+        .read(|c| {
+            c.query_row("SELECT n, b FROM t WHERE k = ?1", ["a"], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
         .await
         .unwrap();
     assert_eq!((n, b), (1, Some(vec![0, 255])));
@@ -40,13 +44,18 @@ pub async fn units_of_work(db: &Database) {
     let r = db
         .write(|c| c.execute("INSERT INTO t (k, n) VALUES (?1, ?2)", ("a", 3i64)))
         .await;
-    assert!(matches!(r, Err(ref e) if e.kind == ErrorKind::Other), "{r:?}");
+    assert!(
+        matches!(r, Err(ref e) if e.kind == ErrorKind::Other),
+        "{r:?}"
+    );
 
     // Missing rows: NoRows, and None through `optional`.
     let none = db
         .read(|c| {
-            c.query_row("SELECT n FROM t WHERE k = ?1", ["zz"], |r| r.get::<_, i64>(0))
-                .optional()
+            c.query_row("SELECT n FROM t WHERE k = ?1", ["zz"], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
         })
         .await
         .unwrap();
@@ -76,7 +85,10 @@ pub async fn units_of_work(db: &Database) {
         })
         .await
         .unwrap();
-    assert_eq!(rows, vec![("a".into(), 1), ("b".into(), 20), ("c".into(), 30)]);
+    assert_eq!(
+        rows,
+        vec![("a".into(), 1), ("b".into(), 20), ("c".into(), 30)]
+    );
     let (count, exists): (i64, bool) = db
         .read(|c| {
             c.query_row(

@@ -6,12 +6,14 @@
 //! usual). That keeps the index's units of work synchronous closures, the
 //! same code for SQLite and PostgreSQL.
 
-use crate::{Conn, Dialect, ErrorKind, Job, Migration, Mode, Row, RunFuture, SqlError, Store, Value};
+use crate::{
+    Conn, Dialect, ErrorKind, Job, Migration, Mode, Row, RunFuture, SqlError, Store, Value,
+};
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use std::time::Duration;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::NoTls;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 /// Every write transaction takes this advisory lock (transaction-scoped), so
 /// writes from all replicas are serialized as SQLite serializes them.
@@ -42,9 +44,7 @@ impl From<tokio_postgres::Error> for SqlError {
                     let c = c.code();
                     // Connection exceptions, shutdown and start-up, too many
                     // connections, out of disk or memory.
-                    c.starts_with("08")
-                        || c.starts_with("57P")
-                        || c.starts_with("53")
+                    c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
                 }
             };
         let message = match e.as_db_error() {
@@ -144,8 +144,12 @@ fn column(row: &tokio_postgres::Row, i: usize) -> crate::Result<Value> {
     let ty = row.columns()[i].type_().clone();
     let v = match ty {
         Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
-        Type::INT4 => row.try_get::<_, Option<i32>>(i)?.map(|v| Value::Int(v.into())),
-        Type::INT2 => row.try_get::<_, Option<i16>>(i)?.map(|v| Value::Int(v.into())),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|v| Value::Int(v.into())),
         Type::BOOL => row
             .try_get::<_, Option<bool>>(i)?
             .map(|v| Value::Int(v.into())),
@@ -170,7 +174,9 @@ struct PgConn<'a> {
 
 impl PgConn<'_> {
     fn statement(&self, sql: &str) -> crate::Result<tokio_postgres::Statement> {
-        Ok(self.rt.block_on(self.client.prepare_cached(&translate(sql)))?)
+        Ok(self
+            .rt
+            .block_on(self.client.prepare_cached(&translate(sql)))?)
     }
 }
 
@@ -185,7 +191,9 @@ impl Conn for PgConn<'_> {
 
     fn exec(&self, sql: &str, params: &[Value]) -> crate::Result<usize> {
         let stmt = self.statement(sql)?;
-        let n = self.rt.block_on(self.client.execute(&stmt, &refs(params)))?;
+        let n = self
+            .rt
+            .block_on(self.client.execute(&stmt, &refs(params)))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -193,7 +201,12 @@ impl Conn for PgConn<'_> {
         let stmt = self.statement(sql)?;
         let rows = self.rt.block_on(self.client.query(&stmt, &refs(params)))?;
         rows.iter()
-            .map(|r| (0..r.len()).map(|i| column(r, i)).collect::<crate::Result<_>>().map(Row))
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| column(r, i))
+                    .collect::<crate::Result<_>>()
+                    .map(Row)
+            })
             .collect()
     }
 }

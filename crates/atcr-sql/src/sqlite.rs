@@ -1,7 +1,9 @@
 //! The SQLite store: [`atcr_sqlite::Db`] (one durable writer, pooled
 //! readers) behind [`Store`].
 
-use crate::{Conn, Dialect, ErrorKind, Job, Migration, Mode, Row, RunFuture, SqlError, Store, Value};
+use crate::{
+    Conn, Dialect, ErrorKind, Job, Migration, Mode, Row, RunFuture, SqlError, Store, Value,
+};
 use atcr_sqlite::rusqlite::types::{ToSqlOutput, ValueRef};
 use atcr_sqlite::rusqlite::{self, Connection, params_from_iter};
 use atcr_sqlite::{Db, DbError};

@@ -3,7 +3,10 @@
 
 use super::*;
 
-const MIGRATIONS: &[Migration] = &[(1, "CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL, b BLOB)")];
+const MIGRATIONS: &[Migration] = &[(
+    1,
+    "CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL, b BLOB)",
+)];
 
 #[test]
 fn placeholders_translate_outside_quotes() {

@@ -21,7 +21,9 @@ fn opts(url: &str) -> PgOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_behaves_like_sqlite() {
     let pg = atcr_testkit::PgServer::start();
-    let db = Database::postgres(&opts(&pg.url), MIGRATIONS).await.unwrap();
+    let db = Database::postgres(&opts(&pg.url), MIGRATIONS)
+        .await
+        .unwrap();
     assert_eq!(db.dialect(), atcr_sql::Dialect::Postgres);
     atcr_sql::conformance::units_of_work(&db).await;
 }
@@ -32,7 +34,9 @@ async fn replicas_starting_together_migrate_once_and_writes_serialize() {
     let mut opening = vec![];
     for _ in 0..4 {
         let o = opts(&pg.url);
-        opening.push(tokio::spawn(async move { Database::postgres(&o, MIGRATIONS).await }));
+        opening.push(tokio::spawn(async move {
+            Database::postgres(&o, MIGRATIONS).await
+        }));
     }
     let mut dbs = vec![];
     for o in opening {
@@ -49,7 +53,8 @@ async fn replicas_starting_together_migrate_once_and_writes_serialize() {
             let db = db.clone();
             tasks.push(tokio::spawn(async move {
                 db.write(|c| {
-                    let n: i64 = c.query_row("SELECT n FROM t WHERE k = 'ctr'", (), |r| r.get(0))?;
+                    let n: i64 =
+                        c.query_row("SELECT n FROM t WHERE k = 'ctr'", (), |r| r.get(0))?;
                     c.execute("UPDATE t SET n = ?1 WHERE k = 'ctr'", [n + 1])
                 })
                 .await
@@ -74,7 +79,9 @@ async fn replicas_starting_together_migrate_once_and_writes_serialize() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_is_unavailable_then_recovers() {
     let mut pg = atcr_testkit::PgServer::start();
-    let db = Database::postgres(&opts(&pg.url), MIGRATIONS).await.unwrap();
+    let db = Database::postgres(&opts(&pg.url), MIGRATIONS)
+        .await
+        .unwrap();
     pg.stop();
     let r: Result<usize, SqlError> = db
         .write(|c| c.execute("INSERT INTO t (k, n) VALUES ('x', 1)", ()))
@@ -86,7 +93,12 @@ async fn a_stopped_server_is_unavailable_then_recovers() {
     let mut ok = false;
     for _ in 0..5 {
         let r: Result<usize, SqlError> = db
-            .write(|c| c.execute("INSERT INTO t (k, n) VALUES ('x', 1) ON CONFLICT (k) DO NOTHING", ()))
+            .write(|c| {
+                c.execute(
+                    "INSERT INTO t (k, n) VALUES ('x', 1) ON CONFLICT (k) DO NOTHING",
+                    (),
+                )
+            })
             .await;
         if r.is_ok() {
             ok = true;
@@ -97,15 +109,22 @@ async fn a_stopped_server_is_unavailable_then_recovers() {
     assert!(ok, "the store reconnected after a restart");
     // Opening against a server that is not there says so.
     pg.stop();
-    let e = Database::postgres(&opts(&pg.url), MIGRATIONS).await.err().unwrap();
+    let e = Database::postgres(&opts(&pg.url), MIGRATIONS)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_locks_exclude_across_pools_and_die_with_their_holder() {
     let pg = atcr_testkit::PgServer::start();
-    let a = Database::postgres(&opts(&pg.url), MIGRATIONS).await.unwrap();
-    let b = Database::postgres(&opts(&pg.url), MIGRATIONS).await.unwrap();
+    let a = Database::postgres(&opts(&pg.url), MIGRATIONS)
+        .await
+        .unwrap();
+    let b = Database::postgres(&opts(&pg.url), MIGRATIONS)
+        .await
+        .unwrap();
     let held = a.lock("owner:did:plc:x").await.unwrap();
     assert!(b.try_lock("owner:did:plc:x").await.unwrap().is_none());
     // Another name is independent.
@@ -124,7 +143,9 @@ async fn named_locks_exclude_across_pools_and_die_with_their_holder() {
         .unwrap()
         .unwrap();
     // The holder's pool going away (its process dying) releases it too.
-    let c = Database::postgres(&opts(&pg.url), MIGRATIONS).await.unwrap();
+    let c = Database::postgres(&opts(&pg.url), MIGRATIONS)
+        .await
+        .unwrap();
     let held = c.lock("gc").await.unwrap();
     assert!(a.try_lock("gc").await.unwrap().is_none());
     std::mem::forget(held);

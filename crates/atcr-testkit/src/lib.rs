@@ -279,7 +279,15 @@ fn pg_template(bin: &std::path::Path, user: Option<(u32, u32)>) -> PathBuf {
         let mut cmd = std::process::Command::new(bin.join("initdb"));
         cmd.arg("-D")
             .arg(tmp.join("data"))
-            .args(["-U", "atcr", "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"])
+            .args([
+                "-U",
+                "atcr",
+                "--auth=trust",
+                "--no-locale",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
             .stdout(std::process::Stdio::null());
         as_user(&mut cmd, user);
         assert!(
@@ -351,9 +359,16 @@ impl PgServer {
             .filter(|p| p.exists())
             .unwrap_or_else(|| PathBuf::from("psql"));
         let mut cmd = std::process::Command::new(psql);
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "atcr"])
-            .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
-            .stdout(std::process::Stdio::null());
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "atcr",
+        ])
+        .args(["-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .stdout(std::process::Stdio::null());
         cmd
     }
 
@@ -380,10 +395,14 @@ impl PgServer {
             if let Ok(Some(s)) = child.try_wait() {
                 panic!(
                     "postgres exited ({s}): {}",
-                    std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+                    std::fs::read_to_string(self.dir.path().join("postgres.log"))
+                        .unwrap_or_default()
                 );
             }
-            assert!(std::time::Instant::now() < deadline, "postgres did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "postgres did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         self.child = Some(child);
@@ -391,7 +410,10 @@ impl PgServer {
         // Listening is not accepting: wait out "the database system is
         // starting up".
         while !self.try_psql("SELECT 1") {
-            assert!(std::time::Instant::now() < deadline, "postgres did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "postgres did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }

@@ -79,8 +79,10 @@ async fn forward(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             if let Some(h) = b.headers_mut() {
                 *h = forwardable(r.headers());
             }
-            b.body(Body::from_stream(r.bytes_stream().map_err(std::io::Error::other)))
-                .unwrap_or_else(|_| bad_gateway())
+            b.body(Body::from_stream(
+                r.bytes_stream().map_err(std::io::Error::other),
+            ))
+            .unwrap_or_else(|_| bad_gateway())
         }
         Err(e) => {
             if e.is_connect() {

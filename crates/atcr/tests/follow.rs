@@ -602,7 +602,11 @@ async fn index_rebuild_from_the_pds_serves_what_was_served() {
         data.display().to_string(),
     )]
     .into();
-    cfg_env.extend(common::index_env(&data).into_iter().map(|(k, v)| (k.to_owned(), v)));
+    cfg_env.extend(
+        common::index_env(&data)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v)),
+    );
     let cfg = atcr_config::Config::load(None, &cfg_env).unwrap();
     if cfg.index.backend == "postgres" {
         // A PostgreSQL index is restored from its own backups: refused,

@@ -306,8 +306,9 @@ async fn our_pds_registers_and_rotates_dids_at_the_reference_plc() {
         ("ATCR_PLC_URL".to_owned(), stack.plc.clone()),
     ]
     .into();
-    let services =
-        atcr_server::Services::open(atcr_config::Config::load(None, &env).unwrap()).await.unwrap();
+    let services = atcr_server::Services::open(atcr_config::Config::load(None, &env).unwrap())
+        .await
+        .unwrap();
     assert!(services.plc.is_none());
     let pds = services.pds.clone().unwrap();
     let s = services.clone();

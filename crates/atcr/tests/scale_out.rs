@@ -102,7 +102,11 @@ impl Cluster {
     async fn pds_tag(&self, repo: &str, tag: &str) -> Option<String> {
         let pds = self.host.services.pds.as_ref().unwrap();
         let (_, v) = pds
-            .get_record(&self.did, atcr_oci::TAG_COLLECTION, &atcr_oci::tag_rkey(repo, tag))
+            .get_record(
+                &self.did,
+                atcr_oci::TAG_COLLECTION,
+                &atcr_oci::tag_rkey(repo, tag),
+            )
             .await
             .unwrap()?;
         let r: atcr_oci::records::TagRecord = atcr_oci::records::from_json(&v).unwrap();
@@ -123,7 +127,12 @@ impl Cluster {
             "HEAD {name}:{tag} on {url}: {}",
             r.status()
         );
-        (r.status() == 200).then(|| r.headers()["docker-content-digest"].to_str().unwrap().to_owned())
+        (r.status() == 200).then(|| {
+            r.headers()["docker-content-digest"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
     }
 
     /// Runs `q` on the shared index; its output.
@@ -132,7 +141,11 @@ impl Cluster {
             .args([&self.pg.url, "-v", "ON_ERROR_STOP=1", "-tAc", q])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -165,7 +178,10 @@ fn replica_command(
         .env("ATCR_PLC_EMBEDDED", "false")
         .env("ATCR_PLC_URL", format!("{}/plc", host.url))
         .env("ATCR_IDENTITY_ALLOW_PLAIN_HTTP", "true")
-        .env("ATCR_IDENTITY_HOST_OVERRIDES", format!("alice.test=127.0.0.1:{host_port}"))
+        .env(
+            "ATCR_IDENTITY_HOST_OVERRIDES",
+            format!("alice.test=127.0.0.1:{host_port}"),
+        )
         .env("ATCR_REGISTRY_REMOTE_PDS_ALLOW", "127.0.0.0/8")
         .env("ATCR_SERVER_PUBLIC_URL", front)
         .env("ATCR_GC_INTERVAL_SECS", "0");
@@ -202,7 +218,63 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
     };
     assert_eq!(digest_of(index(&layout)), digest_of(index(&pulled)));
     let served = c.front.served();
-    assert!(served.iter().all(|n| *n > 0), "every replica served: {served:?}");
+    assert!(
+        served.iter().all(|n| *n > 0),
+        "every replica served: {served:?}"
+    );
+
+    // podman through the front: push the image as another tag, pull it.
+    let root = work.path().join("podman");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("auth.json"), "{}").unwrap();
+    let front = c.front.host.clone();
+    let pulled_id = tokio::task::spawn_blocking(move || {
+        let podman = |args: &[&str]| {
+            let mut p = std::process::Command::new("podman");
+            p.args(["--root", &root.join("root").display().to_string()])
+                .args(["--runroot", &root.join("run").display().to_string()])
+                .args(["--storage-driver", "vfs", "--events-backend", "none"])
+                .env("REGISTRY_AUTH_FILE", root.join("auth.json"))
+                .args(args);
+            let out = p.output().unwrap();
+            assert!(
+                out.status.success(),
+                "podman {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        podman(&[
+            "login",
+            "--tls-verify=false",
+            "-u",
+            "alice.test",
+            "-p",
+            PW,
+            &front,
+        ]);
+        podman(&[
+            "pull",
+            "--tls-verify=false",
+            &format!("{front}/alice.test/app:v1"),
+        ]);
+        podman(&[
+            "push",
+            "--tls-verify=false",
+            &format!("{front}/alice.test/app:v1"),
+            &format!("{front}/alice.test/app:podman"),
+        ]);
+        podman(&["rmi", "-a", "-f"]);
+        podman(&[
+            "pull",
+            "--tls-verify=false",
+            &format!("{front}/alice.test/app:podman"),
+        ]);
+        podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+    })
+    .await
+    .unwrap();
+    assert!(pulled_id.contains("alice.test/app:podman"), "{pulled_id}");
 
     // A token from one replica is good on the others (one shared secret).
     let tok = c.token(&c.replicas[0].url, SCOPE).await;
@@ -220,7 +292,10 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
     let digest = sha256(&data);
     let h = http();
     let r = h
-        .post(format!("{}/v2/alice.test/app/blobs/uploads/", c.replicas[0].url))
+        .post(format!(
+            "{}/v2/alice.test/app/blobs/uploads/",
+            c.replicas[0].url
+        ))
         .bearer_auth(&tok)
         .send()
         .await
@@ -259,7 +334,10 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let got = h
-        .get(format!("{}/v2/alice.test/app/blobs/{digest}", c.replicas[2].url))
+        .get(format!(
+            "{}/v2/alice.test/app/blobs/{digest}",
+            c.replicas[2].url
+        ))
         .bearer_auth(&tok)
         .send()
         .await
@@ -270,7 +348,10 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
     // Two requests on one session at once through different replicas: one
     // is refused, the session is not corrupted.
     let r = h
-        .post(format!("{}/v2/alice.test/app/blobs/uploads/", c.replicas[1].url))
+        .post(format!(
+            "{}/v2/alice.test/app/blobs/uploads/",
+            c.replicas[1].url
+        ))
         .bearer_auth(&tok)
         .send()
         .await
@@ -279,7 +360,11 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
     let path = loc.strip_prefix(&c.front.url).unwrap_or(&loc).to_owned();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let slow = {
-        let (h, url, tok) = (h.clone(), format!("{}{path}", c.replicas[0].url), tok.clone());
+        let (h, url, tok) = (
+            h.clone(),
+            format!("{}{path}", c.replicas[0].url),
+            tok.clone(),
+        );
         tokio::spawn(async move {
             h.patch(url)
                 .bearer_auth(tok)
@@ -338,14 +423,20 @@ async fn concurrent_pushes_of_one_tag_and_a_replica_killed_mid_storm() {
         assert!(digests.contains(&pds));
         for r in &c.replicas {
             assert_eq!(
-                c.served_tag(&r.url, &tok, "alice.test/app", "latest").await.as_deref(),
+                c.served_tag(&r.url, &tok, "alice.test/app", "latest")
+                    .await
+                    .as_deref(),
                 Some(pds.as_str()),
                 "round {round}: the index names what the PDS names"
             );
         }
         // Every pushed image stays pullable by digest.
         for d in &digests {
-            assert!(c.served_tag(&c.front.url, &tok, "alice.test/app", d).await.is_some());
+            assert!(
+                c.served_tag(&c.front.url, &tok, "alice.test/app", d)
+                    .await
+                    .is_some()
+            );
         }
     }
 
@@ -363,7 +454,12 @@ async fn concurrent_pushes_of_one_tag_and_a_replica_killed_mid_storm() {
             // client retries (as docker does), so each push may be retried.
             for _ in 0..5 {
                 let r = std::panic::AssertUnwindSafe(put_image_at(
-                    &url, &tok, "alice.test/app", &tag, &config, &layer,
+                    &url,
+                    &tok,
+                    "alice.test/app",
+                    &tag,
+                    &config,
+                    &layer,
                 ));
                 if let Ok(d) = futures_util::FutureExt::catch_unwind(r).await {
                     return Some((tag, d));
@@ -395,25 +491,101 @@ async fn concurrent_pushes_of_one_tag_and_a_replica_killed_mid_storm() {
             acked.push(x);
         }
     }
-    eprintln!("storm: {} pushes acknowledged in {:?}", acked.len(), started.elapsed());
-    assert!(acked.len() >= 20, "most pushes went through: {}", acked.len());
+    eprintln!(
+        "storm: {} pushes acknowledged in {:?}",
+        acked.len(),
+        started.elapsed()
+    );
+    assert!(
+        acked.len() >= 20,
+        "most pushes went through: {}",
+        acked.len()
+    );
     // The survivors settle whatever the dead replica left in the journal.
     let t = Instant::now();
     while c.open_journal() > 0 {
         assert!(t.elapsed() < Duration::from_secs(20), "journal not settled");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(c.served_tag(&c.front.url, &tok, "alice.test/app", "ghost").await, None);
+    assert_eq!(
+        c.served_tag(&c.front.url, &tok, "alice.test/app", "ghost")
+            .await,
+        None
+    );
     // Nothing acknowledged is lost, on any survivor, and index = PDS.
     for (tag, d) in &acked {
-        assert_eq!(c.pds_tag("app", tag).await.as_deref(), Some(d.as_str()), "{tag}");
+        assert_eq!(
+            c.pds_tag("app", tag).await.as_deref(),
+            Some(d.as_str()),
+            "{tag}"
+        );
         for r in [&c.replicas[0], &c.replicas[2]] {
             assert_eq!(
-                c.served_tag(&r.url, &tok, "alice.test/app", tag).await.as_deref(),
+                c.served_tag(&r.url, &tok, "alice.test/app", tag)
+                    .await
+                    .as_deref(),
                 Some(d.as_str()),
                 "{tag} on {}",
                 r.url
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_down_is_503_with_a_clear_message_and_nothing_partial() {
+    let mut pg = atcr_testkit::PgServer::start();
+    let s = start(&[
+        ("ATCR_INDEX_BACKEND", "postgres".into()),
+        ("ATCR_INDEX_POSTGRES_URL", pg.url.clone()),
+        ("ATCR_INDEX_TIMEOUT_SECS", "1".into()),
+    ])
+    .await;
+    account(&s, "alice.test", PW).await;
+    let tok = common::token(&s, Some(("alice.test", PW)), &[SCOPE]).await;
+    let d1 = common::push_image(&s, &tok, "alice.test/app", "v1", "one").await;
+    pg.stop();
+    // Pulls, pushes and uploads: 503 UNAVAILABLE, naming the index database.
+    let h = http();
+    let checks = [
+        h.get(format!("{}/v2/alice.test/app/manifests/v1", s.url)),
+        h.post(format!("{}/v2/alice.test/app/blobs/uploads/", s.url)),
+        h.put(format!("{}/v2/alice.test/app/manifests/v2", s.url))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(serde_json::to_vec(&common::image_manifest(b"{}", &sha256(b"x"), 1)).unwrap()),
+    ];
+    for req in checks {
+        let r = req.bearer_auth(&tok).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAVAILABLE", "{v}");
+        let msg = v["errors"][0]["message"].as_str().unwrap();
+        assert!(msg.contains("index database"), "{msg}");
+    }
+    // Back up: everything acknowledged is there, nothing half-written is.
+    pg.restart();
+    let t = Instant::now();
+    loop {
+        if common::manifest_status(&s, &tok, "alice.test/app", "v1").await == 200 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "not back after a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        common::manifest_status(&s, &tok, "alice.test/app", "v2").await,
+        404
+    );
+    assert_eq!(
+        common::manifest_status(&s, &tok, "alice.test/app", &d1).await,
+        200
+    );
+    let d3 = common::push_image(&s, &tok, "alice.test/app", "v3", "three").await;
+    assert_eq!(
+        common::manifest_status(&s, &tok, "alice.test/app", &d3).await,
+        200
+    );
 }

@@ -173,7 +173,11 @@ fn refusals_name_the_setting_that_fixes_them() {
     ])
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let e = rt.block_on(atcr_server::Services::open(cfg)).err().unwrap().to_string();
+    let e = rt
+        .block_on(atcr_server::Services::open(cfg))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("server.tls_cert") && e.contains("identity.allow_plain_http"),
         "{e}"
