@@ -298,6 +298,20 @@ struct Busy<'a> {
     gauge: &'a prometheus::IntGauge,
     lease: Option<Index>,
 }
+impl Busy<'_> {
+    /// Ends the guard, waiting for the database lease to be released.
+    async fn release(mut self) {
+        if let Some(index) = self.lease.take()
+            && let Err(e) = index.release_upload(&self.id).await
+        {
+            tracing::warn!(
+                id = self.id,
+                "upload lease not released ({e}); it lapses by itself"
+            );
+        }
+    }
+}
+
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
         self.gauge.dec();
@@ -1044,26 +1058,33 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let _busy = self.mark_busy(id).await?;
-        let mut st = self.session(did, repo, id).await?;
-        if let Some(s) = start
-            && s != st.offset
-        {
-            return Err(err(
-                ErrorCode::BlobUploadInvalid,
-                format!("chunk starts at {s}, but the upload is at {}", st.offset),
-            )
-            .with_status(416));
+        let busy = self.mark_busy(id).await?;
+        // The lease is released before the answer goes out: the
+        // client's next request may reach another replica at once.
+        let out = async {
+            let mut st = self.session(did, repo, id).await?;
+            if let Some(s) = start
+                && s != st.offset
+            {
+                return Err(err(
+                    ErrorCode::BlobUploadInvalid,
+                    format!("chunk starts at {s}, but the upload is at {}", st.offset),
+                )
+                .with_status(416));
+            }
+            self.inner
+                .blobs
+                .append(&mut st, body)
+                .await
+                .map_err(from_blob)?;
+            self.cache_upload(did, repo, None, id);
+            self.inner.index.update_upload(id, &st.to_json()).await?;
+            self.cache_upload(did, repo, Some(&st), id);
+            Ok(st.offset)
         }
-        self.inner
-            .blobs
-            .append(&mut st, body)
-            .await
-            .map_err(from_blob)?;
-        self.cache_upload(did, repo, None, id);
-        self.inner.index.update_upload(id, &st.to_json()).await?;
-        self.cache_upload(did, repo, Some(&st), id);
-        Ok(st.offset)
+        .await;
+        busy.release().await;
+        out
     }
 
     /// Completes a session (after appending a last chunk, if any).
@@ -1080,46 +1101,53 @@ impl Registry {
         E: std::fmt::Display,
     {
         let repo = name.repo();
-        let _busy = self.mark_busy(id).await?;
-        let mut st = self.session(did, repo, id).await?;
-        // Whatever happens next, the cached state is no longer the truth.
-        self.cache_upload(did, repo, None, id);
-        if let Some(b) = body {
-            self.inner
-                .blobs
-                .append(&mut st, b)
-                .await
-                .map_err(from_blob)?;
-        }
-        self.claim_finish(id, digest).await?;
-        let size = match self.inner.blobs.finish(st, digest).await {
-            Ok(n) => n,
-            Err(e) => {
-                // A digest mismatch ends the session: nothing is stored.
-                if matches!(e, BlobError::DigestMismatch { .. }) {
-                    self.inner.index.delete_upload(id).await?;
-                }
-                return Err(from_blob(e));
+        let busy = self.mark_busy(id).await?;
+        // The lease is released before the answer goes out: the
+        // client's next request may reach another replica at once.
+        let out = async {
+            let mut st = self.session(did, repo, id).await?;
+            // Whatever happens next, the cached state is no longer the truth.
+            self.cache_upload(did, repo, None, id);
+            if let Some(b) = body {
+                self.inner
+                    .blobs
+                    .append(&mut st, b)
+                    .await
+                    .map_err(from_blob)?;
             }
-        };
-        // The claim keeps the blob from being doomed, so this links it;
-        // were it refused, the client must not hear "created".
-        let linked = self
-            .inner
-            .index
-            .link_blob(
-                did,
-                repo,
-                &name.to_string(),
-                &digest.to_string(),
-                size,
-                Some(id),
-            )
-            .await?;
-        if !linked {
-            return Err(gc::doomed_busy());
+            self.claim_finish(id, digest).await?;
+            let size = match self.inner.blobs.finish(st, digest).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // A digest mismatch ends the session: nothing is stored.
+                    if matches!(e, BlobError::DigestMismatch { .. }) {
+                        self.inner.index.delete_upload(id).await?;
+                    }
+                    return Err(from_blob(e));
+                }
+            };
+            // The claim keeps the blob from being doomed, so this links it;
+            // were it refused, the client must not hear "created".
+            let linked = self
+                .inner
+                .index
+                .link_blob(
+                    did,
+                    repo,
+                    &name.to_string(),
+                    &digest.to_string(),
+                    size,
+                    Some(id),
+                )
+                .await?;
+            if !linked {
+                return Err(gc::doomed_busy());
+            }
+            Ok(size)
         }
-        Ok(size)
+        .await;
+        busy.release().await;
+        out
     }
 
     /// Marks the session as placing `digest` (see [`gc`]); waits while
@@ -1147,11 +1175,18 @@ impl Registry {
 
     /// Cancels a session.
     pub async fn upload_cancel(&self, did: &str, repo: &str, id: &str) -> Result<()> {
-        let _busy = self.mark_busy(id).await?;
-        let st = self.session(did, repo, id).await?;
-        self.cache_upload(did, repo, None, id);
-        self.inner.index.delete_upload(id).await?;
-        self.inner.blobs.abort(st).await.map_err(from_blob)
+        let busy = self.mark_busy(id).await?;
+        // The lease is released before the answer goes out: the
+        // client's next request may reach another replica at once.
+        let out = async {
+            let st = self.session(did, repo, id).await?;
+            self.cache_upload(did, repo, None, id);
+            self.inner.index.delete_upload(id).await?;
+            self.inner.blobs.abort(st).await.map_err(from_blob)
+        }
+        .await;
+        busy.release().await;
+        out
     }
 
     // ---- manifests ----

@@ -195,8 +195,11 @@ impl Stmt<'_> {
 /// How a unit of work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// A read-only snapshot.
+    /// Reads. Each statement sees the data committed when it starts; on
+    /// SQLite the whole job sees one snapshot.
     Read,
+    /// Reads that must all see one snapshot (on every engine).
+    Snapshot,
     /// A durable write transaction (flushed to disk on commit).
     Write,
     /// A write transaction whose commit is atomic but not flushed at once:
@@ -288,7 +291,8 @@ impl Database {
         self.store.lock(key.to_owned(), false).await
     }
 
-    /// Runs `f` on a read-only snapshot.
+    /// Runs `f`'s reads: each statement sees what was committed when it
+    /// started (see [`Mode::Read`]).
     pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
@@ -296,6 +300,16 @@ impl Database {
         F: FnOnce(&dyn Conn) -> Result<T, E> + Send + 'static,
     {
         self.run(Mode::Read, f).await
+    }
+
+    /// Runs `f`'s reads on one snapshot.
+    pub async fn read_snapshot<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<SqlError> + Send + 'static,
+        F: FnOnce(&dyn Conn) -> Result<T, E> + Send + 'static,
+    {
+        self.run(Mode::Snapshot, f).await
     }
 
     /// Runs `f` in a durable write transaction, committed when it returns

@@ -285,15 +285,22 @@ impl Store for PgStore {
             let client = self.pool.get().await?;
             let rt = tokio::runtime::Handle::current();
             let begin = match mode {
+                // Each statement on its own (autocommit): two round trips
+                // fewer than a transaction, and the index's reads are single
+                // statements or need no common snapshot.
+                Mode::Read => String::new(),
                 // One snapshot for every statement of the job.
-                Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned(),
+                Mode::Snapshot => "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned(),
                 Mode::Write => format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
                 Mode::WriteRelaxed => format!(
                     "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
                 ),
             };
             tokio::task::spawn_blocking(move || {
-                rt.block_on(client.batch_execute(&begin))?;
+                let transaction = !begin.is_empty();
+                if transaction {
+                    rt.block_on(client.batch_execute(&begin))?;
+                }
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     job(&PgConn {
                         client: &client,
@@ -308,6 +315,9 @@ impl Store for PgStore {
                         std::panic::resume_unwind(panic);
                     }
                 };
+                if !transaction {
+                    return Ok(out);
+                }
                 let end = if ok { "COMMIT" } else { "ROLLBACK" };
                 if let Err(e) = rt.block_on(client.batch_execute(end)) {
                     drop(Object::take(client));

@@ -114,7 +114,7 @@ impl Store for SqliteStore {
     fn run(&self, mode: Mode, job: Job) -> RunFuture<'_> {
         Box::pin(async move {
             let out = match mode {
-                Mode::Read => {
+                Mode::Read | Mode::Snapshot => {
                     self.db
                         .read(move |c| {
                             // One snapshot for every statement of the job.

@@ -345,6 +345,48 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
     assert_eq!(got.status(), 200);
     assert_eq!(sha256(&got.bytes().await.unwrap()), digest);
 
+    // Chunks back to back, each to the next replica: a request's lease on
+    // the session is gone before its answer, so none is refused.
+    let small: Vec<u8> = (0..40 * 4096u32).map(|i| (i % 13) as u8).collect();
+    let r = h
+        .post(format!("{}/v2/alice.test/app/blobs/uploads/", c.front.url))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    let mut path = loc.strip_prefix(&c.front.url).unwrap_or(&loc).to_owned();
+    for (i, chunk) in small.chunks(4096).enumerate() {
+        let r = h
+            .patch(format!("{}{path}", c.replicas[i % 3].url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/octet-stream")
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            202,
+            "chunk {i}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        let loc = r.headers()["location"].to_str().unwrap();
+        path = loc.strip_prefix(&c.front.url).unwrap_or(loc).to_owned();
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let r = h
+        .put(format!(
+            "{}{path}{sep}digest={}",
+            c.replicas[1].url,
+            sha256(&small)
+        ))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+
     // Two requests on one session at once through different replicas: one
     // is refused, the session is not corrupted.
     let r = h

@@ -313,7 +313,7 @@ impl Index {
     pub async fn retention_view(&self, did: &str, repo: &str) -> Result<RetentionView> {
         let (d, r) = (did.to_owned(), repo.to_owned());
         self.db
-            .read(move |c| {
+            .read_snapshot(move |c| {
                 let mut s = c.prepare(
                     "SELECT tag, digest, updated_at FROM tag WHERE did = ?1 AND repo = ?2",
                 )?;
