@@ -149,6 +149,14 @@ pub struct UploadState {
     /// S3: bytes in the spool file that are not in a part yet.
     #[serde(default)]
     spooled: u64,
+    /// S3, after [`BlobStore::append_final`]: the tail, kept in memory
+    /// rather than spooled (never persisted).
+    #[serde(skip)]
+    held: Option<Bytes>,
+    /// The offset of the spooled tail the held one replaces: removed once
+    /// the session ends.
+    #[serde(skip)]
+    replaced_spool: Option<u64>,
 }
 
 fn to_hex(b: &[u8]) -> String {
@@ -439,6 +447,8 @@ impl BlobStore {
             hasher: to_hex(&DigestHasher::new(alg).state()),
             multipart: None,
             spooled: 0,
+            held: None,
+            replaced_spool: None,
         })
     }
 
@@ -492,7 +502,23 @@ impl BlobStore {
     {
         match &*self.backend {
             Backend::Local { .. } => self.append_local(st, body).await,
-            Backend::S3 { s3, cfg, .. } => self.append_s3(s3, cfg, st, body).await,
+            Backend::S3 { s3, cfg, .. } => self.append_s3(s3, cfg, st, body, false).await,
+        }
+    }
+
+    /// Appends the last bytes of a session that [`BlobStore::finish`] closes
+    /// next, in the same request. On S3 the tail below a part is kept in
+    /// memory instead of being spooled (written, read back and deleted):
+    /// the state must not be persisted; should `finish` not run, the saved
+    /// state and its spool are unchanged.
+    pub async fn append_final<S, E>(&self, st: &mut UploadState, body: S) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        match &*self.backend {
+            Backend::Local { .. } => self.append_local(st, body).await,
+            Backend::S3 { s3, cfg, .. } => self.append_s3(s3, cfg, st, body, true).await,
         }
     }
 
@@ -571,6 +597,7 @@ impl BlobStore {
         cfg: &S3Config,
         st: &mut UploadState,
         mut body: S,
+        hold: bool,
     ) -> Result<u64, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
@@ -612,6 +639,15 @@ impl BlobStore {
         let tail = buf.freeze();
         let n = tail.len() as u64;
         let offset = hasher.len();
+        if hold {
+            next.replaced_spool = (st.spooled > 0).then_some(st.offset);
+            next.held = Some(tail);
+            next.spooled = n;
+            next.offset = offset;
+            next.hasher = to_hex(&hasher.state());
+            *st = next;
+            return Ok(st.offset);
+        }
         self.write_spool(&st.id, offset, tail).await?;
         // In the bucket the previous tail is a separate object (locally the
         // new tail replaced it).
@@ -637,6 +673,9 @@ impl BlobStore {
     async fn read_spool(&self, st: &UploadState) -> Result<Vec<u8>, BlobError> {
         if st.spooled == 0 {
             return Ok(vec![]);
+        }
+        if let Some(t) = &st.held {
+            return Ok(t.to_vec());
         }
         let head = match self.shared_spool() {
             Some(s3) => match s3.get(&spool_key(&st.id, st.offset)).await {
@@ -689,8 +728,11 @@ impl BlobStore {
     async fn drop_spool(&self, st: &UploadState) {
         match self.shared_spool() {
             Some(s3) => {
-                if st.spooled > 0 {
+                if st.spooled > 0 && st.held.is_none() {
                     let _ = s3.delete(&spool_key(&st.id, st.offset)).await;
+                }
+                if let Some(old) = st.replaced_spool {
+                    let _ = s3.delete(&spool_key(&st.id, old)).await;
                 }
             }
             None => {

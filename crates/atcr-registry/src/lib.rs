@@ -1109,9 +1109,10 @@ impl Registry {
             // Whatever happens next, the cached state is no longer the truth.
             self.cache_upload(did, repo, None, id);
             if let Some(b) = body {
+                // Closed next: the tail need not be spooled.
                 self.inner
                     .blobs
-                    .append(&mut st, b)
+                    .append_final(&mut st, b)
                     .await
                     .map_err(from_blob)?;
             }
