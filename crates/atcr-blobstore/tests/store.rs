@@ -260,21 +260,12 @@ async fn s3_shared_uploads_continue_on_another_replica() {
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
     let bucket = s3.dir().join(&s3.bucket);
-    let left = [walk(&bucket.join("_uploads")), walk(&bucket.join("_spool"))].concat();
+    let left = [
+        atcr_testkit::files_under(&bucket.join("_uploads")),
+        atcr_testkit::files_under(&bucket.join("_spool")),
+    ]
+    .concat();
     assert!(left.is_empty(), "{left:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test]

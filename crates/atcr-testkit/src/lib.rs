@@ -79,6 +79,20 @@ pub fn check_lists(valid: &str, invalid: &str, check: impl Fn(&str) -> bool) -> 
     v.len() + i.len()
 }
 
+/// Every file below `dir` (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// A TCP port that was free on 127.0.0.1 a moment ago (for servers a test
 /// starts as child processes, which must be told their port up front).
 pub fn free_port() -> u16 {

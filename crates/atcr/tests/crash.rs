@@ -441,7 +441,7 @@ async fn kill_9_mid_upload_and_mid_manifest_push() {
 
     // Nothing unverified sits at a content address.
     let mut files = 0;
-    for entry in walk(&data.join("blobs/blobs/sha256")) {
+    for entry in atcr_testkit::files_under(&data.join("blobs/blobs/sha256")) {
         let bytes = std::fs::read(&entry).unwrap();
         let name = entry.file_name().unwrap().to_str().unwrap().to_owned();
         assert_eq!(
@@ -538,21 +538,6 @@ async fn kill_9_mid_upload_and_mid_manifest_push() {
     assert_eq!(r.status(), 201);
     server.kill().unwrap();
     let _ = server.wait();
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![];
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 async fn all_records(

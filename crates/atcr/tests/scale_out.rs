@@ -98,6 +98,20 @@ impl Cluster {
             .to_owned()
     }
 
+    /// Starts an upload of alice.test/app at replica (or front) `url`; the
+    /// session's path (the front's URL taken off).
+    async fn upload(&self, url: &str, tok: &str) -> String {
+        let r = http()
+            .post(format!("{url}/v2/alice.test/app/blobs/uploads/"))
+            .bearer_auth(tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let loc = r.headers()["location"].to_str().unwrap();
+        loc.strip_prefix(&self.front.url).unwrap_or(loc).to_owned()
+    }
+
     /// The digest the owner's PDS says `tag` names (its `io.atcr.tag`).
     async fn pds_tag(&self, repo: &str, tag: &str) -> Option<String> {
         let pds = self.host.services.pds.as_ref().unwrap();
@@ -291,18 +305,7 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
     let data: Vec<u8> = (0..7 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let digest = sha256(&data);
     let h = http();
-    let r = h
-        .post(format!(
-            "{}/v2/alice.test/app/blobs/uploads/",
-            c.replicas[0].url
-        ))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let loc = r.headers()["location"].to_str().unwrap().to_owned();
-    let path = loc.strip_prefix(&c.front.url).unwrap_or(&loc).to_owned();
+    let path = c.upload(&c.replicas[0].url, &tok).await;
     let cuts = [0, 1024 * 1024, 6 * 1024 * 1024, data.len()];
     for (i, w) in cuts.windows(2).enumerate() {
         let r = h
@@ -348,14 +351,7 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
     // Chunks back to back, each to the next replica: a request's lease on
     // the session is gone before its answer, so none is refused.
     let small: Vec<u8> = (0..40 * 4096u32).map(|i| (i % 13) as u8).collect();
-    let r = h
-        .post(format!("{}/v2/alice.test/app/blobs/uploads/", c.front.url))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
-    let loc = r.headers()["location"].to_str().unwrap().to_owned();
-    let mut path = loc.strip_prefix(&c.front.url).unwrap_or(&loc).to_owned();
+    let mut path = c.upload(&c.front.url, &tok).await;
     for (i, chunk) in small.chunks(4096).enumerate() {
         let r = h
             .patch(format!("{}{path}", c.replicas[i % 3].url))
@@ -389,17 +385,7 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
 
     // Two requests on one session at once through different replicas: one
     // is refused, the session is not corrupted.
-    let r = h
-        .post(format!(
-            "{}/v2/alice.test/app/blobs/uploads/",
-            c.replicas[1].url
-        ))
-        .bearer_auth(&tok)
-        .send()
-        .await
-        .unwrap();
-    let loc = r.headers()["location"].to_str().unwrap().to_owned();
-    let path = loc.strip_prefix(&c.front.url).unwrap_or(&loc).to_owned();
+    let path = c.upload(&c.replicas[1].url, &tok).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let slow = {
         let (h, url, tok) = (
