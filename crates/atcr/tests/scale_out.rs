@@ -101,15 +101,8 @@ impl Cluster {
     /// Starts an upload of alice.test/app at replica (or front) `url`; the
     /// session's path (the front's URL taken off).
     async fn upload(&self, url: &str, tok: &str) -> String {
-        let r = http()
-            .post(format!("{url}/v2/alice.test/app/blobs/uploads/"))
-            .bearer_auth(tok)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let loc = r.headers()["location"].to_str().unwrap();
-        loc.strip_prefix(&self.front.url).unwrap_or(loc).to_owned()
+        let loc = common::start_upload_at(url, tok, "alice.test/app").await;
+        loc.strip_prefix(&self.front.url).unwrap_or(&loc).to_owned()
     }
 
     /// The digest the owner's PDS says `tag` names (its `io.atcr.tag`).
@@ -151,16 +144,17 @@ impl Cluster {
 
     /// Runs `q` on the shared index; its output.
     fn sql(&self, q: &str) -> String {
-        let out = std::process::Command::new(atcr_testkit::pg_bin().join("psql"))
-            .args([&self.pg.url, "-v", "ON_ERROR_STOP=1", "-tAc", q])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        common::ok(
+            std::process::Command::new(atcr_testkit::pg_bin().join("psql")).args([
+                &self.pg.url,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                q,
+            ]),
+        )
+        .trim()
+        .to_owned()
     }
 
     /// Open journal entries in the shared index.
@@ -250,13 +244,7 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
                 .args(["--storage-driver", "vfs", "--events-backend", "none"])
                 .env("REGISTRY_AUTH_FILE", root.join("auth.json"))
                 .args(args);
-            let out = p.output().unwrap();
-            assert!(
-                out.status.success(),
-                "podman {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+            common::ok(&mut p).trim().to_owned()
         };
         podman(&[
             "login",

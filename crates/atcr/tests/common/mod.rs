@@ -323,18 +323,23 @@ pub async fn push_blob(s: &Server, tok: &str, name: &str, data: &[u8]) -> String
     push_blob_at(&s.url, tok, name, data).await
 }
 
-/// [`push_blob`] to the registry at `url`.
-pub async fn push_blob_at(url: &str, tok: &str, name: &str, data: &[u8]) -> String {
-    let c = http();
-    let d = sha256(data);
-    let r = c
+/// Starts an upload session at the registry at `url`; its `Location`.
+pub async fn start_upload_at(url: &str, tok: &str, name: &str) -> String {
+    let r = http()
         .post(format!("{url}/v2/{name}/blobs/uploads/"))
         .bearer_auth(tok)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let loc = r.headers()["location"].to_str().unwrap().to_owned();
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// [`push_blob`] to the registry at `url`.
+pub async fn push_blob_at(url: &str, tok: &str, name: &str, data: &[u8]) -> String {
+    let c = http();
+    let d = sha256(data);
+    let loc = start_upload_at(url, tok, name).await;
     let r = c
         .put(format!("{url}{loc}"))
         .query(&[("digest", &d)])
