@@ -195,8 +195,7 @@ impl Stmt<'_> {
 /// How a unit of work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Reads. Each statement sees the data committed when it starts; on
-    /// SQLite the whole job sees one snapshot.
+    /// Reads. Each statement sees the data committed when it starts.
     Read,
     /// Reads that must all see one snapshot (on every engine).
     Snapshot,

@@ -114,7 +114,12 @@ impl Store for SqliteStore {
     fn run(&self, mode: Mode, job: Job) -> RunFuture<'_> {
         Box::pin(async move {
             let out = match mode {
-                Mode::Read | Mode::Snapshot => {
+                Mode::Read => {
+                    self.db
+                        .read(move |c| Ok::<_, DbError>(job(&SqliteConn(c)).1))
+                        .await?
+                }
+                Mode::Snapshot => {
                     self.db
                         .read(move |c| {
                             // One snapshot for every statement of the job.
