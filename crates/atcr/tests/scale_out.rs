@@ -278,6 +278,26 @@ async fn clients_push_and_pull_through_replicas_and_uploads_move_between_them() 
     .unwrap();
     assert!(pulled_id.contains("alice.test/app:podman"), "{pulled_id}");
 
+    // docker (Debian's daemon, a data root of its own) through the front.
+    let front = c.front.host.clone();
+    tokio::task::spawn_blocking(move || {
+        let docker = common::Docker::start();
+        docker.ok(&["login", "-u", "alice.test", "-p", PW, &front]);
+        docker.ok(&["pull", &format!("{front}/alice.test/app:v1")]);
+        docker.ok(&[
+            "tag",
+            &format!("{front}/alice.test/app:v1"),
+            &format!("{front}/alice.test/app:docker"),
+        ]);
+        docker.ok(&["push", &format!("{front}/alice.test/app:docker")]);
+        docker.ok(&["rmi", &format!("{front}/alice.test/app:docker")]);
+        docker.ok(&["rmi", &format!("{front}/alice.test/app:v1")]);
+        docker.ok(&["pull", &format!("{front}/alice.test/app:docker")]);
+    })
+    .await
+    .unwrap();
+    assert!(c.pds_tag("app", "docker").await.is_some());
+
     // A token from one replica is good on the others (one shared secret).
     let tok = c.token(&c.replicas[0].url, SCOPE).await;
     for r in &c.replicas {

@@ -6,7 +6,7 @@ use base64::Engine;
 use sha2::Digest as _;
 use std::io::BufRead;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 fn free_port() -> u16 {
@@ -959,5 +959,102 @@ impl ChildServer {
 impl Drop for ChildServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A docker daemon of our own, stopped on drop.
+pub struct Docker {
+    /// Its directory (data root, exec root, socket, log, client config).
+    pub dir: tempfile::TempDir,
+    daemon: std::process::Child,
+}
+
+impl Docker {
+    /// `DOCKER_HOST` of this daemon.
+    pub fn host(&self) -> String {
+        format!("unix://{}/d.sock", self.dir.path().display())
+    }
+
+    /// Starts it (blocking: call from a blocking thread).
+    pub fn start() -> Self {
+        // A short path: unix socket paths are limited.
+        let dir = tempfile::Builder::new()
+            .prefix("dk")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let d = dir.path();
+        let daemon = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("-H")
+            .arg(format!("unix://{}/d.sock", d.display()))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .args([
+                "--iptables=false",
+                "--bridge=none",
+                "--insecure-registry",
+                "127.0.0.0/8",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("log")).unwrap())
+            .spawn()
+            .expect("dockerd (Debian: apt-get install docker.io)");
+        let me = Self { dir, daemon };
+        for _ in 0..200 {
+            if me
+                .docker(&["info", "--format", "{{.ServerVersion}}"])
+                .status
+                .success()
+            {
+                return me;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "dockerd did not start: {}",
+            std::fs::read_to_string(me.dir.path().join("log")).unwrap_or_default()
+        );
+    }
+
+    /// Runs `docker ARGS` against it.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", self.dir.path().join("config"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `docker ARGS`, which must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        // dockerd leaves its network namespace mounted under the exec root.
+        let exec = self.dir.path().join("exec");
+        if let Ok(mounts) = std::fs::read_to_string("/proc/mounts") {
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if std::path::Path::new(m).starts_with(&exec) {
+                    let _ = Command::new("umount").arg(m).output();
+                }
+            }
+        }
     }
 }
