@@ -282,16 +282,18 @@ impl Registry {
         )
         .manifest;
         let ad = Digest::sha256_of(&artifact);
-        self.cosign_put(
-            &name,
-            &owner,
-            signer_did,
-            &atcr_oci::Reference::Digest(ad),
-            Some(OCI_MANIFEST),
-            artifact,
-        )
-        .await?;
-        Ok(true)
+        let put = self
+            .cosign_put_unless(
+                &name,
+                &owner,
+                signer_did,
+                &atcr_oci::Reference::Digest(ad.clone()),
+                Some(OCI_MANIFEST),
+                artifact,
+                Some(&uri),
+            )
+            .await?;
+        Ok(put.digest == ad)
     }
 
     /// A co-signature artifact pushed by `signer` (not the owner) with the
@@ -307,6 +309,25 @@ impl Registry {
         reference: &atcr_oci::Reference,
         content_type: Option<&str>,
         bytes: Vec<u8>,
+    ) -> Result<crate::PushedManifest> {
+        self.cosign_put_unless(name, owner, signer, reference, content_type, bytes, None)
+            .await
+    }
+
+    /// [`Self::cosign_put`]; with `unless_uri`, nothing is added when the
+    /// subject already has an artifact naming that record (checked under
+    /// the owner's lock: the follower making an artifact from a record must
+    /// not replace the one `atcr sign` pushed meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    async fn cosign_put_unless(
+        &self,
+        name: &atcr_oci::RepoName,
+        owner: &str,
+        signer: &str,
+        reference: &atcr_oci::Reference,
+        content_type: Option<&str>,
+        bytes: Vec<u8>,
+        unless_uri: Option<&str>,
     ) -> Result<crate::PushedManifest> {
         let denied = |m: String| err(ErrorCode::Denied, m);
         let atcr_oci::Reference::Digest(want) = reference else {
@@ -401,6 +422,17 @@ impl Registry {
             .index
             .referrers(owner, repo, &subject.digest.to_string())
             .await?;
+        if let Some(uri) = unless_uri
+            && let Some(m) = existing
+                .iter()
+                .find(|m| m.annotations.as_deref().is_some_and(|a| a.contains(uri)))
+        {
+            return Ok(crate::PushedManifest {
+                digest: Digest::parse(&m.digest)
+                    .map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?,
+                subject: Some(subject.digest.to_string()),
+            });
+        }
         let cosigns: Vec<(String, Option<String>)> = existing
             .iter()
             .filter(|m| {
