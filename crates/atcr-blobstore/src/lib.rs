@@ -500,10 +500,7 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        match &*self.backend {
-            Backend::Local { .. } => self.append_local(st, body).await,
-            Backend::S3 { s3, cfg, .. } => self.append_s3(s3, cfg, st, body, false).await,
-        }
+        self.append_with(st, body, false).await
     }
 
     /// Appends the last bytes of a session that [`BlobStore::finish`] closes
@@ -516,9 +513,23 @@ impl BlobStore {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        self.append_with(st, body, true).await
+    }
+
+    /// `hold`: keep an S3 tail in memory (see [`BlobStore::append_final`]).
+    async fn append_with<S, E>(
+        &self,
+        st: &mut UploadState,
+        body: S,
+        hold: bool,
+    ) -> Result<u64, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
         match &*self.backend {
             Backend::Local { .. } => self.append_local(st, body).await,
-            Backend::S3 { s3, cfg, .. } => self.append_s3(s3, cfg, st, body, true).await,
+            Backend::S3 { s3, cfg, .. } => self.append_s3(s3, cfg, st, body, hold).await,
         }
     }
 

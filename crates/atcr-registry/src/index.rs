@@ -1,4 +1,4 @@
-//! The registry index (SQLite): which blobs each repository links, manifests
+//! The registry index (SQLite, or PostgreSQL shared by replicas): which blobs each repository links, manifests
 //! (bytes kept for fast pulls, the record that holds them), tags, upload
 //! sessions, the push journal and the PDS sessions of remote owners.
 //!

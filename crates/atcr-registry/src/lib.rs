@@ -9,7 +9,8 @@
 //! * Crash safety: every record operation is journaled in the index before it
 //!   is sent to the PDS and the journal entry is closed in the transaction
 //!   that updates the index. [`Registry::recover`] reconciles open entries
-//!   against the PDS at start-up, so the index and the PDS agree.
+//!   against the PDS at start-up (and [`Registry::recover_journal`] every
+//!   few seconds on a shared index), so the index and the PDS agree.
 //! * Auth: the Docker token flow ([`token`]); credentials are a handle (or
 //!   DID) and an app password, checked by the owner's PDS.
 //!

@@ -501,6 +501,7 @@ async fn manifest_put(
                 &reference,
                 ct.as_deref(),
                 bytes.to_vec(),
+                None,
             )
             .await
         }

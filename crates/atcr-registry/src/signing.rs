@@ -283,7 +283,7 @@ impl Registry {
         .manifest;
         let ad = Digest::sha256_of(&artifact);
         let put = self
-            .cosign_put_unless(
+            .cosign_put(
                 &name,
                 &owner,
                 signer_did,
@@ -300,26 +300,13 @@ impl Registry {
     /// `sign` scope. Accepted only when it is a signature artifact for a
     /// manifest of this repository, carries its layer inline (descriptor
     /// `data`), and names an `io.atcr.signature` record that exists in the
-    /// signer's own repository and signs exactly that subject.
-    pub async fn cosign_put(
-        &self,
-        name: &atcr_oci::RepoName,
-        owner: &str,
-        signer: &str,
-        reference: &atcr_oci::Reference,
-        content_type: Option<&str>,
-        bytes: Vec<u8>,
-    ) -> Result<crate::PushedManifest> {
-        self.cosign_put_unless(name, owner, signer, reference, content_type, bytes, None)
-            .await
-    }
-
-    /// [`Self::cosign_put`]; with `unless_uri`, nothing is added when the
-    /// subject already has an artifact naming that record (checked under
-    /// the owner's lock: the follower making an artifact from a record must
-    /// not replace the one `atcr sign` pushed meanwhile).
+    /// signer's own repository and signs exactly that subject. With
+    /// `unless_uri`, nothing is added when the subject already has an
+    /// artifact naming that record (checked under the owner's lock: the
+    /// follower making an artifact from a record must not replace the one
+    /// `atcr sign` pushed meanwhile).
     #[allow(clippy::too_many_arguments)]
-    async fn cosign_put_unless(
+    pub async fn cosign_put(
         &self,
         name: &atcr_oci::RepoName,
         owner: &str,
