@@ -11,10 +11,15 @@ const CREDENTIAL_CACHE: Duration = Duration::from_secs(300);
 const HANDLE_CACHE: Duration = Duration::from_secs(10);
 
 impl Registry {
+    /// The repository a name addresses, its owner resolved.
+    pub async fn resolve(&self, name: &RepoName) -> Result<Repository> {
+        Ok(Repository::new(name.clone(), self.owner_did(name).await?))
+    }
+
     /// The DID a repository name belongs to.
-    pub async fn owner_did(&self, name: &RepoName) -> Result<String> {
+    pub async fn owner_did(&self, name: &RepoName) -> Result<Did> {
         match name.owner() {
-            Owner::Did(d) => Ok(d.to_string()),
+            Owner::Did(d) => Ok(d.clone()),
             Owner::Handle(h) => {
                 if let Some((did, at)) = self
                     .inner
@@ -27,25 +32,26 @@ impl Registry {
                     return Ok(did.clone());
                 }
                 if let Some(pds) = &self.inner.pds
-                    && let Ok(did) = pds.lookup_did(h.as_str()).await
+                    && let Ok(found) = pds.lookup_did(h.as_str()).await
                 {
+                    let found = Did::new(found)
+                        .map_err(|e| Error::Internal(format!("a DID the PDS keeps: {e}")))?;
                     self.inner
                         .handles
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(h.to_string(), (did.clone(), Instant::now()));
-                    return Ok(did);
+                        .insert(h.to_string(), (found.clone(), Instant::now()));
+                    return Ok(found);
                 }
                 let ident = AtIdentifier::Handle(h.clone());
                 match self.inner.resolver.resolve(&ident).await {
-                    Ok(r) => Ok(r.did.to_string()),
+                    Ok(r) => Ok(r.did),
                     Err(e) if e.is_transient() => {
-                        Err(err(ErrorCode::Unavailable, format!("resolving {h}: {e}")))
+                        Err(Error::Unavailable(format!("resolving {h}: {e}")))
                     }
-                    Err(e) => Err(err(
-                        ErrorCode::NameUnknown,
-                        format!("owner {h} does not resolve to a DID: {e}"),
-                    )),
+                    Err(e) => Err(Error::NameUnknown(format!(
+                        "owner {h} does not resolve to a DID: {e}"
+                    ))),
                 }
             }
         }
@@ -75,7 +81,7 @@ impl Registry {
         }
         // One answer for an unknown user, a wrong password and an identity
         // that does not resolve: the caller learns nothing about accounts.
-        let denied = || err(ErrorCode::Unauthorized, "invalid username or password");
+        let denied = || Error::BadCredentials;
         let did = match self.embedded_account(user).await {
             Some(_) => {
                 let pds = self.inner.pds.as_ref().ok_or_else(denied)?;
@@ -87,9 +93,8 @@ impl Registry {
                     Ok(id) => id,
                     Err(e) if e.is_transient() => {
                         tracing::info!(%user, "login: identity not resolvable now: {e}");
-                        return Err(err(
-                            ErrorCode::Unavailable,
-                            "the account's identity cannot be resolved right now; try again",
+                        return Err(Error::Unavailable(
+                            "the account's identity cannot be resolved right now; try again".into(),
                         ));
                     }
                     Err(e) => {
@@ -104,10 +109,7 @@ impl Registry {
                     return Err(denied());
                 }
                 let unavailable = || {
-                    err(
-                        ErrorCode::Unavailable,
-                        "the account's PDS is unavailable; try again later",
-                    )
+                    Error::Unavailable("the account's PDS is unavailable; try again later".into())
                 };
                 if self.pds_recently_failed(&origin) {
                     return Err(unavailable());
@@ -190,13 +192,13 @@ impl Registry {
             .credentials
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (d, _)| d != did);
+            .retain(|_, (d, _)| d.as_str() != did);
         // A deleted account's handle may be taken by another account.
         self.inner
             .handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (d, _)| d != did);
+            .retain(|_, (d, _)| d.as_str() != did);
         tracing::info!(target: "atcr::auth", did, "credentials revoked: tokens and cached logins dropped");
         if self.inner.index.shared() {
             // Every replica applies it (see `sync_revocations`).
@@ -232,12 +234,12 @@ impl Registry {
                 .credentials
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, (d, _)| *d != did);
+                .retain(|_, (d, _)| d.as_str() != did);
             self.inner
                 .handles
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, (d, _)| *d != did);
+                .retain(|_, (d, _)| d.as_str() != did);
         }
         Ok(newest)
     }
@@ -281,7 +283,7 @@ impl Registry {
         let mut out = vec![];
         for s in requested {
             let Some(a) = Access::parse(s) else {
-                return Err(err(ErrorCode::Denied, format!("invalid scope {s:?}")));
+                return Err(Error::Denied(format!("invalid scope {s:?}")));
             };
             if a.kind == "registry" && a.name == "catalog" {
                 if did.is_some() || self.inner.cfg.anonymous_pull {
@@ -301,7 +303,10 @@ impl Registry {
             let mut actions = vec![];
             let wants_write = a.actions.iter().any(|x| x != "pull");
             let own = match (did, wants_write) {
-                (Some(d), true) => self.owner_did(&name).await.ok().as_deref() == Some(d),
+                (Some(d), true) => self
+                    .owner_did(&name)
+                    .await
+                    .is_ok_and(|owner| owner.as_str() == d),
                 _ => false,
             };
             for act in &a.actions {
@@ -334,16 +339,15 @@ impl Registry {
             }));
         }
         let s = self.inner.index.session(did).await?.ok_or_else(|| {
-            err(
-                ErrorCode::Denied,
-                format!("no PDS session for {did}: log in to the registry again"),
-            )
+            Error::Denied(format!(
+                "no PDS session for {did}: log in to the registry again"
+            ))
         })?;
-        let base = Url::parse(&s.pds).map_err(|e| err(ErrorCode::Unknown, e.to_string()))?;
+        let base = Url::parse(&s.pds).map_err(|e| Error::Internal(e.to_string()))?;
         self.inner
             .egress
             .check_url(&base)
-            .map_err(|e| err(ErrorCode::Denied, format!("{did}'s PDS: {e}")))?;
+            .map_err(|e| Error::Denied(format!("{did}'s PDS: {e}")))?;
         let client = atcr_xrpc::PdsClient::new(base, self.inner.http.clone());
         client.set_session(Some(atcr_xrpc::Session {
             did: did.to_owned(),

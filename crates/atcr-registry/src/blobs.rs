@@ -48,24 +48,16 @@ impl Drop for Busy<'_> {
     }
 }
 
-fn writing_elsewhere() -> RegistryError {
-    err(
-        ErrorCode::BlobUploadInvalid,
-        "another request is writing to this upload session",
-    )
+fn writing_elsewhere() -> Error {
+    Error::UploadInvalid("another request is writing to this upload session".into())
 }
 
 impl Registry {
     /// Size of a blob in a repository.
-    pub async fn blob_size(&self, did: &str, repo: &str, digest: &Digest) -> Result<u64> {
-        self.confirmed_blob(did, repo, &digest.to_string())
+    pub async fn blob_size(&self, repo: &Repository, digest: &Digest) -> Result<u64> {
+        self.confirmed_blob(repo.did().as_str(), repo.path(), &digest.to_string())
             .await?
-            .ok_or_else(|| {
-                err(
-                    ErrorCode::BlobUnknown,
-                    format!("blob unknown to registry: {digest}"),
-                )
-            })
+            .ok_or_else(|| Error::BlobUnknown(format!("blob unknown to registry: {digest}")))
     }
 
     /// A repository's blob, its link confirmed for garbage collection (a
@@ -106,35 +98,35 @@ impl Registry {
             .blobs
             .read(digest, range, allow_redirect)
             .await
-            .map_err(from_blob)
+            .map_err(Error::from)
     }
 
     /// Unlinks a blob from a repository.
-    pub async fn blob_delete(&self, did: &str, repo: &str, digest: &Digest) -> Result<()> {
+    pub async fn blob_delete(&self, repo: &Repository, digest: &Digest) -> Result<()> {
         if self
             .inner
             .index
-            .unlink_blob(did, repo, &digest.to_string())
+            .unlink_blob(repo.did().as_str(), repo.path(), &digest.to_string())
             .await?
         {
             Ok(())
         } else {
-            Err(err(
-                ErrorCode::BlobUnknown,
-                format!("blob unknown to registry: {digest}"),
-            ))
+            Err(Error::BlobUnknown(format!(
+                "blob unknown to registry: {digest}"
+            )))
         }
     }
 
     /// Starts an upload session.
-    pub async fn upload_start(
-        &self,
-        did: &str,
-        repo: &str,
-        alg: DigestAlgorithm,
-    ) -> Result<String> {
+    pub async fn upload_start(&self, repo: &Repository, alg: DigestAlgorithm) -> Result<String> {
+        let (did, repo) = (repo.did().as_str(), repo.path());
         let id = new_id();
-        let st = self.inner.blobs.begin(&id, alg).await.map_err(from_blob)?;
+        let st = self
+            .inner
+            .blobs
+            .begin(&id, alg)
+            .await
+            .map_err(Error::from)?;
         let max = self.inner.cfg.max_uploads_per_user;
         if !self
             .inner
@@ -143,12 +135,9 @@ impl Registry {
             .await?
         {
             let _ = self.inner.blobs.abort(st).await;
-            return Err(err(
-                ErrorCode::TooManyRequests,
-                format!(
-                    "{max} upload sessions are open already (registry.max_uploads_per_user): finish or cancel some"
-                ),
-            ));
+            return Err(Error::TooManyUploads(format!(
+                "{max} upload sessions are open already (registry.max_uploads_per_user): finish or cancel some"
+            )));
         }
         self.cache_upload(did, repo, Some(&st), &id);
         Ok(id)
@@ -183,36 +172,27 @@ impl Registry {
 
     /// Cross-repository mount: links `digest` if the registry has it
     /// (deduplicated storage, public repositories), else opens a session.
-    pub async fn mount(
-        &self,
-        did: &str,
-        repo: &str,
-        display: &str,
-        digest: &Digest,
-    ) -> Result<MountOutcome> {
+    pub async fn mount(&self, repository: &Repository, digest: &Digest) -> Result<MountOutcome> {
+        let (did, repo) = (repository.did().as_str(), repository.path());
+        let display = repository.name().to_string();
         let d = digest.to_string();
         // A blob garbage collection is deleting is not mounted: upload it.
         if let Some(size) = self.inner.index.blob(&d).await?
             && self
                 .inner
                 .index
-                .link_blob(did, repo, display, &d, size, None)
+                .link_blob(did, repo, &display, &d, size, None)
                 .await?
         {
             return Ok(MountOutcome::Mounted);
         }
         Ok(MountOutcome::Upload(
-            self.upload_start(did, repo, digest.algorithm()).await?,
+            self.upload_start(repository, digest.algorithm()).await?,
         ))
     }
 
     pub(crate) async fn session(&self, did: &str, repo: &str, id: &str) -> Result<UploadState> {
-        let unknown = || {
-            err(
-                ErrorCode::BlobUploadUnknown,
-                "blob upload unknown to registry",
-            )
-        };
+        let unknown = || Error::UploadUnknown;
         // On a shared index another replica may have moved the session on:
         // only the database is the truth.
         let cached = if self.inner.index.shared() {
@@ -229,7 +209,7 @@ impl Registry {
             Some(c) => c,
             None => {
                 let (d, r, state) = self.inner.index.upload(id).await?.ok_or_else(unknown)?;
-                (d, r, UploadState::from_json(&state).map_err(from_blob)?)
+                (d, r, UploadState::from_json(&state).map_err(Error::from)?)
             }
         };
         if d != did || r != repo {
@@ -266,10 +246,7 @@ impl Registry {
                 Some(true) => busy.lease = Some(self.inner.index.clone()),
                 Some(false) => return Err(writing_elsewhere()),
                 None => {
-                    return Err(err(
-                        ErrorCode::BlobUploadUnknown,
-                        "blob upload unknown to registry",
-                    ));
+                    return Err(Error::UploadUnknown);
                 }
             }
         }
@@ -291,16 +268,18 @@ impl Registry {
     }
 
     /// Bytes received by a session.
-    pub async fn upload_offset(&self, did: &str, repo: &str, id: &str) -> Result<u64> {
-        Ok(self.session(did, repo, id).await?.offset)
+    pub async fn upload_offset(&self, repo: &Repository, id: &str) -> Result<u64> {
+        Ok(self
+            .session(repo.did().as_str(), repo.path(), id)
+            .await?
+            .offset)
     }
 
     /// Appends a chunk. `start` is the `Content-Range` start when given:
     /// it must equal the current offset (416 otherwise).
     pub async fn upload_append<S, E>(
         &self,
-        did: &str,
-        repo: &str,
+        repo: &Repository,
         id: &str,
         start: Option<u64>,
         body: S,
@@ -309,6 +288,7 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
+        let (did, repo) = (repo.did().as_str(), repo.path());
         let busy = self.mark_busy(id).await?;
         // The lease is released before the answer goes out: the
         // client's next request may reach another replica at once.
@@ -317,17 +297,16 @@ impl Registry {
             if let Some(s) = start
                 && s != st.offset
             {
-                return Err(err(
-                    ErrorCode::BlobUploadInvalid,
-                    format!("chunk starts at {s}, but the upload is at {}", st.offset),
-                )
-                .with_status(416));
+                return Err(Error::ChunkOutOfOrder {
+                    start: s,
+                    offset: st.offset,
+                });
             }
             self.inner
                 .blobs
                 .append(&mut st, body)
                 .await
-                .map_err(from_blob)?;
+                .map_err(Error::from)?;
             self.cache_upload(did, repo, None, id);
             self.inner.index.update_upload(id, &st.to_json()).await?;
             self.cache_upload(did, repo, Some(&st), id);
@@ -341,8 +320,7 @@ impl Registry {
     /// Completes a session (after appending a last chunk, if any).
     pub async fn upload_finish<S, E>(
         &self,
-        name: &RepoName,
-        did: &str,
+        repository: &Repository,
         id: &str,
         digest: &Digest,
         body: Option<S>,
@@ -351,7 +329,7 @@ impl Registry {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let repo = name.repo();
+        let (did, repo) = (repository.did().as_str(), repository.path());
         let busy = self.mark_busy(id).await?;
         // The lease is released before the answer goes out: the
         // client's next request may reach another replica at once.
@@ -365,7 +343,7 @@ impl Registry {
                     .blobs
                     .append_final(&mut st, b)
                     .await
-                    .map_err(from_blob)?;
+                    .map_err(Error::from)?;
             }
             self.claim_finish(id, digest).await?;
             let size = match self.inner.blobs.finish(st, digest).await {
@@ -375,7 +353,7 @@ impl Registry {
                     if matches!(e, BlobError::DigestMismatch { .. }) {
                         self.inner.index.delete_upload(id).await?;
                     }
-                    return Err(from_blob(e));
+                    return Err(Error::from(e));
                 }
             };
             // The claim keeps the blob from being doomed, so this links it;
@@ -386,7 +364,7 @@ impl Registry {
                 .link_blob(
                     did,
                     repo,
-                    &name.to_string(),
+                    &repository.name().to_string(),
                     &digest.to_string(),
                     size,
                     Some(id),
@@ -412,10 +390,7 @@ impl Registry {
             match self.inner.index.claim_finish(id, &d).await? {
                 index::Claim::Claimed => return Ok(()),
                 index::Claim::NoSession => {
-                    return Err(err(
-                        ErrorCode::BlobUploadUnknown,
-                        "blob upload unknown to registry",
-                    ));
+                    return Err(Error::UploadUnknown);
                 }
                 index::Claim::Doomed if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -426,7 +401,8 @@ impl Registry {
     }
 
     /// Cancels a session.
-    pub async fn upload_cancel(&self, did: &str, repo: &str, id: &str) -> Result<()> {
+    pub async fn upload_cancel(&self, repo: &Repository, id: &str) -> Result<()> {
+        let (did, repo) = (repo.did().as_str(), repo.path());
         let busy = self.mark_busy(id).await?;
         // The lease is released before the answer goes out: the
         // client's next request may reach another replica at once.
@@ -434,7 +410,7 @@ impl Registry {
             let st = self.session(did, repo, id).await?;
             self.cache_upload(did, repo, None, id);
             self.inner.index.delete_upload(id).await?;
-            self.inner.blobs.abort(st).await.map_err(from_blob)
+            self.inner.blobs.abort(st).await.map_err(Error::from)
         }
         .await;
         busy.release().await;

@@ -10,7 +10,7 @@
 //! record CID the event names) and cost no PDS read.
 
 use crate::records::OwnerPds;
-use crate::{Registry, Result, from_record};
+use crate::{Error, Registry, Result};
 use atcr_oci::records::{ManifestRecord, TagRecord, from_json};
 use atcr_oci::{Digest, MANIFEST_COLLECTION, TAG_COLLECTION};
 use atcr_pds::events::CursorStart;
@@ -107,7 +107,7 @@ impl Registry {
         let start = pds
             .cursor_start(Some(saved.unwrap_or(0)))
             .await
-            .map_err(|e| crate::err(atcr_oci::ErrorCode::Unavailable, e.to_string()))?;
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
         let after = match start {
             CursorStart::After(a) => return Ok(a),
             CursorStart::Outdated(first) => first,
@@ -142,7 +142,12 @@ impl Registry {
             }) if status.as_deref() == Some("deleted") => {
                 // Only an account the embedded PDS really no longer has.
                 match &self.inner.pds {
-                    Some(p) if p.lookup_did(&did).await.is_err() => self.forget_owner(&did).await,
+                    Some(p) if p.lookup_did(&did).await.is_err() => {
+                        match atcr_syntax::Did::new(did) {
+                            Ok(did) => self.forget_owner(&did).await,
+                            Err(e) => Err(Error::Internal(format!("a firehose DID: {e}"))),
+                        }
+                    }
                     _ => Ok(0),
                 }
             }
@@ -186,7 +191,7 @@ impl Registry {
                 let current = owner
                     .get_record(TAG_COLLECTION.into(), rkey.to_owned())
                     .await
-                    .map_err(from_record)?;
+                    .map_err(Error::from)?;
                 changed += self.settle_tag(did, &repo, &tag, current).await? as usize;
             } else if collection == atcr_oci::SIGNATURE_COLLECTION && op.action == "create" {
                 // A co-signature: made into an artifact when it signs a
@@ -197,12 +202,9 @@ impl Registry {
                     .await
                 {
                     Ok(added) => changed += added as usize,
-                    Err(e) => tracing::info!(
-                        signer = did,
-                        rkey,
-                        "co-signature record not taken: {}",
-                        e.message
-                    ),
+                    Err(e) => {
+                        tracing::info!(signer = did, rkey, "co-signature record not taken: {}", e)
+                    }
                 }
             } else if collection == MANIFEST_COLLECTION {
                 let Some((repo, digest, cid)) = self.index().manifest_by_record(did, rkey).await?
@@ -224,7 +226,7 @@ impl Registry {
                 let current = owner
                     .get_record(MANIFEST_COLLECTION.into(), rkey.to_owned())
                     .await
-                    .map_err(from_record)?;
+                    .map_err(Error::from)?;
                 changed += self
                     .settle_manifest(did, &repo, &digest, rkey, current)
                     .await? as usize;
@@ -460,7 +462,7 @@ impl Registry {
             // A failure is logged, not fatal: the stream is still followed,
             // and the next first contact (no cursor yet) tries again.
             if let Err(e) = self.resync_pds(source).await {
-                tracing::warn!(pds = %source, "re-reading the owners' records: {}", e.message);
+                tracing::warn!(pds = %source, "re-reading the owners' records: {}", e);
             }
         }
         tracing::info!(pds = %source, ?cursor, "following the PDS's event stream");
@@ -500,7 +502,7 @@ impl Registry {
                 }
                 Frame::Info { name, .. } if name == "OutdatedCursor" => {
                     if let Err(e) = self.resync_pds(source).await {
-                        tracing::warn!(pds = %source, "re-reading the owners' records: {}", e.message);
+                        tracing::warn!(pds = %source, "re-reading the owners' records: {}", e);
                     }
                     continue;
                 }
@@ -522,7 +524,7 @@ impl Registry {
                 if hosted.0.contains(&ev.repo)
                     && let Err(e) = self.apply_commit(ev).await
                 {
-                    break e.message.into();
+                    break e.to_string().into();
                 }
             }
             last = seq;
@@ -645,7 +647,7 @@ pub(crate) async fn list_all(
         let (rows, next) = owner
             .list_records(collection.to_owned(), cursor.take())
             .await
-            .map_err(from_record)?;
+            .map_err(Error::from)?;
         for (rkey, value) in rows {
             // listRecords gives values; the CID is read per record only when
             // needed, so the value's own CID is computed here instead.
@@ -657,10 +659,9 @@ pub(crate) async fn list_all(
         match next {
             Some(c) if out.len() < MAX_RESYNC_RECORDS => cursor = Some(c),
             Some(_) => {
-                return Err(crate::err(
-                    atcr_oci::ErrorCode::Unavailable,
-                    format!("over {MAX_RESYNC_RECORDS} {collection} records"),
-                ));
+                return Err(Error::Unavailable(format!(
+                    "over {MAX_RESYNC_RECORDS} {collection} records"
+                )));
             }
             None => return Ok(out),
         }

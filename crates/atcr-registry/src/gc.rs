@@ -24,9 +24,9 @@
 //! digests), never to blob sizes.
 
 use crate::index::{BlobRow, RetentionManifest};
-use crate::{Registry, Result, err};
+use crate::{Error, Registry, Result};
 use atcr_oci::manifest::parse_manifest;
-use atcr_oci::{Digest, ErrorCode, Reference};
+use atcr_oci::{Digest, Reference};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -324,7 +324,7 @@ impl Registry {
             .buffer_unordered(DELETE_CONCURRENCY)
             .try_collect()
             .await
-            .map_err(crate::from_blob)?;
+            .map_err(Error::from)?;
         report.blobs_reclaimed += deleted.len();
         report.bytes_reclaimed += deleted.iter().map(|b| b.size).sum::<u64>();
         self.inner
@@ -347,7 +347,7 @@ impl Registry {
             let objects: Vec<(String, u64)> = chunk
                 .into_iter()
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(crate::from_blob)?
+                .map_err(Error::from)?
                 .into_iter()
                 .filter(|(d, _, modified)| *modified < cutoff && !claims.contains(&d.to_string()))
                 .map(|(d, size, _)| (d.to_string(), size))
@@ -457,18 +457,25 @@ impl Registry {
             report.retention.push(a);
             return;
         }
-        match self.manifest_delete(did, repo, &reference).await {
+        let deleted = match atcr_syntax::Did::new(did) {
+            Ok(d) => match crate::Repository::of(&d, repo) {
+                Ok(r) => self.manifest_delete(&r, &reference).await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(Error::Internal(format!("an indexed DID: {e}"))),
+        };
+        match deleted {
             Ok(()) => {
                 tracing::info!(target: "atcr::gc", repository = %a.repository, tag = ?a.tag,
                     digest = %a.digest, rule = %a.rule, "retention deleted");
                 report.retention.push(a);
             }
             // Deleted meanwhile (by its owner, or with its subject).
-            Err(e) if e.code == ErrorCode::ManifestUnknown => {}
+            Err(Error::ManifestUnknown(_)) => {}
             Err(e) => {
                 tracing::warn!(target: "atcr::gc", repository = %a.repository, tag = ?a.tag,
-                    digest = %a.digest, "retention: {}", e.message);
-                report.retention_failures.push((a, e.message));
+                    digest = %a.digest, "retention: {e}");
+                report.retention_failures.push((a, e.to_string()));
             }
         }
     }
@@ -566,10 +573,9 @@ fn plan(rule: &RetentionRule, view: &crate::index::RetentionView, now: i64) -> P
 pub(crate) const DOOMED_WAIT: Duration = Duration::from_secs(30);
 
 /// The error for an upload that waited [`DOOMED_WAIT`] on a doomed digest.
-pub(crate) fn doomed_busy() -> crate::RegistryError {
-    err(
-        ErrorCode::Unavailable,
-        "garbage collection is deleting this blob; retry the upload's last request",
+pub(crate) fn doomed_busy() -> crate::Error {
+    Error::Unavailable(
+        "garbage collection is deleting this blob; retry the upload's last request".into(),
     )
 }
 

@@ -5,7 +5,6 @@
 //! Repositories are keyed by the owner's DID, never by handle, so
 //! `alice.example.com/app` and `did-plc-…/app` are one repository.
 
-use atcr_oci::{ErrorCode, RegistryError};
 use atcr_sql::{Database, Migration, OptionalExtension, Row, SqlError};
 use std::path::Path;
 
@@ -191,9 +190,9 @@ const PG_MIGRATIONS: &[Migration] = &[(
     CREATE INDEX revocation_at ON revocation (at);"#,
 )];
 
-/// An index error. When the database cannot be reached it maps to
-/// `UNAVAILABLE` (503, retry later; nothing was written), otherwise to
-/// `UNKNOWN` (500).
+/// An index error. When the database cannot be reached it becomes
+/// [`crate::Error::Unavailable`] (retry later; nothing was written),
+/// otherwise [`crate::Error::Internal`].
 #[derive(Debug, thiserror::Error)]
 #[error("index: {0}")]
 pub struct IndexError(SqlError);
@@ -210,20 +209,6 @@ impl From<SqlError> for IndexError {
         Self(e)
     }
 }
-impl From<IndexError> for RegistryError {
-    fn from(e: IndexError) -> Self {
-        tracing::error!("{e}");
-        if e.is_unavailable() {
-            RegistryError::new(
-                ErrorCode::Unavailable,
-                "the index database is unavailable; retry later",
-            )
-        } else {
-            RegistryError::new(ErrorCode::Unknown, "internal index error")
-        }
-    }
-}
-
 type Result<T> = std::result::Result<T, IndexError>;
 
 /// Links a blob into a repository, or confirms an existing link.

@@ -105,7 +105,7 @@ impl Registry {
                 Some(t) => owner
                     .get_record(TAG_COLLECTION.into(), tag_rkey(repo, t))
                     .await
-                    .map_err(from_record)?
+                    .map_err(Error::from)?
                     .is_some_and(|(_, v)| {
                         atcr_oci::records::from_json::<atcr_oci::records::TagRecord>(&v)
                             .is_ok_and(|r| r.digest_for(repo, t) == Some(digest.as_str()))
@@ -113,7 +113,7 @@ impl Registry {
                 None => owner
                     .get_record(MANIFEST_COLLECTION.into(), rkey.clone())
                     .await
-                    .map_err(from_record)?
+                    .map_err(Error::from)?
                     .is_some(),
             },
             PendingOp::Delete {
@@ -123,12 +123,12 @@ impl Registry {
                     (Some(r), _) => owner
                         .get_record(MANIFEST_COLLECTION.into(), r.clone())
                         .await
-                        .map_err(from_record)?
+                        .map_err(Error::from)?
                         .is_some(),
                     (None, Some(t)) => owner
                         .get_record(TAG_COLLECTION.into(), tag_rkey(repo, t))
                         .await
-                        .map_err(from_record)?
+                        .map_err(Error::from)?
                         .is_some(),
                     (None, None) => false,
                 };
@@ -159,18 +159,18 @@ impl Registry {
                         use base64::Engine as _;
                         base64::engine::general_purpose::STANDARD
                             .decode(bytes)
-                            .map_err(|e| err(ErrorCode::Unknown, e.to_string()))?
+                            .map_err(|e| Error::Internal(e.to_string()))?
                     };
                     let mcid = owner
                         .get_record(MANIFEST_COLLECTION.into(), rkey.clone())
                         .await
-                        .map_err(from_record)?
+                        .map_err(Error::from)?
                         .map(|(c, _)| c);
                     let tcid = match &tag {
                         Some(t) => owner
                             .get_record(TAG_COLLECTION.into(), tag_rkey(&repo, t))
                             .await
-                            .map_err(from_record)?
+                            .map_err(Error::from)?
                             .map(|(c, _)| c),
                         None => None,
                     };

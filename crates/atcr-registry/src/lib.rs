@@ -19,11 +19,15 @@
 //! by replicas): `auth` (logins, tokens, revocation), `blobs` (reads,
 //! mounts, upload sessions), `manifests` (pulls, group-committed pushes,
 //! deletes, listings), `journal` (recovery), `signing` (signature
-//! artifacts), [`gc`] and [`follow`].
+//! artifacts), [`gc`] and [`follow`]. Services take typed parameters (a
+//! [`Repository`] with its owner's DID resolved, [`Digest`], [`Reference`])
+//! and fail with the registry's own [`Error`]; only the routes turn that into
+//! the OCI error envelope, and the web UI into its pages.
 
 mod auth;
 mod blobs;
 pub mod egress;
+pub mod error;
 pub mod follow;
 pub mod gc;
 pub mod index;
@@ -36,20 +40,19 @@ pub mod routes;
 mod signing;
 pub mod token;
 
+pub use error::{Error, Result};
+
 use atcr_blobstore::{BlobError, BlobRead, BlobStore, UploadState};
 use atcr_identity::IdentityResolver;
 use atcr_oci::manifest::{ParsedManifest, parse_manifest};
-use atcr_oci::{
-    Digest, DigestAlgorithm, DigestHasher, ErrorCode, Owner, Reference, RegistryError, RepoName,
-};
+use atcr_oci::{Digest, DigestAlgorithm, DigestHasher, Owner, Reference, RepoName};
 use atcr_pds::{Pds, Write};
-use atcr_syntax::AtIdentifier;
+use atcr_syntax::{AtIdentifier, Did};
 use bytes::Bytes;
 use futures_util::Stream;
 use index::{Index, ManifestCommit, ManifestRow, StoredSession};
 use records::{
-    EmbeddedOwner, MANIFEST_COLLECTION, OwnerPds, RecordError, RemoteOwner, TAG_COLLECTION, at_uri,
-    tag_rkey,
+    EmbeddedOwner, MANIFEST_COLLECTION, OwnerPds, RemoteOwner, TAG_COLLECTION, at_uri, tag_rkey,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -118,33 +121,6 @@ impl ForeignUrls {
     }
 }
 
-type Result<T> = std::result::Result<T, RegistryError>;
-
-fn err(code: ErrorCode, msg: impl Into<String>) -> RegistryError {
-    RegistryError::new(code, msg)
-}
-
-fn from_blob(e: BlobError) -> RegistryError {
-    match e {
-        BlobError::DigestMismatch { .. } => err(ErrorCode::DigestInvalid, e.to_string()),
-        BlobError::NotFound => err(ErrorCode::BlobUnknown, "blob unknown to registry"),
-        BlobError::Body(m) => err(ErrorCode::BlobUploadInvalid, format!("upload body: {m}")),
-        BlobError::Session(m) => err(ErrorCode::BlobUploadInvalid, m),
-        BlobError::Storage(m) => {
-            tracing::error!("blob storage: {m}");
-            err(ErrorCode::Unavailable, "blob storage unavailable")
-        }
-    }
-}
-
-fn from_record(e: RecordError) -> RegistryError {
-    match &e {
-        RecordError::Rejected(_) => err(ErrorCode::ManifestInvalid, e.to_string()),
-        RecordError::NoSession(_) => err(ErrorCode::Denied, e.to_string()),
-        RecordError::Unavailable(_) => err(ErrorCode::Unavailable, e.to_string()),
-    }
-}
-
 /// A journaled record operation (see [`Registry::recover`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -193,6 +169,45 @@ pub struct PulledManifest {
     pub bytes: Vec<u8>,
     /// Size.
     pub size: u64,
+}
+
+/// A repository a request addresses, its owner resolved to a DID
+/// ([`Registry::resolve`]): what every repository service takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    name: RepoName,
+    did: Did,
+}
+
+impl Repository {
+    /// `name`, whose owner resolved to `did`.
+    pub fn new(name: RepoName, did: Did) -> Self {
+        Self { name, did }
+    }
+
+    /// The repository `path` (`app`, `team/app`) of the account `did`,
+    /// named by the DID (for work that starts from the index, not a name).
+    pub fn of(did: &Did, path: &str) -> Result<Self> {
+        Ok(Self {
+            name: RepoName::parse(&format!("{did}/{path}"))?,
+            did: did.clone(),
+        })
+    }
+
+    /// The owner's DID.
+    pub fn did(&self) -> &Did {
+        &self.did
+    }
+
+    /// The path under the owner (`app`, `team/app`).
+    pub fn path(&self) -> &str {
+        self.name.repo()
+    }
+
+    /// The name as the client wrote it.
+    pub fn name(&self) -> &RepoName {
+        &self.name
+    }
 }
 
 /// One queued manifest push.
@@ -277,7 +292,7 @@ struct Inner {
     /// Group-commit queues of manifest pushes, per owner.
     queues: Mutex<HashMap<String, Arc<OwnerQueue>>>,
     /// Embedded handles → (DID, resolved at).
-    handles: Mutex<HashMap<String, (String, Instant)>>,
+    handles: Mutex<HashMap<String, (Did, Instant)>>,
     /// Write-through cache of upload sessions: id → (did, repo, state).
     uploads: Mutex<HashMap<String, (String, String, UploadState)>>,
     /// Owners' key and PDS as signature artifacts name them (hints).
@@ -432,7 +447,7 @@ impl Registry {
         if to_sign.is_empty() {
             return Ok(vec![]);
         }
-        let head = owner.latest_commit().await.map_err(from_record)?;
+        let head = owner.latest_commit().await.map_err(Error::from)?;
         let signer = self.signer(did).await?;
         let signed = to_sign
             .iter()
@@ -461,14 +476,14 @@ async fn manifest_records_of(
     digest: &str,
 ) -> Result<Vec<String>> {
     use atcr_oci::records::{ManifestRecord, from_json};
-    let parsed = Digest::parse(digest).map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?;
+    let parsed = Digest::parse(digest).map_err(|e| Error::DigestInvalid(e.to_string()))?;
     let mut out = vec![];
     let (mut cursor, mut seen) = (None, 0usize);
     loop {
         let (rows, next) = owner
             .list_records(MANIFEST_COLLECTION.into(), cursor.take())
             .await
-            .map_err(from_record)?;
+            .map_err(Error::from)?;
         seen += rows.len();
         for (rkey, value) in rows {
             if let Ok(r) = from_json::<ManifestRecord>(&value)
@@ -480,12 +495,9 @@ async fn manifest_records_of(
         match next {
             Some(c) if seen < MAX_SCANNED_RECORDS => cursor = Some(c),
             Some(_) => {
-                return Err(err(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "the owner has over {MAX_SCANNED_RECORDS} manifest records; delete refused"
-                    ),
-                ));
+                return Err(Error::Unavailable(format!(
+                    "the owner has over {MAX_SCANNED_RECORDS} manifest records; delete refused"
+                )));
             }
             None => break,
         }

@@ -7,17 +7,12 @@ impl Registry {
     /// Resolves a reference to a stored manifest.
     pub async fn manifest_get(
         &self,
-        did: &str,
-        repo: &str,
+        repo: &Repository,
         reference: &Reference,
         with_bytes: bool,
     ) -> Result<PulledManifest> {
-        let unknown = || {
-            err(
-                ErrorCode::ManifestUnknown,
-                format!("manifest unknown: {reference}"),
-            )
-        };
+        let (did, repo) = (repo.did().as_str(), repo.path());
+        let unknown = || Error::ManifestUnknown(format!("manifest unknown: {reference}"));
         let digest = match reference {
             Reference::Digest(d) => d.to_string(),
             Reference::Tag(t) => {
@@ -54,21 +49,18 @@ impl Registry {
     /// main): they are queued together, so they land in the same commit.
     pub async fn manifest_put(
         &self,
-        name: &RepoName,
-        did: &str,
+        repository: &Repository,
         reference: &Reference,
         tags: &[String],
         content_type: Option<&str>,
         bytes: Vec<u8>,
     ) -> Result<PushedManifest> {
         if tags.len() > MAX_TAGS_PER_PUSH {
-            return Err(err(
-                ErrorCode::ManifestInvalid,
-                format!("at most {MAX_TAGS_PER_PUSH} tags per push"),
-            )
-            .with_status(400));
+            return Err(Error::ManifestInvalid(format!(
+                "at most {MAX_TAGS_PER_PUSH} tags per push"
+            )));
         }
-        let repo = name.repo();
+        let (did, repo) = (repository.did().as_str(), repository.path());
         let parsed: ParsedManifest = parse_manifest(&bytes, content_type)?;
         let alg = match reference {
             Reference::Digest(d) => d.algorithm(),
@@ -82,10 +74,9 @@ impl Registry {
         if let Reference::Digest(d) = reference
             && *d != digest
         {
-            return Err(err(
-                ErrorCode::DigestInvalid,
-                format!("the manifest hashes to {digest}, not {d}"),
-            ));
+            return Err(Error::DigestInvalid(format!(
+                "the manifest hashes to {digest}, not {d}"
+            )));
         }
         for b in parsed.required_blobs() {
             if self
@@ -93,11 +84,10 @@ impl Registry {
                 .await?
                 .is_none()
             {
-                return Err(err(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("blob unknown to registry: {b}"),
-                )
-                .with_detail(serde_json::json!({ "digest": b.to_string() })));
+                return Err(Error::ManifestBlobUnknown {
+                    digest: b.to_string(),
+                    message: format!("blob unknown to registry: {b}"),
+                });
             }
         }
         // Foreign layers (Windows base images) may be absent: clients fetch
@@ -108,20 +98,18 @@ impl Registry {
                 continue;
             }
             if urls.is_empty() {
-                return Err(err(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("non-distributable layer {digest} has no urls and was not pushed"),
-                )
-                .with_detail(serde_json::json!({ "digest": digest })));
+                return Err(Error::ManifestBlobUnknown {
+                    message: format!(
+                        "non-distributable layer {digest} has no urls and was not pushed"
+                    ),
+                    digest,
+                });
             }
             if let Some(why) = urls
                 .iter()
                 .find_map(|u| self.inner.cfg.foreign_urls.refuse(u))
             {
-                return Err(err(
-                    ErrorCode::ManifestInvalid,
-                    format!("layer {digest}: {why}"),
-                ));
+                return Err(Error::ManifestInvalid(format!("layer {digest}: {why}")));
             }
         }
         for m in parsed.required_manifests() {
@@ -132,11 +120,10 @@ impl Registry {
                 .await?
                 .is_none()
             {
-                return Err(err(
-                    ErrorCode::ManifestBlobUnknown,
-                    format!("manifest unknown to registry: {m}"),
-                )
-                .with_detail(serde_json::json!({ "digest": m.to_string() })));
+                return Err(Error::ManifestBlobUnknown {
+                    digest: m.to_string(),
+                    message: format!("manifest unknown to registry: {m}"),
+                });
             }
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
@@ -159,7 +146,7 @@ impl Registry {
                 jobs.push((
                     PushJob {
                         repo: repo.to_owned(),
-                        display: name.to_string(),
+                        display: repository.name().to_string(),
                         digest: digest.to_string(),
                         tag,
                         parsed: parsed.clone(),
@@ -179,7 +166,7 @@ impl Registry {
             tokio::select! {
                 r = rx => {
                     waiting.remove(0);
-                    let r = r.unwrap_or_else(|_| Err(err(ErrorCode::Unknown, "manifest push was dropped")));
+                    let r = r.unwrap_or_else(|_| Err(Error::Internal("manifest push was dropped".into())));
                     if outcome.is_ok() {
                         outcome = r;
                     }
@@ -221,7 +208,7 @@ impl Registry {
         let _owner = match self.inner.index.lock_owner(did).await {
             Ok(l) => l,
             Err(e) => {
-                let e = RegistryError::from(e);
+                let e = Error::from(e);
                 for r in replies {
                     let _ = r.send(Err(e.clone()));
                 }
@@ -235,7 +222,7 @@ impl Registry {
                     let _ = r.send(Ok(()));
                 }
             }
-            Err(e) if jobs.len() > 1 && e.code == ErrorCode::ManifestInvalid => {
+            Err(Error::ManifestInvalid(_)) if jobs.len() > 1 => {
                 for (job, reply) in jobs.into_iter().zip(replies) {
                     let r = self.write_batch(did, std::slice::from_ref(&job)).await;
                     let _ = reply.send(r);
@@ -291,8 +278,7 @@ impl Registry {
                 Some(r) => r,
                 None => atcr_oci::records::manifest_rkey(
                     &j.repo,
-                    &Digest::parse(&j.digest)
-                        .map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?,
+                    &Digest::parse(&j.digest).map_err(|e| Error::DigestInvalid(e.to_string()))?,
                 ),
             };
             rkeys.insert(key, rkey.clone());
@@ -345,7 +331,7 @@ impl Registry {
             Err(e) => {
                 // The PDS answered with an error: the commit did not happen.
                 // (When it could not be reached, start-up recovery decides.)
-                if e.code != ErrorCode::Unavailable {
+                if !e.is_unavailable() {
                     self.inner.index.drop_pending(pending).await?;
                 }
                 return Err(e);
@@ -428,7 +414,7 @@ impl Registry {
                 let blob = atcr_pds::blob_ref(&j.bytes, &j.parsed.media_type);
                 blobs.push((j.bytes.clone(), j.parsed.media_type.clone()));
                 let json: serde_json::Value = serde_json::from_slice(&j.bytes)
-                    .map_err(|e| err(ErrorCode::ManifestInvalid, e.to_string()))?;
+                    .map_err(|e| Error::ManifestInvalid(e.to_string()))?;
                 // An upsert: the record may already be there from an attempt
                 // whose answer never reached us.
                 writes.push(Write::Put {
@@ -457,7 +443,7 @@ impl Registry {
             }
             shape.push((*new, j.tag.is_some()));
         }
-        let committed = owner.commit(blobs, writes).await.map_err(from_record)?;
+        let committed = owner.commit(blobs, writes).await.map_err(Error::from)?;
         let mut cids = committed.cids.into_iter();
         let per_job = shape
             .into_iter()
@@ -471,12 +457,8 @@ impl Registry {
     }
 
     /// Deletes a manifest by digest (with the tags pointing at it) or a tag.
-    pub async fn manifest_delete(
-        &self,
-        did: &str,
-        repo: &str,
-        reference: &Reference,
-    ) -> Result<()> {
+    pub async fn manifest_delete(&self, repo: &Repository, reference: &Reference) -> Result<()> {
+        let (did, repo) = (repo.did().as_str(), repo.path());
         let queue = self.owner_queue(did);
         let _guard = queue.commit.lock().await;
         let _owner = self.inner.index.lock_owner(did).await?;
@@ -487,15 +469,13 @@ impl Registry {
                     .index
                     .manifest(did, repo, &d.to_string(), false)
                     .await?
-                    .ok_or_else(|| {
-                        err(ErrorCode::ManifestUnknown, format!("manifest unknown: {d}"))
-                    })?;
+                    .ok_or_else(|| Error::ManifestUnknown(format!("manifest unknown: {d}")))?;
                 let tags = self.inner.index.tags_of(did, repo, &m.digest).await?;
                 (Some(m.digest), tags)
             }
             Reference::Tag(t) => {
                 if self.inner.index.tag(did, repo, t).await?.is_none() {
-                    return Err(err(ErrorCode::ManifestUnknown, format!("tag unknown: {t}")));
+                    return Err(Error::ManifestUnknown(format!("tag unknown: {t}")));
                 }
                 (None, vec![t.clone()])
             }
@@ -541,8 +521,8 @@ impl Registry {
         if !writes.is_empty()
             && let Err(e) = owner.commit(vec![], writes).await
         {
-            let e = from_record(e);
-            if !matches!(e.code, ErrorCode::Unavailable) {
+            let e = Error::from(e);
+            if !e.is_unavailable() {
                 self.inner.index.drop_pending(pending).await?;
             }
             return Err(e);
@@ -558,7 +538,8 @@ impl Registry {
     /// the index (and their blobs become garbage). Waits for the owner's
     /// push in progress, so none lands afterwards. Returns the number of
     /// manifests forgotten.
-    pub async fn forget_owner(&self, did: &str) -> Result<usize> {
+    pub async fn forget_owner(&self, did: &Did) -> Result<usize> {
+        let did = did.as_str();
         let queue = self.owner_queue(did);
         let _guard = queue.commit.lock().await;
         let _owner = self.inner.index.lock_owner(did).await?;
@@ -569,15 +550,14 @@ impl Registry {
     /// Tags, paginated.
     pub async fn tags(
         &self,
-        did: &str,
-        repo: &str,
+        repo: &Repository,
         last: Option<&str>,
         n: usize,
     ) -> Result<Vec<String>> {
+        let (did, repo) = (repo.did().as_str(), repo.path());
         if !self.inner.index.repository_exists(did, repo).await? {
-            return Err(err(
-                ErrorCode::NameUnknown,
-                "repository name not known to registry",
+            return Err(Error::NameUnknown(
+                "repository name not known to registry".into(),
             ));
         }
         Ok(self.inner.index.tags(did, repo, last, n).await?)
@@ -589,16 +569,11 @@ impl Registry {
     }
 
     /// Manifests whose subject is `digest`.
-    pub async fn referrers(
-        &self,
-        did: &str,
-        repo: &str,
-        digest: &Digest,
-    ) -> Result<Vec<ManifestRow>> {
+    pub async fn referrers(&self, repo: &Repository, digest: &Digest) -> Result<Vec<ManifestRow>> {
         Ok(self
             .inner
             .index
-            .referrers(did, repo, &digest.to_string())
+            .referrers(repo.did().as_str(), repo.path(), &digest.to_string())
             .await?)
     }
 }

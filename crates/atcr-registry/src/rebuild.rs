@@ -7,10 +7,10 @@
 
 use crate::follow::list_all;
 use crate::index::{Index, ManifestCommit, StoredSession};
-use crate::{PushJob, Registry, Result, err, manifest_row, signing};
+use crate::{Error, PushJob, Registry, Result, manifest_row, signing};
 use atcr_oci::manifest::parse_manifest;
 use atcr_oci::records::{ManifestRecord, TagRecord, from_json};
-use atcr_oci::{Digest, DigestHasher, ErrorCode, MANIFEST_COLLECTION, RepoName, TAG_COLLECTION};
+use atcr_oci::{Digest, DigestHasher, MANIFEST_COLLECTION, RepoName, TAG_COLLECTION};
 use std::collections::HashSet;
 
 /// Largest manifest read back from a PDS blob.
@@ -42,7 +42,7 @@ impl Registry {
                 let page = pds
                     .list_repos(500, cursor.take())
                     .await
-                    .map_err(|e| err(ErrorCode::Unavailable, e.to_string()))?;
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
                 let last = page.last().map(|r| r.0.clone());
                 for (did, _, _, active) in page {
                     if active {
@@ -77,7 +77,7 @@ impl Registry {
         for (did, handle) in owners {
             match self.rebuild_owner(target, &did, &handle, &mut report).await {
                 Ok(()) => report.owners += 1,
-                Err(e) => report.skipped.push(format!("{did}: {}", e.message)),
+                Err(e) => report.skipped.push(format!("{did}: {}", e)),
             }
         }
         Ok(report)

@@ -8,7 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::token::TokenClaims;
-use crate::{MountOutcome, Registry};
+use crate::{Error, MountOutcome, Registry, Repository};
 use atcr_blobstore::BlobRead;
 use atcr_oci::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
 use atcr_oci::{Digest, DigestAlgorithm, ErrorCode, Reference, RegistryError, RepoName};
@@ -43,8 +43,40 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// The OCI error a service error is reported as.
+impl From<Error> for RegistryError {
+    fn from(e: Error) -> Self {
+        let code = match &e {
+            Error::Oci(e) => return e.clone(),
+            Error::BlobUnknown(_) => ErrorCode::BlobUnknown,
+            Error::UploadUnknown => ErrorCode::BlobUploadUnknown,
+            Error::UploadInvalid(_) => ErrorCode::BlobUploadInvalid,
+            Error::ChunkOutOfOrder { .. } => {
+                return RegistryError::new(ErrorCode::BlobUploadInvalid, e.to_string())
+                    .with_status(416);
+            }
+            Error::DigestInvalid(_) => ErrorCode::DigestInvalid,
+            Error::ManifestUnknown(_) => ErrorCode::ManifestUnknown,
+            Error::ManifestInvalid(_) => ErrorCode::ManifestInvalid,
+            Error::ManifestBlobUnknown { digest, .. } => {
+                return RegistryError::new(ErrorCode::ManifestBlobUnknown, e.to_string())
+                    .with_detail(serde_json::json!({ "digest": digest }));
+            }
+            Error::NameUnknown(_) => ErrorCode::NameUnknown,
+            Error::NameInvalid(_) => ErrorCode::NameInvalid,
+            Error::BadCredentials => ErrorCode::Unauthorized,
+            Error::Denied(_) => ErrorCode::Denied,
+            Error::TooManyUploads(_) => ErrorCode::TooManyRequests,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Internal(_) => ErrorCode::Unknown,
+        };
+        RegistryError::new(code, e.to_string())
+    }
+}
+
 /// An error response, with the Bearer challenge on 401.
-fn error(reg: &Registry, e: RegistryError, scope: Option<&str>) -> Response {
+fn error(reg: &Registry, e: impl Into<RegistryError>, scope: Option<&str>) -> Response {
+    let e: RegistryError = e.into();
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = (status, axum::Json(e.body())).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -141,10 +173,9 @@ fn parse_target(rest: &str) -> Option<Target> {
     None
 }
 
-/// Per-request context after auth: the name, its owner DID, the token.
+/// Per-request context after auth: the repository, its owner resolved.
 struct Ctx {
-    name: RepoName,
-    did: String,
+    repo: Repository,
 }
 
 async fn authorize(
@@ -190,6 +221,7 @@ async fn authorize(
                 reg.owner_did(&name)
                     .await
                     .map_err(|e| error(reg, e, None))?
+                    .as_str()
                     == claims.sub
             }
             _ => true,
@@ -236,7 +268,7 @@ async fn authorize(
         .await
         .map_err(|e| error(reg, e, None))?;
     // `sign` is the one write a non-owner may do (checked in `cosign_put`).
-    if action != "pull" && action != "sign" && did != claims.sub {
+    if action != "pull" && action != "sign" && did.as_str() != claims.sub {
         tracing::info!(
             target: "atcr::auth",
             did = %claims.sub,
@@ -256,7 +288,12 @@ async fn authorize(
             None,
         ));
     }
-    Ok((Ctx { name, did }, claims))
+    Ok((
+        Ctx {
+            repo: Repository::new(name, did),
+        },
+        claims,
+    ))
 }
 
 async fn v2(
@@ -367,7 +404,7 @@ async fn tags(reg: &Registry, headers: &HeaderMap, name: &str, params: &[(String
     let n = page_size(reg, params)?;
     let last = q(params, "last");
     let mut tags = reg
-        .tags(&ctx.did, ctx.name.repo(), last, n + 1)
+        .tags(&ctx.repo, last, n + 1)
         .await
         .map_err(|e| error(reg, e, None))?;
     let more = tags.len() > n;
@@ -403,7 +440,7 @@ async fn manifest_get(reg: &Registry, headers: &HeaderMap, name: &str, r: &str, 
     let (ctx, _) = authorize(reg, headers, name, "pull").await?;
     let reference = reference(reg, r)?;
     let m = reg
-        .manifest_get(&ctx.did, ctx.name.repo(), &reference, !head)
+        .manifest_get(&ctx.repo, &reference, !head)
         .await
         .map_err(|e| error(reg, e, None))?;
     let resp = Response::builder()
@@ -483,20 +520,19 @@ async fn manifest_put(
         .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned());
     let pushed = match cosigner {
         None => {
-            reg.manifest_put(
-                &ctx.name,
-                &ctx.did,
-                &reference,
-                &tags,
-                ct.as_deref(),
-                bytes.to_vec(),
-            )
-            .await
+            reg.manifest_put(&ctx.repo, &reference, &tags, ct.as_deref(), bytes.to_vec())
+                .await
         }
         Some(signer) => {
+            let signer = atcr_syntax::Did::new(signer).map_err(|e| {
+                error(
+                    reg,
+                    RegistryError::new(ErrorCode::Denied, format!("the token's subject: {e}")),
+                    None,
+                )
+            })?;
             reg.cosign_put(
-                &ctx.name,
-                &ctx.did,
+                &ctx.repo,
                 &signer,
                 &reference,
                 ct.as_deref(),
@@ -525,7 +561,7 @@ async fn manifest_put(
 async fn manifest_delete(reg: &Registry, headers: &HeaderMap, name: &str, r: &str) -> Res {
     let (ctx, _) = authorize(reg, headers, name, "delete").await?;
     let reference = reference(reg, r)?;
-    reg.manifest_delete(&ctx.did, ctx.name.repo(), &reference)
+    reg.manifest_delete(&ctx.repo, &reference)
         .await
         .map_err(|e| error(reg, e, None))?;
     Ok(StatusCode::ACCEPTED.into_response())
@@ -565,7 +601,7 @@ async fn blob_get(reg: &Registry, headers: &HeaderMap, name: &str, d: &str, head
     let (ctx, _) = authorize(reg, headers, name, "pull").await?;
     let digest = digest(reg, d)?;
     let size = reg
-        .blob_size(&ctx.did, ctx.name.repo(), &digest)
+        .blob_size(&ctx.repo, &digest)
         .await
         .map_err(|e| error(reg, e, None))?;
     let base = |status| {
@@ -619,7 +655,7 @@ async fn blob_get(reg: &Registry, headers: &HeaderMap, name: &str, d: &str, head
 async fn blob_delete(reg: &Registry, headers: &HeaderMap, name: &str, d: &str) -> Res {
     let (ctx, _) = authorize(reg, headers, name, "delete").await?;
     let digest = digest(reg, d)?;
-    reg.blob_delete(&ctx.did, ctx.name.repo(), &digest)
+    reg.blob_delete(&ctx.repo, &digest)
         .await
         .map_err(|e| error(reg, e, None))?;
     Ok(StatusCode::ACCEPTED.into_response())
@@ -675,14 +711,10 @@ async fn upload_post(
     body: Body,
 ) -> Res {
     let (ctx, _) = authorize(reg, headers, name, "push").await?;
-    let e = |e| error(reg, e, None);
+    let e = |e: Error| error(reg, e, None);
     if let Some(m) = q(params, "mount") {
         let d = digest(reg, m)?;
-        return match reg
-            .mount(&ctx.did, ctx.name.repo(), &ctx.name.to_string(), &d)
-            .await
-            .map_err(e)?
-        {
+        return match reg.mount(&ctx.repo, &d).await.map_err(e)? {
             MountOutcome::Mounted => Ok(blob_created(name, &d)),
             MountOutcome::Upload(id) => {
                 Ok(upload_response(reg, StatusCode::ACCEPTED, name, &id, 0))
@@ -693,28 +725,29 @@ async fn upload_post(
         None | Some("sha256") => DigestAlgorithm::Sha256,
         Some("sha512") => DigestAlgorithm::Sha512,
         Some(a) => {
-            return Err(e(RegistryError::new(
-                ErrorCode::DigestInvalid,
-                format!("unsupported digest algorithm {a:?}"),
-            )));
+            return Err(error(
+                reg,
+                RegistryError::new(
+                    ErrorCode::DigestInvalid,
+                    format!("unsupported digest algorithm {a:?}"),
+                ),
+                None,
+            ));
         }
     };
     if let Some(dg) = q(params, "digest") {
         // Monolithic single POST.
         let d = digest(reg, dg)?;
         let id = reg
-            .upload_start(&ctx.did, ctx.name.repo(), d.algorithm())
+            .upload_start(&ctx.repo, d.algorithm())
             .await
             .map_err(e)?;
-        reg.upload_finish(&ctx.name, &ctx.did, &id, &d, Some(body_stream(body)))
+        reg.upload_finish(&ctx.repo, &id, &d, Some(body_stream(body)))
             .await
             .map_err(e)?;
         return Ok(blob_created(name, &d));
     }
-    let id = reg
-        .upload_start(&ctx.did, ctx.name.repo(), alg)
-        .await
-        .map_err(e)?;
+    let id = reg.upload_start(&ctx.repo, alg).await.map_err(e)?;
     Ok(upload_response(reg, StatusCode::ACCEPTED, name, &id, 0))
 }
 
@@ -771,13 +804,7 @@ async fn upload_patch(
     let (ctx, _) = authorize(reg, headers, name, "push").await?;
     let range = content_range(reg, headers)?;
     let offset = reg
-        .upload_append(
-            &ctx.did,
-            ctx.name.repo(),
-            id,
-            range.map(|r| r.0),
-            body_stream(body),
-        )
+        .upload_append(&ctx.repo, id, range.map(|r| r.0), body_stream(body))
         .await
         .map_err(|e| error(reg, e, None))?;
     Ok(upload_response(reg, StatusCode::ACCEPTED, name, id, offset))
@@ -805,7 +832,7 @@ async fn upload_put(
     let d = digest(reg, dg)?;
     if let Some((start, _)) = content_range(reg, headers)? {
         let offset = reg
-            .upload_offset(&ctx.did, ctx.name.repo(), id)
+            .upload_offset(&ctx.repo, id)
             .await
             .map_err(|e| error(reg, e, None))?;
         if start != offset {
@@ -824,22 +851,16 @@ async fn upload_put(
     let empty = headers
         .get(header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() == b"0");
-    reg.upload_finish(
-        &ctx.name,
-        &ctx.did,
-        id,
-        &d,
-        (!empty).then(|| body_stream(body)),
-    )
-    .await
-    .map_err(|e| error(reg, e, None))?;
+    reg.upload_finish(&ctx.repo, id, &d, (!empty).then(|| body_stream(body)))
+        .await
+        .map_err(|e| error(reg, e, None))?;
     Ok(blob_created(name, &d))
 }
 
 async fn upload_status(reg: &Registry, headers: &HeaderMap, name: &str, id: &str) -> Res {
     let (ctx, _) = authorize(reg, headers, name, "push").await?;
     let offset = reg
-        .upload_offset(&ctx.did, ctx.name.repo(), id)
+        .upload_offset(&ctx.repo, id)
         .await
         .map_err(|e| error(reg, e, None))?;
     Ok(upload_response(
@@ -853,7 +874,7 @@ async fn upload_status(reg: &Registry, headers: &HeaderMap, name: &str, id: &str
 
 async fn upload_delete(reg: &Registry, headers: &HeaderMap, name: &str, id: &str) -> Res {
     let (ctx, _) = authorize(reg, headers, name, "push").await?;
-    reg.upload_cancel(&ctx.did, ctx.name.repo(), id)
+    reg.upload_cancel(&ctx.repo, id)
         .await
         .map_err(|e| error(reg, e, None))?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -870,7 +891,7 @@ async fn referrers(
     let digest = digest(reg, d)?;
     let filter = q(params, "artifactType");
     let rows = reg
-        .referrers(&ctx.did, ctx.name.repo(), &digest)
+        .referrers(&ctx.repo, &digest)
         .await
         .map_err(|e| error(reg, e, None))?;
     let manifests: Vec<serde_json::Value> = rows
@@ -971,7 +992,7 @@ async fn token(
                     Some(d)
                 }
                 Err(e) => {
-                    if e.code == ErrorCode::Unauthorized {
+                    if e == Error::BadCredentials {
                         throttle.failed(peer, &u);
                         reg.metrics().login_failures.inc();
                         tracing::info!(target: "atcr::auth", user = %u, client = ?peer, "login failed");
@@ -1015,4 +1036,60 @@ async fn token(
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oci(e: Error) -> (ErrorCode, u16, String, Option<serde_json::Value>) {
+        let r = RegistryError::from(e);
+        (r.code, r.status, r.message, r.detail)
+    }
+
+    #[test]
+    fn service_errors_become_the_spec_codes_and_statuses() {
+        use ErrorCode as C;
+        let cases = [
+            (Error::BlobUnknown("b".into()), C::BlobUnknown, 404),
+            (Error::UploadUnknown, C::BlobUploadUnknown, 404),
+            (Error::UploadInvalid("u".into()), C::BlobUploadInvalid, 400),
+            (Error::DigestInvalid("d".into()), C::DigestInvalid, 400),
+            (Error::ManifestUnknown("m".into()), C::ManifestUnknown, 404),
+            (Error::ManifestInvalid("m".into()), C::ManifestInvalid, 400),
+            (Error::NameUnknown("n".into()), C::NameUnknown, 404),
+            (Error::NameInvalid("n".into()), C::NameInvalid, 400),
+            (Error::BadCredentials, C::Unauthorized, 401),
+            (Error::Denied("no".into()), C::Denied, 403),
+            (Error::TooManyUploads("t".into()), C::TooManyRequests, 429),
+            (Error::Unavailable("later".into()), C::Unavailable, 503),
+            (Error::Internal("oops".into()), C::Unknown, 500),
+        ];
+        for (e, code, status) in cases {
+            let text = e.to_string();
+            let (c, s, m, d) = oci(e);
+            assert_eq!((c, s), (code, status), "{text}");
+            assert_eq!(m, text);
+            assert_eq!(d, None);
+        }
+    }
+
+    #[test]
+    fn out_of_order_chunks_are_416_and_missing_blobs_name_the_digest() {
+        let (c, s, m, _) = oci(Error::ChunkOutOfOrder {
+            start: 5,
+            offset: 3,
+        });
+        assert_eq!((c, s), (ErrorCode::BlobUploadInvalid, 416));
+        assert_eq!(m, "chunk starts at 5, but the upload is at 3");
+        let (c, s, _, d) = oci(Error::ManifestBlobUnknown {
+            digest: "sha256:ab".into(),
+            message: "blob unknown to registry: sha256:ab".into(),
+        });
+        assert_eq!((c, s), (ErrorCode::ManifestBlobUnknown, 400));
+        assert_eq!(d, Some(serde_json::json!({ "digest": "sha256:ab" })));
+        // The OCI library's own errors pass through with their status.
+        let big = RegistryError::new(ErrorCode::ManifestInvalid, "too big").with_status(413);
+        assert_eq!(RegistryError::from(Error::from(big.clone())), big);
+    }
 }

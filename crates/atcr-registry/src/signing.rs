@@ -5,14 +5,14 @@
 //! to the signed `io.atcr.manifest` record, and the record is the evidence.
 
 use crate::index::{ManifestCommit, ManifestRow};
-use crate::{Registry, Result, err};
+use crate::{Error, Registry, Result};
+use atcr_oci::Digest;
 use atcr_oci::manifest::{Descriptor, OCI_MANIFEST, ParsedManifest};
 use atcr_oci::records::SignatureRecord;
 use atcr_oci::signature::{
     AtprotoPointer, SIGNATURE_ARTIFACT_TYPE, SIGNATURE_LAYER_TYPE, SIGNATURE_VERSION, SignatureKey,
     SignatureLayer, SignatureSubject, build_artifact, validate_cosign_artifact,
 };
-use atcr_oci::{Digest, ErrorCode};
 use atcr_syntax::Did;
 use std::collections::BTreeMap;
 
@@ -108,7 +108,7 @@ impl Registry {
     }
 
     async fn resolve_signer(&self, did: &str) -> Result<Signer> {
-        let parsed = Did::new(did).map_err(|e| err(ErrorCode::NameInvalid, e.to_string()))?;
+        let parsed = Did::new(did).map_err(|e| Error::NameInvalid(e.to_string()))?;
         // An embedded account's document comes straight from the embedded
         // directory: start-up recovery runs before the HTTP server does.
         let embedded = match &self.inner.pds {
@@ -120,7 +120,7 @@ impl Registry {
                 let bytes = serde_json::to_vec(&json).unwrap_or_default();
                 std::sync::Arc::new(
                     atcr_identity::DidDocument::parse(&parsed, &bytes)
-                        .map_err(|e| err(ErrorCode::Unknown, format!("owner {did}: {e}")))?,
+                        .map_err(|e| Error::Internal(format!("owner {did}: {e}")))?,
                 )
             }
             None => self
@@ -128,19 +128,14 @@ impl Registry {
                 .resolver
                 .resolve_did(&parsed)
                 .await
-                .map_err(|e| {
-                    err(
-                        ErrorCode::Unavailable,
-                        format!("cannot resolve the owner {did}: {e}"),
-                    )
-                })?,
+                .map_err(|e| Error::Unavailable(format!("cannot resolve the owner {did}: {e}")))?,
         };
         let key = doc
             .signing_key()
-            .map_err(|e| err(ErrorCode::Denied, format!("owner {did}: {e}")))?;
+            .map_err(|e| Error::Denied(format!("owner {did}: {e}")))?;
         let pds = doc
             .pds_endpoint()
-            .map_err(|e| err(ErrorCode::Denied, format!("owner {did}: {e}")))?;
+            .map_err(|e| Error::Denied(format!("owner {did}: {e}")))?;
         Ok(Signer {
             did: did.to_owned(),
             handle: doc.claimed_handle().map(|h| h.to_string()),
@@ -161,8 +156,8 @@ impl Registry {
         let now = atcr_syntax::Datetime::now().to_string();
         let mut out = Vec::with_capacity(signed.len());
         for s in signed {
-            let digest = Digest::parse(s.digest)
-                .map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?;
+            let digest =
+                Digest::parse(s.digest).map_err(|e| Error::DigestInvalid(e.to_string()))?;
             let layer = signer.layer(s.digest, s.media_type, &s.record_uri, commit_cid, &now);
             let built = build_artifact(
                 &layer,
@@ -238,10 +233,14 @@ impl Registry {
         let Ok(name) = atcr_oci::RepoName::parse(&r.subject.repository) else {
             return Ok(false);
         };
-        let atcr_oci::Owner::Did(owner) = name.owner() else {
+        let atcr_oci::Owner::Did(owner_did) = name.owner() else {
             return Ok(false); // records name the owner by DID
         };
-        let (owner, repo) = (owner.to_string(), name.repo());
+        let Ok(signer) = Did::new(signer_did) else {
+            return Ok(false);
+        };
+        let repository = crate::Repository::new(name.clone(), owner_did.clone());
+        let (owner, repo) = (owner_did.to_string(), name.repo());
         if owner == signer_did {
             return Ok(false); // the owner's own artifacts are the registry's
         }
@@ -264,11 +263,11 @@ impl Registry {
         {
             return Ok(false); // `atcr sign` pushed it already
         }
-        let signer = self.signer(signer_did).await?;
-        let digest = Digest::parse(&subject.digest)
-            .map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?;
+        let signing_key = self.signer(signer_did).await?;
+        let digest =
+            Digest::parse(&subject.digest).map_err(|e| Error::DigestInvalid(e.to_string()))?;
         let now = atcr_syntax::Datetime::now().to_string();
-        let layer = signer.layer(&subject.digest, &subject.media_type, &uri, commit_cid, &now);
+        let layer = signing_key.layer(&subject.digest, &subject.media_type, &uri, commit_cid, &now);
         let artifact = build_artifact(
             &layer,
             Descriptor {
@@ -284,9 +283,8 @@ impl Registry {
         let ad = Digest::sha256_of(&artifact);
         let put = self
             .cosign_put(
-                &name,
-                &owner,
-                signer_did,
+                &repository,
+                &signer,
                 &atcr_oci::Reference::Digest(ad.clone()),
                 Some(OCI_MANIFEST),
                 artifact,
@@ -305,27 +303,26 @@ impl Registry {
     /// artifact naming that record (checked under the owner's lock: the
     /// follower making an artifact from a record must not replace the one
     /// `atcr sign` pushed meanwhile).
-    #[allow(clippy::too_many_arguments)]
     pub async fn cosign_put(
         &self,
-        name: &atcr_oci::RepoName,
-        owner: &str,
-        signer: &str,
+        repository: &crate::Repository,
+        signer: &Did,
         reference: &atcr_oci::Reference,
         content_type: Option<&str>,
         bytes: Vec<u8>,
         unless_uri: Option<&str>,
     ) -> Result<crate::PushedManifest> {
-        let denied = |m: String| err(ErrorCode::Denied, m);
+        let (name, owner_did) = (repository.name(), repository.did());
+        let (owner, signer) = (owner_did.as_str(), signer.as_str());
+        let denied = |m: String| Error::Denied(m);
         let atcr_oci::Reference::Digest(want) = reference else {
             return Err(denied("co-signers push by digest, not by tag".into()));
         };
         let digest = Digest::sha256_of(&bytes);
         if digest != *want {
-            return Err(err(
-                ErrorCode::DigestInvalid,
-                format!("the manifest hashes to {digest}, not {want}"),
-            ));
+            return Err(Error::DigestInvalid(format!(
+                "the manifest hashes to {digest}, not {want}"
+            )));
         }
         if content_type.is_some_and(|t| t != OCI_MANIFEST) {
             return Err(denied(format!(
@@ -350,10 +347,10 @@ impl Registry {
             .await?
             .is_none()
         {
-            return Err(err(
-                ErrorCode::ManifestUnknown,
-                format!("subject {} is not in {name}", subject.digest),
-            ));
+            return Err(Error::ManifestUnknown(format!(
+                "subject {} is not in {name}",
+                subject.digest
+            )));
         }
         if layer.atproto.did != signer {
             return Err(denied(format!(
@@ -362,9 +359,9 @@ impl Registry {
             )));
         }
         let uri = atcr_syntax::AtUri::parse(&layer.atproto.record_uri)
-            .map_err(|e| err(ErrorCode::ManifestInvalid, format!("recordUri: {e}")))?;
+            .map_err(|e| Error::ManifestInvalid(format!("recordUri: {e}")))?;
         let (Some(coll), Some(rkey)) = (uri.collection(), uri.rkey()) else {
-            return Err(err(ErrorCode::ManifestInvalid, "recordUri names no record"));
+            return Err(Error::ManifestInvalid("recordUri names no record".into()));
         };
         if uri.authority().to_string() != signer || coll.as_str() != atcr_oci::SIGNATURE_COLLECTION
         {
@@ -382,11 +379,10 @@ impl Registry {
                     uri.as_str()
                 ))
             })?;
-        let owner_did = Did::new(owner).map_err(|e| err(ErrorCode::Unknown, e.to_string()))?;
         let checked = atcr_oci::records::from_json::<SignatureRecord>(&record)
             .map_err(|e| format!("not an io.atcr.signature record: {e}"))
             .and_then(|r| {
-                r.check_names(&owner_did, repo, &subject.digest)
+                r.check_names(owner_did, repo, &subject.digest)
                     .map_err(|e| e.to_string())
             });
         if let Err(why) = checked {
@@ -416,7 +412,7 @@ impl Registry {
         {
             return Ok(crate::PushedManifest {
                 digest: Digest::parse(&m.digest)
-                    .map_err(|e| err(ErrorCode::DigestInvalid, e.to_string()))?,
+                    .map_err(|e| Error::DigestInvalid(e.to_string()))?,
                 subject: Some(subject.digest.to_string()),
             });
         }
@@ -510,28 +506,28 @@ impl Registry {
             return match pds.get_record(signer, coll, rkey).await {
                 Ok(r) => Ok(r.map(|(_, v)| v)),
                 Err(e) if e.0.error == "RecordNotFound" => Ok(None),
-                Err(e) => Err(err(ErrorCode::Unknown, e.to_string())),
+                Err(e) => Err(Error::Internal(e.to_string())),
             };
         }
-        let did = Did::new(signer).map_err(|e| err(ErrorCode::Denied, e.to_string()))?;
+        let did = Did::new(signer).map_err(|e| Error::Denied(e.to_string()))?;
         let id = self
             .inner
             .resolver
             .resolve(&atcr_syntax::AtIdentifier::Did(did))
             .await
-            .map_err(|e| err(ErrorCode::Unavailable, format!("{signer}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("{signer}: {e}")))?;
         // The signer's DID document chose this URL.
         self.inner
             .egress
             .check_url(&id.pds)
-            .map_err(|e| err(ErrorCode::Denied, format!("{signer}'s PDS: {e}")))?;
+            .map_err(|e| Error::Denied(format!("{signer}'s PDS: {e}")))?;
         // The verifier's own record check: fetched from the signer's PDS,
         // proven against the key in their DID document.
         let proof = atcr_verify::fetch_record(self.inner.fetch.as_ref(), &id, coll, rkey)
             .await
             .map_err(|(reason, m)| match reason {
-                atcr_verify::Reason::Unreachable => err(ErrorCode::Unavailable, m),
-                _ => err(ErrorCode::Denied, format!("{signer}'s proof: {m}")),
+                atcr_verify::Reason::Unreachable => Error::Unavailable(m),
+                _ => Error::Denied(format!("{signer}'s proof: {m}")),
             })?;
         Ok(proof.record.map(|(_, v)| atcr_data::json::to_json(&v)))
     }

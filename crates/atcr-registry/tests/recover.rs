@@ -7,7 +7,8 @@ use atcr_blobstore::{BlobStore, StoreConfig};
 use atcr_oci::records::{ManifestRecord, TagRecord, to_json};
 use atcr_oci::{Reference, RepoName};
 use atcr_pds::{Pds, PdsConfig, Write};
-use atcr_registry::{Registry, RegistryConfig};
+use atcr_registry::{Registry, RegistryConfig, Repository};
+use atcr_syntax::Did;
 use base64::Engine as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,11 @@ use std::time::Duration;
 const INDEX: &[u8] =
     br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
 const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// `alice.test/app` as the index names it (by DID).
+fn repo(did: &str) -> Repository {
+    Repository::of(&Did::new(did).unwrap(), "app").unwrap()
+}
 
 fn digest(b: &[u8]) -> String {
     atcr_oci::Digest::sha256(b).to_string()
@@ -121,7 +127,7 @@ async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed()
         .await
         .unwrap();
     assert!(
-        reg.manifest_get(&did, "app", &tag("v1"), true)
+        reg.manifest_get(&repo(&did), &tag("v1"), true)
             .await
             .is_err()
     );
@@ -129,15 +135,14 @@ async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed()
     let (done, dropped, _) = reg.recover().await.unwrap();
     assert_eq!((done, dropped), (1, 1));
     let m = reg
-        .manifest_get(&did, "app", &tag("v1"), true)
+        .manifest_get(&repo(&did), &tag("v1"), true)
         .await
         .unwrap();
     assert_eq!(m.bytes, INDEX);
     // The completed push got its signature artifact, pointing at the record.
     let refs = reg
         .referrers(
-            &did,
-            "app",
+            &repo(&did),
             &atcr_oci::Digest::parse(&digest(INDEX)).unwrap(),
         )
         .await
@@ -149,7 +154,7 @@ async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed()
     );
     assert!(refs[0].annotations.as_deref().unwrap().contains(&uri));
     assert!(
-        reg.manifest_get(&did, "app", &tag("ghost"), true)
+        reg.manifest_get(&repo(&did), &tag("ghost"), true)
             .await
             .is_err()
     );
@@ -184,15 +189,14 @@ async fn journaled_writes_are_completed_or_dropped_from_what_the_pds_committed()
     let (reg, _, _) = setup(tmp.path()).await;
     assert_eq!(reg.recover().await.unwrap().0, 1);
     assert!(
-        reg.manifest_get(&did, "app", &tag("v1"), false)
+        reg.manifest_get(&repo(&did), &tag("v1"), false)
             .await
             .is_err()
     );
     // The registry serves exactly what the PDS holds: nothing.
     let pushed = reg
         .manifest_put(
-            &name,
-            &did,
+            &Repository::new(name.clone(), Did::new(did.as_str()).unwrap()),
             &tag("v2"),
             &[],
             Some(INDEX_TYPE),
@@ -250,8 +254,7 @@ async fn retried_pushes_converge_and_delete_removes_every_record_of_the_digest()
     .unwrap();
     // The client's retry writes the same record, not a second one.
     reg.manifest_put(
-        &name,
-        &did,
+        &Repository::new(name.clone(), Did::new(did.as_str()).unwrap()),
         &Reference::Tag("v1".into()),
         &[],
         Some(INDEX_TYPE),
@@ -279,8 +282,7 @@ async fn retried_pushes_converge_and_delete_removes_every_record_of_the_digest()
     .unwrap();
     assert_eq!(manifest_records(&pds, &did, &d).await.len(), 2);
     reg.manifest_delete(
-        &did,
-        "app",
+        &repo(&did),
         &Reference::Digest(atcr_oci::Digest::parse(&d).unwrap()),
     )
     .await

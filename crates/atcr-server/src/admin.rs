@@ -99,7 +99,11 @@ pub async fn apply(services: &Services, req: AdminRequest) -> Result<serde_json:
     use serde_json::json;
     // Garbage collection needs the registry only.
     if let AdminRequest::Gc { dry_run } = req {
-        let report = services.registry.gc(dry_run).await.map_err(|e| e.message)?;
+        let report = services
+            .registry
+            .gc(dry_run)
+            .await
+            .map_err(|e| e.to_string())?;
         return Ok(json!(report));
     }
     let pds = services
@@ -144,14 +148,15 @@ pub async fn apply(services: &Services, req: AdminRequest) -> Result<serde_json:
                 Err(_) if account.starts_with("did:") => (account, false),
                 Err(_) => return Err(format!("no account {account} on this server")),
             };
+            let did = atcr_syntax::Did::new(d.as_str()).map_err(|e| format!("{d}: {e}"))?;
             if existed {
                 pds.delete_account(&d).await.map_err(e)?;
             }
             let manifests = services
                 .registry
-                .forget_owner(&d)
+                .forget_owner(&did)
                 .await
-                .map_err(|e| e.message)?;
+                .map_err(|e| e.to_string())?;
             json!({"did": d, "manifests": manifests})
         }
         AdminRequest::SetPassword { account, password } => {

@@ -125,7 +125,7 @@ async fn replica_duties(reg: atcr_registry::Registry) {
         match reg.sync_revocations(since).await {
             // Re-read a minute back: replicas' clocks may differ a little.
             Ok(newest) => since = newest.saturating_sub(60).max(since),
-            Err(e) => tracing::warn!(target: "atcr::auth", "reading revocations: {}", e.message),
+            Err(e) => tracing::warn!(target: "atcr::auth", "reading revocations: {}", e),
         }
         if n % 5 == 0 {
             match reg.recover_journal().await {
@@ -133,7 +133,7 @@ async fn replica_duties(reg: atcr_registry::Registry) {
                 Ok((done, dropped)) => tracing::info!(
                     "settled journal entries of another replica: {done} completed, {dropped} dropped"
                 ),
-                Err(e) => tracing::warn!("settling the journal: {}", e.message),
+                Err(e) => tracing::warn!("settling the journal: {}", e),
             }
         }
     }
@@ -596,7 +596,7 @@ pub async fn serve_on(
                 loop {
                     tick.tick().await;
                     if let Err(e) = reg.gc(false).await {
-                        tracing::warn!(target: "atcr::gc", "garbage collection: {}", e.message);
+                        tracing::warn!(target: "atcr::gc", "garbage collection: {}", e);
                     }
                 }
             })

@@ -66,7 +66,7 @@ pub async fn rebuild_index(config: Config) -> Result<RebuildReport, ServerError>
             .registry
             .rebuild_into(&target)
             .await
-            .map_err(|e| ServerError::Service(e.message))?
+            .map_err(|e| ServerError::Service(e.to_string()))?
     };
     // Every connection is closed now: fold the WAL into the file.
     {

@@ -87,6 +87,23 @@ impl WebError {
     }
 }
 
+/// A registry service's refusal, as a page reports it.
+impl From<atcr_registry::Error> for WebError {
+    fn from(e: atcr_registry::Error) -> Self {
+        use atcr_registry::Error as E;
+        match e {
+            E::BlobUnknown(_) | E::UploadUnknown | E::ManifestUnknown(_) | E::NameUnknown(_) => {
+                Self::NotFound(e.to_string())
+            }
+            E::Denied(_) | E::BadCredentials => Self::Forbidden(e.to_string()),
+            E::TooManyUploads(_) => Self::TooMany(e.to_string()),
+            E::Unavailable(_) => Self::Unavailable(e.to_string()),
+            E::Internal(_) => Self::Internal(e.to_string()),
+            _ => Self::BadRequest(e.to_string()),
+        }
+    }
+}
+
 impl From<atcr_registry::index::IndexError> for WebError {
     fn from(e: atcr_registry::index::IndexError) -> Self {
         Self::Internal(e.to_string())

@@ -520,9 +520,7 @@ impl Web {
                 };
                 Ok((did, handle, false, false))
             }
-            Err(e) if e.code == atcr_oci::ErrorCode::Unavailable => {
-                Err(WebError::Unavailable(e.message))
-            }
+            Err(e) if e.is_unavailable() => Err(WebError::Unavailable(e.to_string())),
             Err(_) => Err(denied()),
         }
     }
@@ -787,19 +785,14 @@ pub(crate) async fn delete_tag(
         let name = atcr_oci::RepoName::parse(&format!("x.test/{}", f.repo))
             .map_err(|e| WebError::BadRequest(e.message))?;
         atcr_oci::validate_tag(&f.tag).map_err(|e| WebError::BadRequest(e.message))?;
-        web.inner
+        let did = atcr_syntax::Did::new(v.session.did.as_str())
+            .map_err(|e| WebError::Internal(format!("a session's DID: {e}")))?;
+        let repo = atcr_registry::Repository::of(&did, name.repo())?;
+        Ok(web
+            .inner
             .registry
-            .manifest_delete(
-                &v.session.did,
-                name.repo(),
-                &atcr_oci::Reference::Tag(f.tag.clone()),
-            )
-            .await
-            .map_err(|e| match e.status {
-                404 => WebError::NotFound(e.message),
-                503 => WebError::Unavailable(e.message),
-                _ => WebError::BadRequest(e.message),
-            })
+            .manifest_delete(&repo, &atcr_oci::Reference::Tag(f.tag.clone()))
+            .await?)
     }
     .await;
     match r {

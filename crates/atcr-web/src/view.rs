@@ -378,8 +378,8 @@ impl Web {
         match tokio::time::timeout(Duration::from_secs(3), self.inner.registry.owner_did(&name))
             .await
         {
-            Ok(Ok(did)) => Ok(did),
-            Ok(Err(e)) => Err(WebError::NotFound(e.message)),
+            Ok(Ok(did)) => Ok(did.to_string()),
+            Ok(Err(e)) => Err(WebError::NotFound(e.to_string())),
             Err(_) => Err(WebError::Unavailable(format!(
                 "{seg} could not be resolved in time; try again"
             ))),
