@@ -234,8 +234,13 @@ impl Default for WebSection {
 pub struct IndexSection {
     /// `sqlite` (default) or `postgres`.
     pub backend: String,
-    /// PostgreSQL connection URL (`backend = "postgres"`).
+    /// PostgreSQL connection URL (`backend = "postgres"`). With
+    /// `sslmode=require` the connection uses TLS and the server's
+    /// certificate is verified.
     pub postgres_url: Option<String>,
+    /// A PEM bundle of CAs trusted for the PostgreSQL server's certificate,
+    /// besides the system's (a private CA).
+    pub postgres_ca_file: Option<PathBuf>,
     /// Most PostgreSQL connections per process.
     pub pool_size: u64,
     /// Seconds a request waits for a database connection.
@@ -247,6 +252,7 @@ impl Default for IndexSection {
         Self {
             backend: "sqlite".into(),
             postgres_url: None,
+            postgres_ca_file: None,
             pool_size: 16,
             timeout_secs: 5,
         }
@@ -512,6 +518,7 @@ impl Config {
                 "GC_GRACE_SECS" => self.gc.grace_secs = num(value)?,
                 "INDEX_BACKEND" => self.index.backend = value.clone(),
                 "INDEX_POSTGRES_URL" => self.index.postgres_url = Some(value.clone()),
+                "INDEX_POSTGRES_CA_FILE" => self.index.postgres_ca_file = Some(value.into()),
                 "INDEX_POOL_SIZE" => self.index.pool_size = num(value)?,
                 "INDEX_TIMEOUT_SECS" => self.index.timeout_secs = num(value)?,
                 "WEB_ENABLED" => self.web.enabled = parse_bool(value)?,

@@ -99,6 +99,7 @@ async fn open_index(
                 url: url.clone(),
                 pool_size: usize::try_from(config.index.pool_size).unwrap_or(usize::MAX),
                 timeout: Duration::from_secs(config.index.timeout_secs),
+                ca_file: config.index.postgres_ca_file.clone(),
             };
             atcr_registry::index::Index::postgres(&opts)
                 .await

@@ -5,15 +5,24 @@
 //! with `Handle::block_on` (the connection's I/O task runs on the runtime as
 //! usual). That keeps the index's units of work synchronous closures, the
 //! same code for SQLite and PostgreSQL.
+//!
+//! TLS (`sslmode=require`) is rustls with the ring provider, as everywhere
+//! in ATCR, through `tokio-postgres-rustls`.
 
 use crate::{
     Conn, Dialect, ErrorKind, Job, Migration, Mode, Row, RunFuture, SqlError, Store, Value,
 };
 use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Every write transaction takes this advisory lock (transaction-scoped), so
 /// writes from all replicas are serialized as SQLite serializes them.
@@ -31,6 +40,42 @@ pub struct PgOptions {
     /// How long a request waits for a connection (from the pool, or a new
     /// one) before the database counts as unavailable.
     pub timeout: Duration,
+    /// PEM CAs trusted for the server's certificate besides the system's
+    /// (`sslmode=require` only).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The TLS client for `sslmode=require`: the server's certificate is always
+/// verified (system CAs plus `ca_file`), unlike libpq's `require`; there is
+/// no opportunistic TLS (`prefer` connects in plain text, as `disable`).
+fn tls_config(ca_file: Option<&Path>) -> crate::Result<rustls::ClientConfig> {
+    let bad = |m: String| SqlError::new(ErrorKind::Other, m);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(p) = ca_file {
+        let name = format!("index.postgres_ca_file {}", p.display());
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
+            .map_err(|e| bad(format!("{name}: {e}")))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(format!("{name}: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad(format!("{name}: no PEM certificate")));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| bad(format!("{name}: {e}")))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(bad(
+            "sslmode=require, but no CA is trusted: set index.postgres_ca_file".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl From<tokio_postgres::Error> for SqlError {
@@ -49,7 +94,17 @@ impl From<tokio_postgres::Error> for SqlError {
             };
         let message = match e.as_db_error() {
             Some(db) => format!("postgres: {}: {}", db.code().code(), db.message()),
-            None => format!("postgres: {e}"),
+            None => {
+                // The cause says what to fix (a refused certificate, a
+                // refused connection): name every link of the chain.
+                let mut m = format!("postgres: {e}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    m.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                m
+            }
         };
         SqlError::new(
             if unavailable {
@@ -229,13 +284,20 @@ impl PgStore {
         if cfg.get_application_name().is_none() {
             cfg.application_name("atcr");
         }
-        let manager = Manager::from_config(
-            cfg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_cfg = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = if matches!(cfg.get_ssl_mode(), SslMode::Require) {
+            let tls = MakeRustlsConnect::new(tls_config(opts.ca_file.as_deref())?);
+            Manager::from_config(cfg, tls, manager_cfg)
+        } else if opts.ca_file.is_some() {
+            return Err(SqlError::new(
+                ErrorKind::Other,
+                "index.postgres_ca_file is set, but index.postgres_url does not ask for TLS: add sslmode=require",
+            ));
+        } else {
+            Manager::from_config(cfg, NoTls, manager_cfg)
+        };
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size.max(1))
             .wait_timeout(Some(opts.timeout))

@@ -15,7 +15,76 @@ fn opts(url: &str) -> PgOptions {
         url: url.to_owned(),
         pool_size: 4,
         timeout: Duration::from_secs(2),
+        ca_file: None,
     }
+}
+
+/// Whether this session's connection is encrypted, as the server sees it.
+async fn on_tls(db: &Database) -> bool {
+    db.read(|c| {
+        c.query_row(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            (),
+            |r| r.get::<_, bool>(0),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_encrypts_and_verifies_the_server_certificate() {
+    let (pg, ca) = atcr_testkit::PgServer::start_tls();
+    let tls_url = format!("{}?sslmode=require", pg.url);
+    // Verified against the configured CA: the session is encrypted.
+    let db = Database::postgres(
+        &PgOptions {
+            ca_file: Some(ca.clone()),
+            ..opts(&tls_url)
+        },
+        MIGRATIONS,
+    )
+    .await
+    .unwrap();
+    assert!(on_tls(&db).await);
+    // Without the CA the server's certificate is not trusted: refused,
+    // never downgraded to plain text.
+    let e = Database::postgres(&opts(&tls_url), MIGRATIONS)
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // A CA file that is not PEM says which setting is wrong.
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), "not a certificate").unwrap();
+    let e = Database::postgres(
+        &PgOptions {
+            ca_file: Some(junk.path().to_owned()),
+            ..opts(&tls_url)
+        },
+        MIGRATIONS,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("index.postgres_ca_file"), "{e}");
+    // A CA without sslmode=require is a mistake, not silently plain text.
+    let e = Database::postgres(
+        &PgOptions {
+            ca_file: Some(ca),
+            ..opts(&pg.url)
+        },
+        MIGRATIONS,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("sslmode=require"), "{e}");
+    // No sslmode: plain text, as before.
+    let plain = Database::postgres(&opts(&pg.url), MIGRATIONS)
+        .await
+        .unwrap();
+    assert!(!on_tls(&plain).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

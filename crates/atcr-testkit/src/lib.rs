@@ -178,6 +178,94 @@ impl Drop for S3Server {
     }
 }
 
+/// `openssl` in `dir`: a CA and a server certificate for 127.0.0.1 signed by
+/// it, named `NAME-ca.crt`, `NAME.crt`, `NAME.key`.
+pub fn make_certs(dir: &std::path::Path, name: &str) {
+    make_certs_for(dir, name, &["127.0.0.1"]);
+}
+
+/// [`make_certs`] for a server certificate valid for these IP addresses.
+pub fn make_certs_for(dir: &std::path::Path, name: &str, ips: &[&str]) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca, cak) = (format!("{name}-ca.crt"), format!("{name}-ca.key"));
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &cak,
+        "-out",
+        &ca,
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} CA"),
+    ]);
+    let (crt, key, csr, ext) = (
+        format!("{name}.crt"),
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+    );
+    std::fs::write(
+        dir.join(&ext),
+        format!(
+            "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
+            ips.iter()
+                .map(|ip| format!("IP:{ip}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    )
+    .expect("certificate extensions file");
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        &format!("/CN={name}"),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &cak,
+        "-CAcreateserial",
+        "-out",
+        &crt,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ]);
+}
+
 /// A real PostgreSQL server (Debian's `postgresql` package, installed by
 /// `scripts/test`) running as a child process on 127.0.0.1 over a temporary
 /// directory, as an unprivileged user when the tests run as root (PostgreSQL
@@ -194,6 +282,8 @@ pub struct PgServer {
     pub port: u16,
     dir: tempfile::TempDir,
     user: Option<(u32, u32)>,
+    /// More `postgres` arguments (TLS).
+    args: Vec<String>,
 }
 
 /// The directory with `initdb` and `postgres` (`ATCR_PG_BIN`, else the
@@ -316,6 +406,18 @@ fn pg_template(bin: &std::path::Path, user: Option<(u32, u32)>) -> PathBuf {
 impl PgServer {
     /// Starts a server with an empty `atcr` database.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// [`PgServer::start`], the server also accepting TLS with a certificate
+    /// for 127.0.0.1 from a new CA; the CA's PEM file.
+    pub fn start_tls() -> (Self, PathBuf) {
+        let server = Self::start_with(true);
+        let ca = server.dir.path().join("tls/pg-ca.crt");
+        (server, ca)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let bin = pg_bin();
         let user = pg_user();
         let template = pg_template(&bin, user);
@@ -328,6 +430,21 @@ impl PgServer {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "copying the PostgreSQL template");
+        let mut args = vec![];
+        if tls {
+            let certs = dir.path().join("tls");
+            std::fs::create_dir_all(&certs).expect("tls dir");
+            make_certs(&certs, "pg");
+            // PostgreSQL refuses a key others may read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(certs.join("pg.key"), std::fs::Permissions::from_mode(0o600))
+                .expect("key mode");
+            for (k, f) in [("ssl_cert_file", "pg.crt"), ("ssl_key_file", "pg.key")] {
+                args.push("-c".to_owned());
+                args.push(format!("{k}={}", certs.join(f).display()));
+            }
+            args.extend(["-c".to_owned(), "ssl=on".to_owned()]);
+        }
         chown_tree(dir.path(), user);
         let mut server = Self {
             child: None,
@@ -335,6 +452,7 @@ impl PgServer {
             port: 0,
             dir,
             user,
+            args,
         };
         server.boot(free_port());
         server.url = server.create_database("atcr");
@@ -399,6 +517,7 @@ impl PgServer {
             // never PostgreSQL unless it says so).
             .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=200", "-c", "shared_buffers=32MB"])
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(self.dir.path().join("postgres.log")).expect("log"));
         as_user(&mut cmd, self.user);

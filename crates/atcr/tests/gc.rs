@@ -425,8 +425,24 @@ async fn push_blob_owned(s: &Server, tok: &str, name: &str, data: String) -> Str
 async fn push_reusing(s: &Server, tok: &str, name: &str, tag: &str, layer: &str) {
     let config = format!("{{\"tag\":\"{tag}\"}}");
     push_blob(s, tok, name, config.as_bytes()).await;
-    let layer_len = format!("kept layer {}", &tag[1..]).len();
-    let m = image_manifest(config.as_bytes(), layer, layer_len);
+    let content = format!("kept layer {}", &tag[1..]);
+    // As a client does: HEAD the layer, upload it only when missing, then
+    // the manifest at once. A HEAD's "exists" holds for one grace period
+    // (1 s here): a layer collected before this HEAD (the test's earlier
+    // HEAD is older than that under load) is uploaded again; one this HEAD
+    // found must stay until the manifest lands.
+    let r = http()
+        .head(format!("{}/v2/{name}/blobs/{layer}", s.url))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 404 {
+        push_blob(s, tok, name, content.as_bytes()).await;
+    } else {
+        assert_eq!(r.status(), 200);
+    }
+    let m = image_manifest(config.as_bytes(), layer, content.len());
     put_manifest_at(&s.url, tok, name, Some(tag), &m).await;
 }
 

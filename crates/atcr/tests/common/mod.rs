@@ -828,93 +828,9 @@ pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
     client.get(url).send().await.unwrap().text().await.unwrap()
 }
 
-/// `openssl` in `dir`: a CA and a server certificate for 127.0.0.1 signed by
-/// it, named `NAME-ca.crt`, `NAME.crt`, `NAME.key`.
-pub fn make_certs(dir: &std::path::Path, name: &str) {
-    make_certs_for(dir, name, &["127.0.0.1"]);
-}
-
-/// [`make_certs`] for a server certificate valid for these IP addresses.
-pub fn make_certs_for(dir: &std::path::Path, name: &str, ips: &[&str]) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let (ca, cak) = (format!("{name}-ca.crt"), format!("{name}-ca.key"));
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &cak,
-        "-out",
-        &ca,
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} CA"),
-    ]);
-    let (crt, key, csr, ext) = (
-        format!("{name}.crt"),
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.ext"),
-    );
-    std::fs::write(
-        dir.join(&ext),
-        format!(
-            "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\n",
-            ips.iter()
-                .map(|ip| format!("IP:{ip}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    )
-    .unwrap();
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        &format!("/CN={name}"),
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &cak,
-        "-CAcreateserial",
-        "-out",
-        &crt,
-        "-days",
-        "2",
-        "-extfile",
-        &ext,
-    ]);
-}
+// Not every test binary makes certificates.
+#[allow(unused_imports)]
+pub use atcr_testkit::{make_certs, make_certs_for};
 
 /// An `atcr serve` child process on a fresh data directory in `work`,
 /// killed on drop.
