@@ -17,21 +17,24 @@
 //! Routes ([`routes`]) call one service per concern, each an `impl Registry`
 //! in its own module over the [`index`] store (SQLite, or PostgreSQL shared
 //! by replicas): `auth` (logins, tokens, revocation), `blobs` (reads,
-//! mounts, upload sessions), `manifests` (pulls, group-committed pushes,
-//! deletes, listings), `journal` (recovery), `signing` (signature
-//! artifacts), [`gc`] and [`follow`]. Services take typed parameters (a
+//! mounts, upload sessions), `manifests` (pulls, group-committed pushes),
+//! `delete` (manifests, tags, deleted owners), `listing` (tags, catalog,
+//! referrers), `journal` (recovery), `signing` (signature artifacts), [`gc`]
+//! and [`follow`]. Services take typed parameters (a
 //! [`Repository`] with its owner's DID resolved, [`Digest`], [`Reference`])
 //! and fail with the registry's own [`Error`]; only the routes turn that into
 //! the OCI error envelope, and the web UI into its pages.
 
 mod auth;
 mod blobs;
+mod delete;
 pub mod egress;
 pub mod error;
 pub mod follow;
 pub mod gc;
 pub mod index;
 mod journal;
+mod listing;
 mod manifests;
 pub mod metrics;
 pub mod rebuild;
@@ -462,47 +465,4 @@ impl Registry {
             .collect();
         self.signature_artifacts(&signer, &head, signed).await
     }
-}
-
-/// Most manifest records read when looking for every record of one digest.
-const MAX_SCANNED_RECORDS: usize = 100_000;
-
-/// The keys of every `io.atcr.manifest` record of `owner` that signs
-/// `repo@digest`: the deterministic key first when present, then any other
-/// (a legacy TID key, a duplicate left by a retried push).
-async fn manifest_records_of(
-    owner: &dyn OwnerPds,
-    repo: &str,
-    digest: &str,
-) -> Result<Vec<String>> {
-    use atcr_oci::records::{ManifestRecord, from_json};
-    let parsed = Digest::parse(digest).map_err(|e| Error::DigestInvalid(e.to_string()))?;
-    let mut out = vec![];
-    let (mut cursor, mut seen) = (None, 0usize);
-    loop {
-        let (rows, next) = owner
-            .list_records(MANIFEST_COLLECTION.into(), cursor.take())
-            .await
-            .map_err(Error::from)?;
-        seen += rows.len();
-        for (rkey, value) in rows {
-            if let Ok(r) = from_json::<ManifestRecord>(&value)
-                && r.check_names(repo, &parsed).is_ok()
-            {
-                out.push(rkey);
-            }
-        }
-        match next {
-            Some(c) if seen < MAX_SCANNED_RECORDS => cursor = Some(c),
-            Some(_) => {
-                return Err(Error::Unavailable(format!(
-                    "the owner has over {MAX_SCANNED_RECORDS} manifest records; delete refused"
-                )));
-            }
-            None => break,
-        }
-    }
-    let own = atcr_oci::records::manifest_rkey(repo, &parsed);
-    out.sort_by_key(|k| *k != own);
-    Ok(out)
 }
