@@ -26,6 +26,22 @@ fn digest(b: &[u8]) -> String {
     atcr_oci::Digest::sha256(b).to_string()
 }
 
+/// The index: SQLite in `dir`, or with `ATCR_TEST_INDEX=postgres` a
+/// PostgreSQL database of its own (the same one when the registry is opened
+/// on `dir` again).
+async fn index(dir: &std::path::Path) -> atcr_registry::index::Index {
+    if std::env::var("ATCR_TEST_INDEX").as_deref() != Ok("postgres") {
+        return atcr_registry::index::Index::open(&dir.join("registry.sqlite")).unwrap();
+    }
+    let opts = atcr_sql::PgOptions {
+        url: atcr_testkit::pg_database_for(dir),
+        pool_size: 8,
+        timeout: Duration::from_secs(5),
+        ca_file: None,
+    };
+    atcr_registry::index::Index::postgres(&opts).await.unwrap()
+}
+
 async fn setup(dir: &std::path::Path) -> (Registry, Pds, String) {
     let plc = atcr_plc_server::Directory::open(&dir.join("plc.sqlite")).unwrap();
     let url: url::Url = "http://127.0.0.1:9".parse().unwrap();
@@ -57,7 +73,7 @@ async fn setup(dir: &std::path::Path) -> (Registry, Pds, String) {
             foreign_urls: Default::default(),
             gc: Default::default(),
         },
-        atcr_registry::index::Index::open(&dir.join("registry.sqlite")).unwrap(),
+        index(dir).await,
         BlobStore::open(&StoreConfig::Local(dir.join("blobs"))).unwrap(),
         Some(pds.clone()),
         atcr_identity::IdentityResolver::new(Default::default()).unwrap(),

@@ -266,6 +266,35 @@ pub fn make_certs_for(dir: &std::path::Path, name: &str, ips: &[&str]) {
     ]);
 }
 
+/// The URL of an empty PostgreSQL database for `key` (a data directory),
+/// the same one each time for that key (a server restarted on its data
+/// directory finds its index), on one server this test process starts once
+/// and keeps until it exits.
+pub fn pg_database_for(key: &std::path::Path) -> String {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Pg = (PgServer, HashMap<PathBuf, String>);
+    static PG: OnceLock<Mutex<Pg>> = OnceLock::new();
+    let pg = PG.get_or_init(|| {
+        // Started from a thread that lives as long as the process: the
+        // server is stopped when its starting thread ends.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(PgServer::start());
+            loop {
+                std::thread::park();
+            }
+        });
+        Mutex::new((rx.recv().expect("PostgreSQL started"), HashMap::new()))
+    });
+    let mut pg = pg.lock().unwrap_or_else(|p| p.into_inner());
+    let (server, dbs) = &mut *pg;
+    let n = dbs.len();
+    dbs.entry(key.to_owned())
+        .or_insert_with(|| server.create_database(&format!("index_{n}")))
+        .clone()
+}
+
 /// A real PostgreSQL server (Debian's `postgresql` package, installed by
 /// `scripts/test`) running as a child process on 127.0.0.1 over a temporary
 /// directory, as an unprivileged user when the tests run as root (PostgreSQL

@@ -19,32 +19,10 @@ fn free_port() -> u16 {
 /// server per test process (the same database again when the same data
 /// directory is served again, as after a crash); otherwise nothing (SQLite).
 pub fn index_env(data: &std::path::Path) -> Vec<(&'static str, String)> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
     if std::env::var("ATCR_TEST_INDEX").as_deref() != Ok("postgres") {
         return vec![];
     }
-    type Pg = (atcr_testkit::PgServer, HashMap<PathBuf, String>);
-    static PG: OnceLock<Mutex<Pg>> = OnceLock::new();
-    let pg = PG.get_or_init(|| {
-        // Started from a thread that lives as long as the process: the
-        // server is stopped when its starting thread ends.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(atcr_testkit::PgServer::start());
-            loop {
-                std::thread::park();
-            }
-        });
-        Mutex::new((rx.recv().expect("PostgreSQL started"), HashMap::new()))
-    });
-    let mut pg = pg.lock().unwrap_or_else(|p| p.into_inner());
-    let (server, dbs) = &mut *pg;
-    let n = dbs.len();
-    let url = dbs
-        .entry(data.to_owned())
-        .or_insert_with(|| server.create_database(&format!("index_{n}")))
-        .clone();
+    let url = atcr_testkit::pg_database_for(data);
     vec![
         ("ATCR_INDEX_BACKEND", "postgres".to_owned()),
         ("ATCR_INDEX_POSTGRES_URL", url),
