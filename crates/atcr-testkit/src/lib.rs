@@ -199,23 +199,18 @@ pub fn make_certs_for(dir: &std::path::Path, name: &str, ips: &[&str]) {
         );
     };
     let (ca, cak) = (format!("{name}-ca.crt"), format!("{name}-ca.key"));
-    run(&[
-        "req",
-        "-x509",
+    // A new P-256 key, unencrypted, written to the path that follows.
+    let new_key = [
         "-newkey",
         "ec",
         "-pkeyopt",
         "ec_paramgen_curve:P-256",
         "-nodes",
         "-keyout",
-        &cak,
-        "-out",
-        &ca,
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name} CA"),
-    ]);
+    ];
+    let subject = format!("/CN={name} CA");
+    let tail = [cak.as_str(), "-out", &ca, "-days", "2", "-subj", &subject];
+    run(&[&["req", "-x509"][..], &new_key, &tail].concat());
     let (crt, key, csr, ext) = (
         format!("{name}.crt"),
         format!("{name}.key"),
@@ -233,20 +228,9 @@ pub fn make_certs_for(dir: &std::path::Path, name: &str, ips: &[&str]) {
         ),
     )
     .expect("certificate extensions file");
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        &format!("/CN={name}"),
-    ]);
+    let subject = format!("/CN={name}");
+    let tail = [key.as_str(), "-out", &csr, "-subj", &subject];
+    run(&[&["req"][..], &new_key, &tail].concat());
     run(&[
         "x509",
         "-req",
