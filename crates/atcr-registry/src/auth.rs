@@ -183,22 +183,7 @@ impl Registry {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.inner
-            .revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(did.to_owned(), now);
-        self.inner
-            .credentials
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (d, _)| d.as_str() != did);
-        // A deleted account's handle may be taken by another account.
-        self.inner
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (d, _)| d.as_str() != did);
+        self.revoke_locally(did, now);
         tracing::info!(target: "atcr::auth", did, "credentials revoked: tokens and cached logins dropped");
         if self.inner.index.shared() {
             // Every replica applies it (see `sync_revocations`).
@@ -225,23 +210,30 @@ impl Registry {
             if known.is_some_and(|k| k >= at as u64) {
                 continue;
             }
-            self.inner
-                .revoked
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(did.clone(), at as u64);
-            self.inner
-                .credentials
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, (d, _)| d.as_str() != did);
-            self.inner
-                .handles
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|_, (d, _)| d.as_str() != did);
+            self.revoke_locally(&did, at as u64);
         }
         Ok(newest)
+    }
+
+    /// In this process: tokens issued before `at` are void, cached logins
+    /// and handles of `did` are dropped (a deleted account's handle may be
+    /// taken by another account).
+    fn revoke_locally(&self, did: &str, at: u64) {
+        self.inner
+            .revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(did.to_owned(), at);
+        self.inner
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (d, _)| d.as_str() != did);
+        self.inner
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (d, _)| d.as_str() != did);
     }
 
     /// Verifies a bearer token: signature, audience, lifetime, and not

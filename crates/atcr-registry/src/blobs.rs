@@ -253,6 +253,17 @@ impl Registry {
         Ok(busy)
     }
 
+    /// Runs `work` on upload session `id` while holding it
+    /// ([`Registry::mark_busy`]); the lease is released before the answer
+    /// goes out, since the client's next request may reach another replica
+    /// at once.
+    async fn leased<T>(&self, id: &str, work: impl Future<Output = Result<T>>) -> Result<T> {
+        let busy = self.mark_busy(id).await?;
+        let out = work.await;
+        busy.release().await;
+        out
+    }
+
     pub(crate) fn mark_local(&self, id: &str) -> Result<Busy<'_>> {
         let mut set = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(id.to_owned()) {
@@ -289,10 +300,7 @@ impl Registry {
         E: std::fmt::Display,
     {
         let (did, repo) = (repo.did().as_str(), repo.path());
-        let busy = self.mark_busy(id).await?;
-        // The lease is released before the answer goes out: the
-        // client's next request may reach another replica at once.
-        let out = async {
+        self.leased(id, async {
             let mut st = self.session(did, repo, id).await?;
             if let Some(s) = start
                 && s != st.offset
@@ -311,10 +319,8 @@ impl Registry {
             self.inner.index.update_upload(id, &st.to_json()).await?;
             self.cache_upload(did, repo, Some(&st), id);
             Ok(st.offset)
-        }
-        .await;
-        busy.release().await;
-        out
+        })
+        .await
     }
 
     /// Completes a session (after appending a last chunk, if any).
@@ -330,10 +336,7 @@ impl Registry {
         E: std::fmt::Display,
     {
         let (did, repo) = (repository.did().as_str(), repository.path());
-        let busy = self.mark_busy(id).await?;
-        // The lease is released before the answer goes out: the
-        // client's next request may reach another replica at once.
-        let out = async {
+        self.leased(id, async {
             let mut st = self.session(did, repo, id).await?;
             // Whatever happens next, the cached state is no longer the truth.
             self.cache_upload(did, repo, None, id);
@@ -374,10 +377,8 @@ impl Registry {
                 return Err(gc::doomed_busy());
             }
             Ok(size)
-        }
-        .await;
-        busy.release().await;
-        out
+        })
+        .await
     }
 
     /// Marks the session as placing `digest` (see [`gc`]); waits while
@@ -403,17 +404,12 @@ impl Registry {
     /// Cancels a session.
     pub async fn upload_cancel(&self, repo: &Repository, id: &str) -> Result<()> {
         let (did, repo) = (repo.did().as_str(), repo.path());
-        let busy = self.mark_busy(id).await?;
-        // The lease is released before the answer goes out: the
-        // client's next request may reach another replica at once.
-        let out = async {
+        self.leased(id, async {
             let st = self.session(did, repo, id).await?;
             self.cache_upload(did, repo, None, id);
             self.inner.index.delete_upload(id).await?;
             self.inner.blobs.abort(st).await.map_err(Error::from)
-        }
-        .await;
-        busy.release().await;
-        out
+        })
+        .await
     }
 }

@@ -65,7 +65,9 @@ pub enum Error {
     TooManyUploads(String),
     /// Something the operation needs (the index database, blob storage, a
     /// PDS, identity resolution) is down or busy: the same request may
-    /// succeed later. Nothing was written.
+    /// succeed later. A push whose PDS commit may have happened stays in
+    /// the journal and is settled from the PDS, so the index never holds
+    /// half of it.
     #[error("{0}")]
     Unavailable(String),
     /// The request breaks the OCI spec (a manifest, digest or name that does

@@ -457,14 +457,13 @@ impl Registry {
             report.retention.push(a);
             return;
         }
-        let deleted = match atcr_syntax::Did::new(did) {
-            Ok(d) => match crate::Repository::of(&d, repo) {
-                Ok(r) => self.manifest_delete(&r, &reference).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(Error::Internal(format!("an indexed DID: {e}"))),
+        let deleted = async {
+            let did = atcr_syntax::Did::new(did)
+                .map_err(|e| Error::Internal(format!("an indexed DID: {e}")))?;
+            self.manifest_delete(&crate::Repository::of(&did, repo)?, &reference)
+                .await
         };
-        match deleted {
+        match deleted.await {
             Ok(()) => {
                 tracing::info!(target: "atcr::gc", repository = %a.repository, tag = ?a.tag,
                     digest = %a.digest, rule = %a.rule, "retention deleted");
